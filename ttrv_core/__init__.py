@@ -1,0 +1,1 @@
+"""ttrv_core: test-time reinforcement learning (TTRV, Singh et al. 2025) for VLMs."""

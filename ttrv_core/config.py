@@ -1,0 +1,119 @@
+"""One frozen config for a TTRV run. Each default says where it comes from.
+
+"paper code" = the authors' release (github.com/Akshit21112002/TTRV, a fork of
+TTRL on verl): its run scripts and verl's defaults they rely on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from .rewards import REWARDS
+
+DEMO_MODEL = str(Path(__file__).resolve().parent.parent / "assets" / "demo_model")
+PRECISIONS = ("auto", "4bit", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class TTRVConfig:
+    model: str = DEMO_MODEL
+    """Hub id or local folder. Default: the bundled demo model (assets/)."""
+    precision: str = "auto"
+    """auto = 4-bit NF4 on CUDA, fp32 on CPU; or 4bit, bf16, fp32."""
+
+    # --- sampling (paper code: n_votes_per_prompt / n_samples_per_prompt) ---
+    n_votes: int = 32
+    """N: answers sampled per prompt; rewards are computed over all N (paper code)."""
+    n_train: int = 16
+    """G: the first G of the N answers are trained on (paper code)."""
+    temperature: float = 1.0
+    """Sampling temperature (paper code; 1.5 in its Qwen2.5-VL runs)."""
+    top_p: float = 1.0
+    """Nucleus sampling (paper code: 1.0, i.e. off)."""
+    max_new_tokens: int = 16
+    """Answer length cap; answers are a letter or a short phrase (no chain of thought)."""
+
+    # --- reward ---
+    reward: str = "ttrv"
+    """ttrv (r1 - alpha*H_norm, paper), frequency, majority (TTRL), ttrv_marginal (ours)."""
+    alpha: float = 0.75
+    """Entropy weight (paper). Cancels under group-normalised advantages: see rewards.py."""
+
+    # --- GRPO (verl defaults used by the paper code) ---
+    eps_clip: float = 0.2
+    """PPO ratio clip (verl clip_ratio)."""
+    dual_clip: float = 3.0
+    """Dual-clip constant c for negative advantages (verl clip_ratio_c)."""
+    beta: float = 0.001
+    """KL loss weight to the base policy, low_var_kl (k3) estimator (paper code)."""
+    adv_eps: float = 1e-6
+    """GRPO advantage (r - mean) / (std + eps) (verl)."""
+
+    # --- optimisation ---
+    lr: float = 2e-3
+    """LoRA learning rate. Paper: 5e-7 for a full fine-tune; ours was tuned on the
+    demo model (docs: README 'Measured'). Real 2-8B models: try 1e-5..1e-4."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (paper code)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (paper code)."""
+    warmup_ratio: float = 0.03
+    """Linear warm-up share of the cosine schedule (paper code)."""
+    prompts_per_step: int = 8
+    """Prompts sampled per step (paper code: train_batch_size 8)."""
+    epochs: int = 2
+    """Passes over the unlabeled items (paper: 2 epochs over 20 test samples)."""
+    max_steps: int = 0
+    """If > 0, run exactly this many steps (epochs repeat as needed), instead of `epochs`."""
+    lora_r: int = 16
+    """LoRA rank, language-model projections only (vision tower frozen, paper)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (peft convention alpha/r = 2)."""
+
+    # --- run ---
+    seed: int = 0
+    """Seeds sampling, LoRA init and item order."""
+    shared_prefix: bool = True
+    """Prefill each image prompt once and share it across the N answers
+    (sampling) and the G trained answers (training). False: full rows (reference)."""
+    single_copies: int = 4
+    """Single-example mode: the chosen item is repeated this many times (paper)."""
+    eval_votes: int = 0
+    """Samples per item for maj@N / single@T evaluation; 0 means n_votes."""
+
+    def __post_init__(self) -> None:
+        if self.n_train > self.n_votes:
+            raise ValueError(f"n_train (G={self.n_train}) must be <= n_votes (N={self.n_votes})")
+        if self.n_train < 2:
+            raise ValueError("n_train (G) must be >= 2: group advantages need two answers")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got '{self.reward}'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 (greedy decoding is used for evaluation only)")
+        for name in ("prompts_per_step", "epochs", "max_new_tokens", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def votes_for_eval(self) -> int:
+        return self.eval_votes or self.n_votes
+
+    def total_steps(self, n_items: int) -> int:
+        """Steps of the run: epochs over the items in batches, or max_steps."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return math.ceil(n_items / self.prompts_per_step) * self.epochs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTRVConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_(self, **kw) -> "TTRVConfig":
+        return replace(self, **kw)

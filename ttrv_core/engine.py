@@ -1,0 +1,150 @@
+"""The TTRV loop, as a generator of typed events.
+
+    evaluate(before) -> for each step:
+        take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
+        for each item: sample N answers, extract votes, reward all N
+        for each item: GRPO update on the first G answers (1 prompt per update)
+        yield StepEvent
+    -> evaluate(after) -> RunEnd
+
+Answers the user supplied are used for evaluation and per-step accuracy only;
+rewards never see them. Single-example mode trains on one chosen item
+repeated `single_copies` times and evaluates on all items (paper section 5).
+
+A stop request (`should_stop()` returning True) ends training after the
+current step; the after-evaluation still runs so that the comparison exists.
+"""
+from __future__ import annotations
+
+import random
+import time
+from statistics import mean
+from typing import Callable, Iterator, Sequence
+
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from .config import TTRVConfig
+from .data import Item
+from .evaluate import evaluate, summarize
+from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
+from .grpo import group_advantages, update
+from .models import Policy
+from .prompts import extract_answer
+from .rewards import compute_rewards, vote_stats
+from .rollout import prepare_prompt, sample
+
+
+def train_schedule(items: Sequence[Item], cfg: TTRVConfig) -> list[list[Item]]:
+    """The items of each step: epochs over a seeded shuffle, in batches of
+    `prompts_per_step` (the last batch of an epoch may be smaller)."""
+    rng = random.Random(cfg.seed)
+    k = min(cfg.prompts_per_step, len(items))
+    n_steps = cfg.total_steps(len(items))
+    steps: list[list[Item]] = []
+    while len(steps) < n_steps:
+        order = list(items)
+        rng.shuffle(order)
+        steps += [order[i:i + k] for i in range(0, len(order), k)]
+    return steps[:n_steps]
+
+
+def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
+        should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True) -> Iterator[Event]:
+    """Adapt `policy` on `items` (or on the one item with id `single`), yielding events."""
+    t_run = time.time()
+    if not items:
+        raise ValueError("no items to adapt on")
+    if single is not None:
+        chosen = [it for it in items if it.id == single]
+        if not chosen:
+            raise ValueError(f"single-example item '{single}' is not among the items")
+        train_items = chosen * cfg.single_copies
+    else:
+        train_items = list(items)
+    schedule = train_schedule(train_items, cfg)
+    yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted({i.id for i in train_items}),
+                   total_steps=len(schedule), mode="single" if single else "all")
+
+    before: dict[str, float] = {}
+    if evaluate_before:
+        before = yield from _evaluate_phase("before", policy, items, cfg)
+
+    torch.manual_seed(cfg.seed)
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
+    gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
+    stopped = False
+    for step, batch in enumerate(schedule, 1):
+        if should_stop():
+            stopped = True
+            break
+        yield _step(step, len(schedule), batch, policy, opt, cfg, gen)
+        sched.step()
+
+    after = yield from _evaluate_phase("after", policy, items, cfg)
+    summary = {f"before/{k[5:]}": v for k, v in before.items()} | {f"after/{k[5:]}": v for k, v in after.items()}
+    yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary)
+
+
+def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
+    evals = []
+    every = max(1, len(items) // 20)
+    # the same random stream before and after, so differences come from the model
+    for i, ev in enumerate(evaluate(policy, items, cfg, seed=cfg.seed + 1), 1):
+        evals.append(ev)
+        if i % every == 0 or i == len(items):
+            yield Progress(phase, i, len(items))
+    metrics = summarize(evals)
+    yield EvalResult(phase, evals, metrics)
+    return metrics
+
+
+def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
+          gen: torch.Generator) -> StepEvent:
+    t0 = time.time()
+    work = []  # (prompt, rollout of G, advantages, ItemVotes)
+    for item in batch:
+        prompt = prepare_prompt(policy, item.image(), item.prompt)
+        ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gen,
+                    shared=cfg.shared_prefix)
+        votes = [extract_answer(item.task, t, item.options) for t in ro.texts]
+        rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)     # over all N votes
+        g = ro.take(cfg.n_train)                                        # train on the first G
+        adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=policy.device), cfg.adv_eps)
+        st = vote_stats(votes)
+        ref = item.reference
+        iv = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy_norm, mean(rewards),
+                       None if ref is None else st.majority == ref)
+        work.append((prompt, g, adv, iv, rewards, None if ref is None else st.counts.get(ref, 0) / len(votes)))
+    t1 = time.time()
+    ups = [update(policy, opt, prompt, g.tokens, g.mask, g.logprobs, adv, temperature=cfg.temperature,
+                  eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
+                  shared=cfg.shared_prefix)
+           for prompt, g, adv, *_ in work]
+    t2 = time.time()
+    ivs = [w[3] for w in work]
+    all_r = [r for w in work for r in w[4]]
+    m = {
+        "reward/mean": mean(all_r),
+        "reward/std": float(torch.tensor(all_r).std()) if len(all_r) > 1 else 0.0,
+        "answers/entropy": mean(iv.entropy for iv in ivs),
+        "answers/majority_share": mean(iv.majority_share for iv in ivs),
+        "answers/distinct": mean(len(iv.counts) for iv in ivs),
+        "loss/total": mean(u.loss for u in ups),
+        "loss/pg": mean(u.pg for u in ups),
+        "loss/kl": mean(u.kl for u in ups),
+        "loss/clip_frac": mean(u.clip_frac for u in ups),
+        "loss/ratio": mean(u.ratio_mean for u in ups),
+        "grad/norm": mean(u.grad_norm for u in ups),
+        "lr": opt.param_groups[0]["lr"],
+        "time/sample_s": t1 - t0,
+        "time/train_s": t2 - t1,
+        "time/step_s": t2 - t0,
+    }
+    labeled = [w for w in work if w[5] is not None]
+    if labeled:
+        m["acc/majority"] = mean(float(w[3].majority_correct) for w in labeled)
+        m["acc/single"] = mean(w[5] for w in labeled)
+    return StepEvent(step, total, ivs, m)

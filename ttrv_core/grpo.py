@@ -1,0 +1,135 @@
+"""GRPO on one prompt's G answers: advantages, shared-prefix log-probs, loss, update.
+
+As verl (which the authors' code runs on) computes it, for the G trained
+answers o_i of a prompt with rewards r_i and answer tokens t:
+
+    A_i      = (r_i - mean(r)) / (std(r) + 1e-6)        std unbiased, within the group
+    rho_it   = exp(log pi(o_it) - log pi_old(o_it))      both at temperature T
+    pg_it    = max(-A_i rho_it, -A_i clip(rho_it, 1-eps, 1+eps))
+    pg_it    = min(pg_it, -A_i c)   where A_i < 0          (dual clip, c = 3)
+    kl_it    = exp(ref - logp) - (ref - logp) - 1          (k3, "low_var_kl", clamped to [-10, 10])
+    loss     = token-mean(pg) + beta * token-mean(kl)       over all answer tokens of the group
+
+The reference policy is the same model with the LoRA adapter disabled: no
+second copy of the weights.
+
+Shared prefix (default): the prompt is forwarded once WITH gradients, its KV
+cache is replicated G times, and only the answer tokens are forwarded; the
+gradient of the prompt's activations is the sum over the G answers, exactly
+as in the naive path that forwards G full rows (tests/test_shared_prefix.py).
+
+Departure from the paper: one optimiser update per prompt, as the paper's
+code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
+fine-tune, hence a larger learning rate (config.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .models import Policy
+from .rollout import Prompt, prefill
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(G,) z-scored rewards. A group with one answer gets advantage 0 (verl)."""
+    if rewards.numel() < 2:
+        return torch.zeros_like(rewards)
+    return (rewards - rewards.mean()) / (rewards.std() + eps)
+
+
+def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temperature: float = 1.0,
+                    shared: bool = True) -> torch.Tensor:
+    """(G, L) log-probs of answer tokens given the prompt, at temperature T.
+
+    Gradients flow where grad mode is on (also into the shared prefix)."""
+    g, length = tokens.shape
+    if shared:
+        first, cache = prefill(policy, prompt, g, shared=True)             # (G, V), cache of G rows
+        out = policy.model(input_ids=tokens, past_key_values=cache, use_cache=True,
+                           position_ids=prompt.answer_positions(g, length))
+        logits = torch.cat([first.unsqueeze(1), out.logits[:, :-1]], 1)   # (G, L, V)
+    else:
+        inputs, pos = prompt.repeated(g)
+        full = torch.cat([inputs.pop("input_ids"), tokens], 1)             # (G, P + L)
+        inputs["attention_mask"] = torch.ones_like(full)
+        if "mm_token_type_ids" in inputs:
+            inputs["mm_token_type_ids"] = torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(tokens, dtype=inputs["mm_token_type_ids"].dtype)], 1)
+        pos = torch.cat([pos, prompt.answer_positions(g, length)], -1)
+        out = policy.model(input_ids=full, position_ids=pos, use_cache=False, logits_to_keep=length + 1, **inputs)
+        logits = out.logits[:, :-1]                                         # (G, L, V)
+    logp = torch.log_softmax(logits.float() / temperature, -1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(pi || ref), clamped as verl does."""
+    d = ref_logp - logp
+    return (torch.exp(d) - d - 1).clamp(-10, 10)
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor
+    pg: float
+    kl: float
+    clip_frac: float
+    ratio_mean: float
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
+              mask: torch.Tensor, eps_clip: float = 0.2, dual_clip: float = 3.0, beta: float = 0.001) -> LossParts:
+    """Token-mean clipped-ratio loss with dual clip and k3 KL. Shapes (G, L); adv (G,)."""
+    a = adv.unsqueeze(1)                                                   # (G, 1)
+    ratio = torch.exp(logp - old_logp)
+    pg1 = -a * ratio
+    pg2 = -a * ratio.clamp(1 - eps_clip, 1 + eps_clip)
+    clipped = torch.maximum(pg1, pg2)
+    pg = torch.where(a < 0, torch.minimum(clipped, -a * dual_clip), clipped)
+    pg_loss = masked_mean(pg, mask)
+    kl = masked_mean(low_var_kl(logp, ref_logp), mask)
+    with torch.no_grad():
+        clip_frac = masked_mean((pg2 > pg1).float(), mask).item()
+        ratio_mean = masked_mean(ratio, mask).item()
+    return LossParts(loss=pg_loss + beta * kl, pg=pg_loss.item(), kl=kl.item(),
+                     clip_frac=clip_frac, ratio_mean=ratio_mean)
+
+
+def reference_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temperature: float,
+                       shared: bool) -> torch.Tensor:
+    """Log-probs under the base policy: the adapter switched off, no grad."""
+    with torch.no_grad(), policy.model.disable_adapter():
+        return answer_logprobs(policy, prompt, tokens, temperature, shared)
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    pg: float
+    kl: float
+    clip_frac: float
+    ratio_mean: float
+    grad_norm: float
+
+
+def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
+           mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
+           eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
+    """One optimiser step on one prompt's G answers."""
+    ref = reference_logprobs(policy, prompt, tokens, temperature, shared) if beta > 0 else old_logp
+    policy.model.train()
+    logp = answer_logprobs(policy, prompt, tokens, temperature, shared)
+    parts = grpo_loss(logp, old_logp, ref, adv, mask, eps_clip, dual_clip, beta)
+    optimizer.zero_grad(set_to_none=True)
+    parts.loss.backward()
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return UpdateStats(loss=parts.loss.item(), pg=parts.pg, kl=parts.kl, clip_frac=parts.clip_frac,
+                       ratio_mean=parts.ratio_mean, grad_norm=float(norm))

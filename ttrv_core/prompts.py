@@ -1,0 +1,171 @@
+"""Task formats: how a question becomes a prompt, and how an answer is read back.
+
+Three formats:
+  open      free-form short answer; compared after `normalize_open`.
+  choice    multiple choice; options become letters A, B, C, ... and the prompt
+            is the paper's recognition prompt. Answers are read with
+            `extract_letter`, exactly as the authors' code does it.
+  classify  one of a user-given list of class names; the reply is normalised
+            and mapped to the class it names.
+
+The extracted answer is what votes are counted over (rewards.py); an answer
+that cannot be parsed is kept as its raw (normalised) string, and an empty
+answer is a vote like any other (as in the authors' code).
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal, Sequence
+
+Task = Literal["open", "choice", "classify"]
+TASKS: tuple[str, ...] = ("open", "choice", "classify")
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# The paper's recognition prompt (TTRV repo, data/*/ prompt files).
+DEFAULT_CHOICE_QUESTION = "Look at the given image and identify what it shows."
+CHOICE_INSTRUCTION = (
+    "Choose the correct answer from the options below and respond with only the "
+    "corresponding option letter ({letters}). Do not include any explanation or extra text."
+)
+OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
+CLASSIFY_INSTRUCTION = (
+    "Answer with exactly one of these class names: {classes}. "
+    "Do not include any explanation or extra text."
+)
+
+
+def _letter_list(n: int) -> str:
+    """'A, B, C, or D' for n = 4 (the paper's wording)."""
+    letters = list(LETTERS[:n])
+    if n == 1:
+        return letters[0]
+    if n == 2:
+        return f"{letters[0]} or {letters[1]}"
+    return ", ".join(letters[:-1]) + ", or " + letters[-1]
+
+
+def build_prompt(task: Task, question: str, options: Sequence[str] = ()) -> str:
+    """The text of the single user turn (the image is placed before it).
+
+    >>> print(build_prompt("choice", "", ["accordion", "shovel", "koala", "toaster"]))
+    Look at the given image and identify what it shows. Choose the correct answer from the options below and respond with only the corresponding option letter (A, B, C, or D). Do not include any explanation or extra text.
+    Options:
+    A. accordion
+    B. shovel
+    C. koala
+    D. toaster
+    """
+    question = question.strip()
+    if task == "open":
+        return f"{question}\n{OPEN_INSTRUCTION}" if question else OPEN_INSTRUCTION
+    if not options:
+        raise ValueError(f"task '{task}' needs options (got none)")
+    if len(options) > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} options, got {len(options)}")
+    if task == "choice":
+        head = question or DEFAULT_CHOICE_QUESTION
+        lines = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+        return f"{head} {CHOICE_INSTRUCTION.format(letters=_letter_list(len(options)))}\nOptions:\n{lines}"
+    if task == "classify":
+        head = question or DEFAULT_CHOICE_QUESTION
+        return f"{head} {CLASSIFY_INSTRUCTION.format(classes=', '.join(options))}"
+    raise ValueError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+
+
+def extract_letter(reply: str, n_options: int = 4) -> str:
+    """The authors' multiple-choice extraction.
+
+    strip; drop trailing '.' and '/', and a leading ':'; uppercase; take the
+    LAST standalone letter among the option letters; else keep the cleaned string.
+
+    >>> extract_letter(" The answer is B.")
+    'B'
+    >>> extract_letter("A or C")
+    'C'
+    >>> extract_letter("koala")
+    'KOALA'
+    >>> extract_letter("")
+    ''
+    """
+    s = reply.strip().rstrip("./").lstrip(":").strip().upper()
+    letters = "|".join(LETTERS[: max(n_options, 1)])
+    found = re.findall(rf"\b({letters})\b", s)
+    return found[-1] if found else s
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_ARTICLES = {"a", "an", "the"}
+_PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "'"})
+
+
+def normalize_open(reply: str) -> str:
+    """Normalise a short open answer so equal answers count as one vote.
+
+    Lowercase; drop punctuation (a decimal point between digits is kept) and
+    apostrophes; drop articles; number words zero..twenty become digits;
+    collapse whitespace.
+
+    >>> normalize_open("  The Seven. ")
+    '7'
+    >>> normalize_open("3.5 cm")
+    '3.5 cm'
+    >>> normalize_open("A red car!")
+    'red car'
+    """
+    s = reply.strip().lower()
+    s = re.sub(r"(?<=\d)\.(?=\d)", "\0", s)  # protect decimal points
+    s = s.translate(_PUNCT).replace("'", "").replace("\0", ".")
+    words = [_NUMBER_WORDS.get(w, w) for w in s.split() if w not in _ARTICLES]
+    return " ".join(words)
+
+
+def extract_class(reply: str, classes: Sequence[str]) -> str:
+    """Map a reply to the class it names (normalised); else the normalised reply.
+
+    Exact normalised match first, then the class whose name occurs last in the
+    reply (longest name on a tie at one position).
+
+    >>> extract_class("It is a Koala.", ["koala", "toaster"])
+    'koala'
+    >>> extract_class("banana", ["koala", "toaster"])
+    'banana'
+    """
+    norm = normalize_open(reply)
+    by_norm = {normalize_open(c): c for c in classes}
+    if norm in by_norm:
+        return by_norm[norm]
+    best, best_pos = None, -1
+    for key, cls in by_norm.items():
+        if not key:
+            continue
+        for m in re.finditer(rf"(?<!\w){re.escape(key)}(?!\w)", norm):
+            if m.start() > best_pos or (m.start() == best_pos and best is not None and len(cls) > len(best)):
+                best, best_pos = cls, m.start()
+    return best if best is not None else norm
+
+
+def extract_answer(task: Task, reply: str, options: Sequence[str] = ()) -> str:
+    """The vote a reply casts, for the given task format."""
+    if task == "choice":
+        return extract_letter(reply, len(options) or 4)
+    if task == "classify":
+        return extract_class(reply, options)
+    return normalize_open(reply)
+
+
+def canonical_reference(task: Task, answer: str, options: Sequence[str] = ()) -> str:
+    """A user-given reference answer in the same space as extracted votes.
+
+    For choice, the reference may be a letter or the option text.
+    """
+    answer = str(answer).strip()
+    if task == "choice":
+        for i, o in enumerate(options):
+            if normalize_open(o) == normalize_open(answer):
+                return LETTERS[i]
+        return extract_letter(answer, len(options) or 4)
+    return extract_answer(task, answer, options)

@@ -1,0 +1,164 @@
+"""Rewards: pure functions over the N extracted answers ("votes") of one prompt.
+
+As in the authors' code (TTRV, a fork of TTRL on verl), for votes a_1..a_N
+with distinct answers k = 1..M and shares p_k = count_k / N:
+
+    frequency   r1(a_i) = count(a_i) / N
+    majority    1 if a_i is the majority answer else 0          (TTRL)
+    entropy     H_norm = -sum_k p_k ln p_k / ln M   (0 when M = 1)
+    ttrv        r(a_i) = r1(a_i) - alpha * H_norm,   alpha = 0.75
+
+The paper writes r2 = sum_k p_k log p_k and r = r1 + alpha * r2, the same
+thing up to the normalisation by ln M that the code applies.
+
+NOTE, stated plainly: H_norm is one number for the whole group of a prompt,
+and the GRPO advantage (r - mean) / (std + 1e-6) is taken within that group,
+so the entropy term cancels exactly. With group-normalised advantages the
+published method trains on the frequency reward alone; `ttrv` and
+`frequency` give the same update to numerical precision.
+
+A variant in which the entropy term can act (ours):
+
+    ttrv_marginal   r(a_i) = r1(a_i) + alpha * N * (H_loo(i) - H(all)) / ln N
+
+where H_loo(i) is the entropy (nats) of the votes with vote i left out: each
+vote is credited with how much it lowers the entropy of the answer
+distribution. The term differs between answers, so it survives the
+group normalisation; it is a concave reshaping of r1 that favours the
+majority more strongly when the distribution is flat. The factor N / ln N
+puts it on the scale of r1 (a leave-one-out difference is O(1/N)).
+
+Ties for the majority are broken by first appearance among the votes (the
+authors use Counter.most_common, which does the same).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal")
+
+
+def frequency_reward(votes: Sequence[str]) -> list[float]:
+    """r1(a) = count(a) / N for each vote.
+
+    >>> frequency_reward(["A", "A", "B", "C"])
+    [0.5, 0.5, 0.25, 0.25]
+    """
+    counts = Counter(votes)
+    n = len(votes)
+    return [counts[v] / n for v in votes]
+
+
+def majority_answer(votes: Sequence[str]) -> str:
+    """The most common vote; ties go to the one that appeared first.
+
+    >>> majority_answer(["B", "A", "A", "B"])
+    'B'
+    """
+    if not votes:
+        raise ValueError("no votes")
+    return Counter(votes).most_common(1)[0][0]
+
+
+def majority_reward(votes: Sequence[str]) -> list[float]:
+    """TTRL's reward: 1 if the vote equals the majority answer, else 0.
+
+    >>> majority_reward(["A", "B", "A"])
+    [1.0, 0.0, 1.0]
+    """
+    maj = majority_answer(votes)
+    return [float(v == maj) for v in votes]
+
+
+def entropy(votes: Sequence[str]) -> float:
+    """Entropy in nats of the answer distribution, -sum p ln p.
+
+    >>> round(entropy(["A", "B"]), 6)
+    0.693147
+    """
+    n = len(votes)
+    return -sum((c / n) * math.log(c / n) for c in Counter(votes).values()) if n else 0.0
+
+
+def normalized_entropy(votes: Sequence[str]) -> float:
+    """H / ln M over the M distinct answers; 0 when M = 1 (authors' code).
+
+    >>> round(normalized_entropy(["A", "B", "C"]), 9)
+    1.0
+    >>> normalized_entropy(["A", "A"])
+    0.0
+    """
+    m = len(set(votes))
+    return entropy(votes) / math.log(m) if m > 1 else 0.0
+
+
+def ttrv_reward(votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
+    """r = r1 - alpha * H_norm, with its components (see the module NOTE).
+
+    >>> total, parts = ttrv_reward(["A", "A", "A", "B"], alpha=0.0)
+    >>> total
+    [0.75, 0.75, 0.75, 0.25]
+    """
+    r1 = frequency_reward(votes)
+    h = normalized_entropy(votes)
+    total = [r - alpha * h for r in r1]
+    return total, {"frequency": r1, "entropy_norm": [h] * len(votes)}
+
+
+def ttrv_marginal_reward(votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
+    """Our variant: r1 plus each vote's leave-one-out entropy reduction.
+
+    >>> total, parts = ttrv_marginal_reward(["A", "A"], alpha=0.75)
+    >>> total
+    [1.0, 1.0]
+    """
+    n = len(votes)
+    r1 = frequency_reward(votes)
+    if n < 2:
+        return r1, {"frequency": r1, "entropy_marginal": [0.0] * n}
+    counts = Counter(votes)
+    h_all = entropy(votes)
+    scale = n / math.log(n)
+    loo: dict[str, float] = {}
+    for a, c in counts.items():
+        # entropy of the N-1 votes left when one vote for `a` is removed
+        rest = [(cc - (1 if b == a else 0)) / (n - 1) for b, cc in counts.items()]
+        h_rest = -sum(p * math.log(p) for p in rest if p > 0)
+        loo[a] = scale * (h_rest - h_all)
+    marg = [loo[v] for v in votes]
+    total = [r + alpha * m for r, m in zip(r1, marg)]
+    return total, {"frequency": r1, "entropy_marginal": marg}
+
+
+def compute_rewards(name: str, votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
+    """Dispatch by name; every reward returns (total, components)."""
+    simple: dict[str, Callable[[Sequence[str]], list[float]]] = {
+        "frequency": frequency_reward, "majority": majority_reward}
+    if name in simple:
+        r = simple[name](votes)
+        return r, {name: r}
+    if name == "ttrv":
+        return ttrv_reward(votes, alpha)
+    if name == "ttrv_marginal":
+        return ttrv_marginal_reward(votes, alpha)
+    raise ValueError(f"unknown reward '{name}'; expected one of {', '.join(REWARDS)}")
+
+
+@dataclass(frozen=True)
+class VoteStats:
+    """Label-free summary of one prompt's votes."""
+    counts: dict[str, int]
+    majority: str
+    majority_share: float
+    entropy_norm: float
+    n_distinct: int
+
+
+def vote_stats(votes: Sequence[str]) -> VoteStats:
+    counts = dict(Counter(votes).most_common())
+    maj = majority_answer(votes)
+    return VoteStats(counts=counts, majority=maj, majority_share=counts[maj] / len(votes),
+                     entropy_norm=normalized_entropy(votes), n_distinct=len(counts))

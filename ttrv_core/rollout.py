@@ -1,0 +1,154 @@
+"""Sampling N answers to one image prompt: prefill once, decode N rows.
+
+shared (default): the image + question prompt is prefilled once (batch 1) and
+its KV cache is replicated N times (`Cache.batch_repeat_interleave`), so only
+the answer tokens are decoded per row. naive: the prompt is prefilled as N full
+rows, as generate(num_return_sequences=N) does. Both use the same decode loop
+and random stream, so for one seed they sample the same answers (up to float
+rounding in the prefill).
+
+Departures from the authors' code (verl + vLLM):
+1. Special tokens other than EOS are never sampled (DESIGN.md section 5); the
+   stored log-probs are those of the unmasked policy at temperature T, so the
+   first GRPO ratio is exactly 1 as in verl.
+2. The old-policy log-probs come from the sampling pass itself, not from a
+   second forward of the actor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .encode import encode
+from .models import Policy
+
+
+@dataclass
+class Prompt:
+    """One encoded image prompt (batch of one) with its explicit positions."""
+    inputs: dict[str, torch.Tensor]  # input_ids (1, P), attention_mask, pixel_values, image_grid_thw, ...
+    positions: torch.Tensor          # (3, 1, P) mrope or (1, P)
+    next_position: int               # position of the first answer token
+
+    @property
+    def length(self) -> int:
+        return self.inputs["input_ids"].shape[1]
+
+    def answer_positions(self, rows: int, length: int, offset: int = 0) -> torch.Tensor:
+        """Positions of answer tokens offset..offset+length-1 for `rows` rows."""
+        dev = self.positions.device
+        pos = self.next_position + offset + torch.arange(length, device=dev)  # (L,)
+        if self.positions.dim() == 3:
+            return pos.view(1, 1, -1).expand(3, rows, -1)
+        return pos.view(1, -1).expand(rows, -1)
+
+    def repeated(self, rows: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Inputs and positions of `rows` copies of the prompt (the naive path).
+
+        Visual tensors are concatenated along dim 0 for every family
+        (Qwen: patches; LLaVA/Idefics: images)."""
+        inputs = {k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in self.inputs.items()}
+        pos = self.positions.expand(3, rows, -1) if self.positions.dim() == 3 else self.positions.expand(rows, -1)
+        return inputs, pos
+
+
+def prepare_prompt(policy: Policy, image: Image.Image, text: str) -> Prompt:
+    batch = encode(policy.processor, image, text)
+    inputs = {k: v.to(policy.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    for k, v in inputs.items():
+        if v.is_floating_point():  # pixel values in the model's compute dtype
+            inputs[k] = v.to(policy.base.dtype)
+    ids = inputs["input_ids"]
+    if policy.family.mrope:
+        pos, _ = policy.base.model.get_rope_index(
+            ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+            attention_mask=inputs.get("attention_mask"))
+        nxt = int(pos.max()) + 1
+    else:
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+        nxt = ids.shape[1]
+    return Prompt(inputs=inputs, positions=pos, next_position=nxt)
+
+
+@dataclass
+class Rollout:
+    """N sampled answers to one prompt."""
+    tokens: torch.Tensor    # (N, L) answer tokens, pad after EOS
+    mask: torch.Tensor      # (N, L) 1.0 on answer tokens (EOS included), 0.0 after
+    logprobs: torch.Tensor  # (N, L) log-probs at temperature T under the sampling policy
+    texts: list[str]        # decoded answers, special tokens dropped
+
+    def take(self, g: int) -> "Rollout":
+        """The first g answers (the paper trains on the first G of the N votes)."""
+        t, m, lp = self.tokens[:g], self.mask[:g], self.logprobs[:g]
+        keep = max(int(m.sum(1).max().item()), 1) if g else 1  # trim all-padding columns
+        return Rollout(t[:, :keep], m[:, :keep], lp[:, :keep], self.texts[:g])
+
+
+def prefill(policy: Policy, prompt: Prompt, rows: int, shared: bool):
+    """Forward the prompt; returns (last-position logits (rows, V), cache for rows)."""
+    if shared:
+        out = policy.model(**prompt.inputs, position_ids=prompt.positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(rows)
+        return out.logits[:, -1].expand(rows, -1), cache
+    inputs, pos = prompt.repeated(rows)
+    out = policy.model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1], out.past_key_values
+
+
+@torch.no_grad()
+def sample(policy: Policy, prompt: Prompt, n: int, temperature: float = 1.0, top_p: float = 1.0,
+           max_new_tokens: int = 16, generator: torch.Generator | None = None,
+           greedy_rows: int = 0, shared: bool = True) -> Rollout:
+    """Sample n answers; the first `greedy_rows` rows decode greedily instead.
+
+    Rows stop at EOS; the loop stops when every row has."""
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        logits, cache = prefill(policy, prompt, n, shared)
+        done = torch.zeros(n, dtype=torch.bool, device=policy.device)
+        toks, lps, mask = [], [], []
+        for t in range(max_new_tokens):
+            scaled = logits.float() / temperature                             # (n, V)
+            logp_all = torch.log_softmax(scaled, -1)
+            masked = scaled.masked_fill(policy.suppress, float("-inf"))
+            tok = _draw(masked, top_p, generator)                             # (n,)
+            if greedy_rows:
+                tok[:greedy_rows] = masked[:greedy_rows].argmax(-1)
+            lps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1))
+            mask.append((~done).float())
+            tok = tok.masked_fill(done, policy.pad_id)
+            toks.append(tok)
+            done = done | torch.isin(tok, policy.eos_ids)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            out = policy.model(input_ids=tok[:, None], past_key_values=cache, use_cache=True,
+                               position_ids=prompt.answer_positions(n, 1, offset=t))
+            cache, logits = out.past_key_values, out.logits[:, -1]
+        tokens = torch.stack(toks, 1)
+        m = torch.stack(mask, 1)
+        texts = _decode(policy, tokens, m)
+        return Rollout(tokens=tokens, mask=m, logprobs=torch.stack(lps, 1) * m, texts=texts)
+    finally:
+        policy.model.train(was_training)
+
+
+def _draw(scaled: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    probs = torch.softmax(scaled, -1)
+    if top_p < 1.0:
+        sp, idx = probs.sort(-1, descending=True)
+        drop = (sp.cumsum(-1) - sp) > top_p  # keep the smallest set reaching top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sp)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _decode(policy: Policy, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    eos = set(policy.eos_ids.tolist())
+    rows = [[t for t, keep in zip(r, mk) if keep and t not in eos]
+            for r, mk in zip(tokens.tolist(), mask.tolist())]
+    return policy.tokenizer.batch_decode(rows, skip_special_tokens=True)
