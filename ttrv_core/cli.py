@@ -50,8 +50,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet() -> None:
+    """Keep the terminal for the progress bar: no loading bars or library chatter."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet()
     if args.images is None:
         args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())

@@ -1,0 +1,207 @@
+"""Naive vs shared-prefix TTRV work, side by side in one process.
+
+For one image prompt, N votes and G trained answers:
+  sample_generate   HF generate(num_return_sequences=N): what peers do
+  sample_naive      our decode loop over N full prompt rows
+  sample_shared     our decode loop, prompt prefilled once, KV cache shared
+  train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
+                    gradient checkpointing on (how peers fit in memory)
+  train_naive       the same without checkpointing (may run out of memory)
+  train_shared      the same update on the shared prefix
+  ttrv_step         engine step on one prompt: sample N + update on G (shared path)
+
+usage: python bench/bench_step.py --size {demo,tiny,3b,7b} [--precision 4bit|bf16|fp32]
+       [--n 32] [--g 16] [--tokens 16] [--side 448] [--repeats 3] [--out FILE]
+Random weights in the real shapes for 3b/7b (no hub); `demo` is the bundled model.
+Prints one JSON line per measurement (median of --repeats, after a warm-up).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
+from ttrv_core.grpo import group_advantages, update  # noqa: E402
+from ttrv_core.models import load_policy  # noqa: E402
+from ttrv_core.rollout import prepare_prompt, sample  # noqa: E402
+
+# Qwen2.5-VL public config shapes (as in shared/reference/prefix_probe.py)
+SIZES = {
+    "tiny": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=151936),
+                 vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
+                             fullatt_block_indexes=[1]), mrope=[2, 3, 3], tie=False),
+    "3b": dict(text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                         num_key_value_heads=2, vocab_size=151936),
+               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                           fullatt_block_indexes=[7, 15, 23, 31]), mrope=[16, 24, 24], tie=True),
+    "7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, vocab_size=152064),
+               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           fullatt_block_indexes=[7, 15, 23, 31]), mrope=[16, 24, 24], tie=False),
+}
+
+
+def emit(out, **kw):
+    line = json.dumps(kw)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def build_checkpoint(size: str, side: int, dev: str) -> Path:
+    """Random weights in real shapes + the locally trained tokenizer, saved once."""
+    from tiny import demo_builder
+    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    path = Path(f"/tmp/ttrv_bench_{size}_{side}")
+    if (path / "config.json").exists():
+        return path
+    b = demo_builder()
+    tok = b.build_tokenizer()
+    ids = b.special_ids(tok)
+    s = SIZES[size]
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(s["text"], rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=s["mrope"]),
+                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(s["vision"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=s["tie"])
+    with torch.device(dev):
+        model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.bfloat16 if dev == "cuda" else torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model.save_pretrained(path)
+    px = dict(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2, temporal_patch_size=2)
+    Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**px), video_processor=Qwen2VLVideoProcessor(**px),
+                        tokenizer=tok, chat_template=b.CHAT_TEMPLATE).save_pretrained(path)
+    del model
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return path
+
+
+class Meter:
+    def __init__(self, dev: torch.device, repeats: int, out: str | None, tag: dict):
+        self.dev, self.repeats, self.out, self.tag = dev, repeats, out, tag
+
+    def __call__(self, name: str, fn, **extra):
+        cuda = self.dev.type == "cuda"
+        try:
+            fn()  # warm-up
+            times, peak = [], None
+            for _ in range(self.repeats):
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+                if cuda:
+                    peak = max(peak or 0, torch.cuda.max_memory_allocated() / 2**30)
+            emit(self.out, what=name, s=round(statistics.median(times), 4), runs=[round(x, 4) for x in times],
+                 peak_gib=None if peak is None else round(peak, 2), **self.tag, **extra)
+            return statistics.median(times)
+        except torch.OutOfMemoryError:
+            if cuda:
+                torch.cuda.empty_cache()
+            emit(self.out, what=name, error="out of memory", **self.tag, **extra)
+            return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="demo", choices=["demo", *SIZES])
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--g", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--side", type=int, default=448)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip", default="", help="comma-separated measurements to skip")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    skip = set(a.skip.split(","))
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+
+    t = time.perf_counter()
+    path = DEMO_MODEL if a.size == "demo" else str(build_checkpoint(a.size, a.side, dev.type))
+    t_build = time.perf_counter() - t
+    t = time.perf_counter()
+    policy = load_policy(path, a.precision, str(dev), lora_r=16, lora_alpha=32)
+    t_load = time.perf_counter() - t
+    tag = dict(size=a.size, precision=a.precision, device=torch.cuda.get_device_name() if dev.type == "cuda" else
+               "cpu", N=a.n, G=a.g, L=a.tokens)
+    if dev.type == "cuda":
+        tag["load_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    emit(a.out, what="load", build_s=round(t_build, 1), load_s=round(t_load, 1),
+         params=sum(p.numel() for p in policy.base.parameters()), **tag)
+
+    from PIL import Image
+    if a.size == "demo":
+        from ttrv_core.cli import EXAMPLES
+        image = Image.open(EXAMPLES / "digit_0000.png").convert("RGB")
+        text = "Which digit is shown in the image?"
+    else:
+        image = Image.effect_noise((a.side, a.side), 60).convert("RGB")
+        text = "Look at the given image and identify what it shows."
+    from ttrv_core.prompts import build_prompt
+    prompt = prepare_prompt(policy, image, build_prompt("open", text))
+    tag["prompt_tokens"] = prompt.length
+    m = Meter(dev, a.repeats, a.out, tag)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def gen_naive():
+        with torch.no_grad():
+            policy.model.generate(**prompt.inputs, do_sample=True, num_return_sequences=a.n, max_new_tokens=a.tokens,
+                                  temperature=1.0, top_k=0, top_p=1.0)
+
+    if "sample_generate" not in skip:
+        m("sample_generate", gen_naive)
+    if "sample_naive" not in skip:
+        m("sample_naive", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=False))
+    m("sample_shared", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True))
+
+    ro = sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen).take(a.g)
+    tag["answer_tokens"] = int(ro.mask.sum())
+    adv = group_advantages(torch.linspace(0, 1, a.g, device=dev))
+    opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-5)
+
+    def upd(shared):
+        return lambda: update(policy, opt, prompt, ro.tokens, ro.mask, ro.logprobs, adv, temperature=1.0,
+                              eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
+
+    m("train_shared", upd(True))
+    if "train_naive_gc" not in skip:
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.model.enable_input_require_grads()
+        m("train_naive_gc", upd(False))
+        policy.model.gradient_checkpointing_disable()
+    if "train_naive" not in skip:
+        m("train_naive", upd(False))
+
+    from ttrv_core.data import Item
+    from ttrv_core.engine import _step
+    tmp = Path("/tmp/ttrv_bench_img.png")
+    image.save(tmp)
+    item = Item("bench.png", tmp, text)
+    cfg = TTRVConfig(model=path, n_votes=a.n, n_train=a.g, max_new_tokens=a.tokens, prompts_per_step=1)
+    m("ttrv_step", lambda: _step(1, 1, [item], policy, opt, cfg, gen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The engine loop on a tiny random model: event sequence, metrics, stop, single-example mode."""
+import pytest
+import torch
+from PIL import Image
+
+from ttrv_core.config import TTRVConfig
+from ttrv_core.data import Item
+from ttrv_core.engine import run, train_schedule
+from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.models import load_policy
+
+SMALL = dict(n_votes=6, n_train=4, max_new_tokens=4, prompts_per_step=2, lr=1e-2, seed=3)
+
+
+@pytest.fixture
+def items(tmp_path):
+    out = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.png"
+        Image.new("RGB", (30 + i, 20), (60 * i, 30, 90)).save(p)
+        out.append(Item(p.name, p, "What is it?", answer="red" if i else None))
+    return out
+
+
+def lora_state(policy):
+    return {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+
+
+def test_schedule_epochs_and_batches(items):
+    cfg = TTRVConfig(prompts_per_step=2, epochs=2)
+    steps = train_schedule(items, cfg)
+    assert [len(s) for s in steps] == [2, 1, 2, 1]          # ceil(3/2) steps per epoch, 2 epochs
+    assert sorted(i.id for s in steps[:2] for i in s) == sorted(i.id for i in items)
+    assert len(train_schedule(items, cfg.with_(max_steps=5))) == 5
+
+
+def test_run_events_and_update(tiny_models, items):
+    policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
+    cfg = TTRVConfig(model="x", max_steps=2, **SMALL)
+    before = lora_state(policy)
+    events = list(run(cfg, policy, items))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is RunStart and kinds[-1] is RunEnd
+    evals = [e for e in events if isinstance(e, EvalResult)]
+    assert [e.phase for e in evals] == ["before", "after"]
+    assert all(len(e.items) == 3 for e in evals)
+    assert evals[0].metrics["eval/labeled"] == 2.0          # answers are for evaluation only
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [s.step for s in steps] == [1, 2] and all(s.total_steps == 2 for s in steps)
+    assert [len(s.items) for s in steps] == [2, 1]              # 3 items in batches of 2
+    for s in steps:
+        assert all(sum(iv.counts.values()) == cfg.n_votes for iv in s.items)
+        for key in ("reward/mean", "answers/entropy", "answers/majority_share", "loss/kl", "loss/pg",
+                    "time/sample_s", "time/train_s", "grad/norm", "lr"):
+            assert key in s.metrics
+    assert any(isinstance(e, Progress) for e in events)
+    after = lora_state(policy)
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the adapter learned something
+    end = events[-1]
+    assert not end.stopped and "before/entropy" in end.summary and "after/greedy_acc" in end.summary
+
+
+def test_stop_keeps_after_eval(tiny_models, items):
+    policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
+    cfg = TTRVConfig(model="x", max_steps=5, **SMALL)
+    seen = []
+
+    def should_stop():
+        return len(seen) >= 1
+
+    events = []
+    for ev in run(cfg, policy, items, should_stop=should_stop, evaluate_before=False):
+        events.append(ev)
+        if isinstance(ev, StepEvent):
+            seen.append(ev)
+    assert len(seen) == 1
+    assert events[-1].stopped
+    assert [e.phase for e in events if isinstance(e, EvalResult)] == ["after"]
+
+
+def test_single_example_mode(tiny_models, items):
+    policy = load_policy(str(tiny_models["qwen2_vl"]), "fp32", "cpu")
+    cfg = TTRVConfig(model="x", epochs=1, single_copies=4, **SMALL)
+    events = list(run(cfg, policy, items, single="im1.png", evaluate_before=False))
+    start = events[0]
+    assert start.mode == "single" and start.train_ids == ["im1.png"] and start.total_steps == 2
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert all(iv.item_id == "im1.png" for s in steps for iv in s.items)
+    (after,) = [e for e in events if isinstance(e, EvalResult)]
+    assert len(after.items) == 3                                  # evaluated on all
+    with pytest.raises(ValueError, match="not among the items"):
+        list(run(cfg, policy, items, single="nope.png"))
+
+
+def test_same_seed_same_run(tiny_models, items):
+    cfg = TTRVConfig(model="x", max_steps=1, **SMALL)
+    runs = []
+    for _ in range(2):
+        policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", seed=cfg.seed)
+        runs.append([(iv.item_id, iv.counts) for e in run(cfg, policy, items, evaluate_before=False)
+                     if isinstance(e, StepEvent) for iv in e.items])
+    assert runs[0] == runs[1]
