@@ -17,4 +17,9 @@ def chat_text(processor, text: str) -> str:
 
 def encode(processor, image: Image.Image, text: str):
     """BatchFeature for a batch of one: input_ids (1, P), attention_mask, pixel values, ..."""
-    return processor(text=[chat_text(processor, text)], images=[image], return_tensors="pt")
+    prompt = chat_text(processor, text)
+    # as processor.apply_chat_template(tokenize=True) does: a template that writes BOS itself
+    # (Gemma 3) must not get a second one from the tokenizer
+    bos = processor.tokenizer.bos_token
+    kw = {"add_special_tokens": False} if bos and prompt.startswith(bos) else {}
+    return processor(text=[prompt], images=[image], return_tensors="pt", **kw)

@@ -54,9 +54,9 @@ def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temper
         inputs, pos = prompt.repeated(g)
         full = torch.cat([inputs.pop("input_ids"), tokens], 1)             # (G, P + L)
         inputs["attention_mask"] = torch.ones_like(full)
-        if "mm_token_type_ids" in inputs:
-            inputs["mm_token_type_ids"] = torch.cat(
-                [inputs["mm_token_type_ids"], torch.zeros_like(tokens, dtype=inputs["mm_token_type_ids"].dtype)], 1)
+        for k in ("mm_token_type_ids", "token_type_ids"):  # per-token (Qwen mrope, Gemma 3 image attention)
+            if k in inputs:                                    # answer tokens are text: 0
+                inputs[k] = torch.cat([inputs[k], torch.zeros_like(tokens, dtype=inputs[k].dtype)], 1)
         pos = torch.cat([pos, prompt.answer_positions(g, length)], -1)
         out = policy.model(input_ids=full, position_ids=pos, use_cache=False, logits_to_keep=length + 1, **inputs)
         logits = out.logits[:, :-1]                                         # (G, L, V)

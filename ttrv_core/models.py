@@ -2,36 +2,61 @@
 
 Model-family differences live in the FAMILIES table and nowhere else: how
 positions are built (Qwen's 3D mrope vs plain 1D), where the language model's
-projections are (LoRA targets), which modules stay unquantized, and whether the
-shared-prefix path is proven for the family.
+projections are (LoRA targets), which modules stay unquantized, how large an
+image may get, and whether the shared-prefix path is proven for the family.
+Everything else goes through the Auto classes and the processor's own chat
+template (encode.py), so a checkpoint of a listed architecture loads whatever
+its size or hub id.
+
+Precision: "auto" is 4-bit NF4 with double quantization (bf16 compute) on CUDA
+and fp32 on CPU; "bf16" and "fp32" load unquantized. "4bit" on CPU runs
+through bitsandbytes' CPU kernels (fp32 compute), with the AVX512-BF16 fast
+path switched off (DESIGN.md section 5).
+
+Loading errors become ModelLoadError with a message that says what to do
+(errors.py); nothing here branches on a model's name.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from .errors import ModelLoadError, explain_oom
+
+__all__ = ["FAMILIES", "PRESETS", "Family", "ModelLoadError", "Policy", "Preset", "family_of", "load_policy",
+           "save_adapter"]
+
 LM_PROJ = "(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
+    label: str
+    """Human name, as the app and the error messages show it."""
     model_types: tuple[str, ...]
     """config.model_type values of this family."""
     lm_module: str
-    """Name of the language-model submodule; LoRA targets live under it only."""
+    """Name of the language-model submodule; LoRA targets live under it only
+    (q_proj... also exist in the vision towers)."""
     mrope: bool
     """3D (temporal, height, width) rotary positions from get_rope_index (Qwen-VL)."""
     keep_full_precision: tuple[str, ...]
-    """Module prefixes left unquantized in 4-bit (vision tower, projector, lm_head)."""
+    """Module prefixes left unquantized in 4-bit (vision tower, projector, lm_head);
+    bitsandbytes needs full prefixes (DESIGN.md section 5)."""
     shared_prefix: bool
     """The shared-prefix path is proven exact for this family (tests/test_shared_prefix.py)."""
+    max_pixels: int
+    """Images larger than this are downscaled (aspect kept) before the processor, so
+    one huge image cannot blow memory; dynamic-resolution families scale their
+    image tokens with it. Overridable per load (load_policy(max_pixels=...))."""
+    image_limits: tuple[tuple[str, int], ...] = ()
+    """Caps on image-processor attributes (attr, most), e.g. InternVL's tile count."""
+    note: str = ""
+    """How the image goes in, and any quirk the code relies on."""
 
     @property
     def lora_targets(self) -> str:
@@ -39,20 +64,86 @@ class Family:
         return rf".*{self.lm_module}.*\.{LM_PROJ}"
 
 
+QWEN_KEEP = ("model.visual", "lm_head")
+LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
+
 FAMILIES: tuple[Family, ...] = (
-    Family("qwen2_5_vl", ("qwen2_5_vl",), "language_model", True,
-           ("model.visual", "lm_head"), True),
-    Family("qwen2_vl", ("qwen2_vl",), "language_model", True,
-           ("model.visual", "lm_head"), True),
+    Family("qwen2_5_vl", "Qwen2.5-VL", ("qwen2_5_vl",), "language_model", True, QWEN_KEEP, True,
+           max_pixels=512 * 28 * 28,
+           note="dynamic resolution: one <|image_pad|> per 28x28 pixels; 3D mrope positions from "
+                "get_rope_index (the model caches rope_deltas: one run per model object)"),
+    Family("qwen2_vl", "Qwen2-VL", ("qwen2_vl",), "language_model", True, QWEN_KEEP, True,
+           max_pixels=512 * 28 * 28, note="as Qwen2.5-VL"),
+    Family("qwen3_vl", "Qwen3-VL", ("qwen3_vl",), "language_model", True, QWEN_KEEP, True,
+           max_pixels=512 * 32 * 32,
+           note="one token per 32x32 pixels; interleaved mrope; DeepStack adds visual features "
+                "into the first LM layers at the image positions (prefill only)"),
+    Family("internvl", "InternVL3-hf", ("internvl",), "language_model", False, LLAVA_KEEP, True,
+           max_pixels=1024 * 1024, image_limits=(("max_patches", 6),),
+           note="transformers-native -hf checkpoints only; 448px tiles (up to 6 + a thumbnail), "
+                "256 <IMG_CONTEXT> tokens each, expanded by the processor"),
+    Family("idefics3", "SmolVLM / Idefics3", ("idefics3", "smolvlm"), "text_model", False,
+           ("model.vision_model", "model.connector", "lm_head"), True, max_pixels=1536 * 1536,
+           note="LM called text_model; the image is split into tiles + a global view: pixel_values "
+                "(B, n_tiles, C, H, W) with pixel_attention_mask; SmolVLM's processor needs num2words"),
+    Family("llava", "LLaVA-1.5", ("llava",), "language_model", False, LLAVA_KEEP, True,
+           max_pixels=1024 * 1024,
+           note="one fixed-size image (336px: 576 <image> tokens, expanded by the processor)"),
+    Family("llava_onevision", "LLaVA-OneVision", ("llava_onevision",), "language_model", False,
+           LLAVA_KEEP, True, max_pixels=768 * 768,
+           note="anyres: a base view plus a grid of 384px tiles picked by image size; image_sizes input"),
+    Family("gemma3", "Gemma 3", ("gemma3",), "language_model", False, LLAVA_KEEP, True,
+           max_pixels=1024 * 1024,
+           note="fixed 896px -> 256 soft tokens attended bidirectionally: token_type_ids mark them "
+                "in every forward that contains the prompt (prefill, full-row training); "
+                "sliding-window and global layers"),
 )
+
+
+@dataclass(frozen=True)
+class Preset:
+    model_id: str
+    family: str
+    """FAMILIES name the checkpoint belongs to."""
+    size_b: float
+    """Parameters, billions."""
+    note: str
+    precision: str = "auto"
+    """Default per size: 4-bit on CUDA (auto) from 2B up; below that bf16, since 4-bit saves
+    little there and samples ~1.7x slower than bf16 (DESIGN.md section 4, 3B)."""
+
+
+PRESETS: dict[str, Preset] = {
+    "Qwen2.5-VL 3B": Preset("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", 3.8,
+                            "good default; 4-bit train step ~18 GiB peak at G=16, 448px (DESIGN.md 4)"),
+    "Qwen2.5-VL 7B": Preset("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", 8.3,
+                            "4-bit train step ~27 GiB peak at G=16, 448px (DESIGN.md 4)"),
+    "Qwen2-VL 2B": Preset("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", 2.2, "the smallest Qwen-VL"),
+    "Qwen3-VL 4B": Preset("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", 4.4, "DeepStack + interleaved mrope"),
+    "Qwen3-VL 8B": Preset("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", 8.8, "DeepStack + interleaved mrope"),
+    "InternVL3 2B": Preset("OpenGVLab/InternVL3-2B-hf", "internvl", 2.1,
+                           "the paper's headline model (recognition 62.0 -> 95.0)"),
+    "InternVL3 8B": Preset("OpenGVLab/InternVL3-8B-hf", "internvl", 7.9, "the paper's large model (66.7 -> 95.7)"),
+    "SmolVLM2 2.2B": Preset("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "idefics3", 2.2,
+                            "small and fast; its processor needs `pip install num2words`"),
+    "LLaVA-OneVision 0.5B": Preset("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava_onevision", 0.9,
+                                   "the smallest real preset: quick to try", precision="bf16"),
+    "LLaVA-1.5 7B": Preset("llava-hf/llava-1.5-7b-hf", "llava", 7.1, "fixed 336px images (576 tokens); a baseline"),
+    "Gemma 3 4B": Preset("google/gemma-3-4b-it", "gemma3", 4.3,
+                         "gated: accept the license on its hub page, then `huggingface-cli login` or set HF_TOKEN"),
+}
+"""Menu label -> checkpoint; any other hub id or local folder of a listed family works too."""
+
+
+def supported() -> str:
+    return ", ".join(f"{f.label} ({'/'.join(f.model_types)})" for f in FAMILIES)
 
 
 def family_of(model_type: str) -> Family:
     for f in FAMILIES:
         if model_type in f.model_types:
             return f
-    names = ", ".join(t for f in FAMILIES for t in f.model_types)
-    raise ModelLoadError(f"architecture '{model_type}' is not supported; supported: {names}")
+    raise ModelLoadError(f"architecture '{model_type}' is not supported; supported: {supported()}")
 
 
 @dataclass
@@ -66,6 +157,8 @@ class Policy:
     eos_ids: torch.Tensor   # (E,) token ids that end an answer
     suppress: torch.Tensor  # (V,) bool: tokens never sampled (special tokens but EOS)
     pad_id: int
+    max_pixels: int = 0     # images are downscaled to at most this many pixels (0: no limit)
+    precision: str = "fp32"
 
     @property
     def tokenizer(self):
@@ -80,36 +173,32 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def load_policy(model_id: str, precision: str = "auto", device: str | None = None,
                 lora_r: int = 16, lora_alpha: int = 32, seed: int = 0,
-                adapter: str | None = None) -> Policy:
+                adapter: str | None = None, *, max_pixels: int | None = None,
+                trust_remote_code: bool = False) -> Policy:
     """Load model + processor, quantize if asked, wrap the LM in a fresh LoRA adapter
-    (or load a saved one from `adapter`)."""
+    (or load a saved one from `adapter`).
+
+    model_id: hub id or local folder. max_pixels: image size limit (default: the
+    family's). trust_remote_code: run code shipped with the checkpoint (refused
+    by default)."""
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = resolve_precision(precision, dev)
-    try:
-        config = AutoConfig.from_pretrained(model_id)
-    except (OSError, ValueError) as e:
-        where = "folder" if os.path.isdir(model_id) else "model id"
-        raise ModelLoadError(f"could not read the config of {where} '{model_id}': {e}") from e
-    family = family_of(config.model_type)
-    kw: dict = {}
-    if prec == "4bit":
-        if dev.type != "cuda":
-            raise ModelLoadError("4-bit loading needs a CUDA GPU here; choose fp32 on CPU")
-        from transformers import BitsAndBytesConfig
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=list(family.keep_full_precision))
-        kw["dtype"] = torch.bfloat16
-        kw["device_map"] = {"": dev.index or 0}
-    else:
-        kw["dtype"] = {"bf16": torch.bfloat16, "fp32": torch.float32}[prec]
-    base = AutoModelForImageTextToText.from_pretrained(model_id, **kw)
-    if prec != "4bit":
-        base.to(dev)
-    processor = AutoProcessor.from_pretrained(model_id)
+    family = _check_config(model_id, trust_remote_code)
+    kw = _load_kwargs(family, prec, dev)
+    with explain_oom(f"loading '{model_id}'", precision=prec), _load_errors(model_id):
+        base = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=trust_remote_code, **kw)
+        if prec != "4bit":
+            base.to(dev)
+    with _load_errors(model_id):
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+    for attr, most in family.image_limits:
+        if getattr(processor.image_processor, attr, None) is not None:
+            setattr(processor.image_processor, attr, min(getattr(processor.image_processor, attr), most))
+    if prec == "4bit" and dev.type == "cpu":
+        _disable_avx512bf16(base)
     for p in base.parameters():
         p.requires_grad_(False)
     torch.manual_seed(seed)
@@ -118,15 +207,140 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
     else:
         model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=family.lora_targets))
-    model.to(dev) if prec != "4bit" else None
+    if prec != "4bit":
+        model.to(dev)
     tok = processor.tokenizer
     eos = _eos_ids(base, tok)
     vocab = base.get_output_embeddings().weight.shape[0]
     return Policy(model=model, base=base, processor=processor, family=family, device=dev,
                   eos_ids=torch.tensor(sorted(eos), device=dev),
                   suppress=_suppress_mask(tok, eos, vocab).to(dev),
-                  pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos))
+                  pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos),
+                  max_pixels=family.max_pixels if max_pixels is None else max_pixels, precision=prec)
 
+
+def save_adapter(policy: Policy, folder: str) -> None:
+    """The LoRA adapter in peft's format: PeftModel.from_pretrained(base, folder) loads it
+    onto the base model anywhere (or load_policy(..., adapter=folder))."""
+    policy.model.save_pretrained(folder)
+
+
+# --------------------------------------------------------------------------- checks before loading
+
+def _check_config(model_id: str, trust_remote_code: bool) -> Family:
+    """The family of `model_id`, or a ModelLoadError that says what to do."""
+    from transformers import PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if not os.path.isdir(model_id) and _looks_like_path(model_id):
+        raise ModelLoadError(f"no model folder at '{model_id}' (it does not exist); give a folder written by "
+                             "save_pretrained, or a hub id such as Qwen/Qwen2.5-VL-3B-Instruct")
+    if os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "config.json")):
+        raise ModelLoadError(f"folder '{model_id}' has no config.json: not a transformers checkpoint "
+                             "(save_pretrained writes one)")
+    try:
+        cfg, _ = PretrainedConfig.get_config_dict(model_id)
+    except Exception as e:  # noqa: BLE001 - hub and file errors all become one message
+        raise ModelLoadError(_hub_message(model_id, e)) from e
+    model_type = cfg.get("model_type")
+    native = model_type in CONFIG_MAPPING  # transformers has the classes: custom code is not needed
+    if cfg.get("auto_map") and not native and not trust_remote_code:
+        raise ModelLoadError(
+            f"'{model_id}' needs trust_remote_code: its architecture '{model_type}' comes as custom code "
+            "in the checkpoint (config auto_map), which is refused by default because it runs arbitrary "
+            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True)), or use a "
+            "transformers-native checkpoint of a supported family (e.g. OpenGVLab/InternVL3-2B-hf); "
+            f"supported: {supported()}")
+    if model_type is None:
+        raise ModelLoadError(f"'{model_id}' has a config.json without model_type; supported: {supported()}")
+    family = family_of(model_type)
+    if not native and not trust_remote_code:
+        import transformers
+        raise ModelLoadError(f"{family.label} ('{model_type}') needs a newer transformers than the installed "
+                             f"{transformers.__version__}: pip install -U transformers")
+    return family
+
+
+def _looks_like_path(model_id: str) -> bool:
+    """Hub ids are 'name' or 'owner/name'; anything else that names no folder is a missing path."""
+    return (os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
+            or "\\" in model_id or model_id.endswith("/"))
+
+
+def _hub_message(model_id: str, e: BaseException) -> str:
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+    chain = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    kinds = tuple(type(c) for c in chain)
+    login = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
+    if any(issubclass(k, GatedRepoError) for k in kinds):
+        return (f"'{model_id}' is a gated model: accept its license on https://huggingface.co/{model_id} "
+                f"with your account, then {login}")
+    if any(issubclass(k, RepositoryNotFoundError) for k in kinds):
+        return (f"'{model_id}' was not found on the hub: check the id (owner/name); if it is private, {login}")
+    if any(issubclass(k, HFValidationError) for k in kinds):
+        return f"'{model_id}' is neither a local folder nor a valid hub id (owner/name)"
+    if any(issubclass(k, (LocalEntryNotFoundError, ConnectionError, TimeoutError)) for k in kinds) \
+            or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return (f"'{model_id}' was not found locally and the hub is unreachable or the id does not exist; "
+                f"check the id, your network, and for gated models {login}")
+    return f"could not read the config of '{model_id}': {chain[0]}"
+
+
+@contextmanager
+def _load_errors(model_id: str):
+    """Hub errors while fetching weights, and missing packages, as ModelLoadError."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    hub = (HfHubHTTPError, LocalEntryNotFoundError, ConnectionError)
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except ImportError as e:
+        raise ModelLoadError(f"loading '{model_id}' needs a package that is not installed: {e}") from e
+    except OSError as e:
+        if isinstance(e, hub) or isinstance(e.__cause__, hub):
+            raise ModelLoadError(_hub_message(model_id, e)) from e
+        raise
+
+
+def _load_kwargs(family: Family, prec: str, dev: torch.device) -> dict:
+    if prec in ("bf16", "fp32"):
+        return {"dtype": {"bf16": torch.bfloat16, "fp32": torch.float32}[prec]}
+    if prec != "4bit":
+        raise ModelLoadError(f"precision must be auto, 4bit, bf16 or fp32, got '{prec}'")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise ModelLoadError("4-bit loading needs bitsandbytes (`pip install bitsandbytes`); "
+                             "or choose bf16 / fp32") from e
+    if dev.type not in ("cuda", "cpu"):
+        raise ModelLoadError(f"4-bit loading runs on CUDA or CPU, not {dev.type}; choose bf16 or fp32")
+    # CPU: compute in fp32, as the unquantized CPU path does (only the weights are 4-bit)
+    compute = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=list(family.keep_full_precision)),
+        "dtype": compute,
+        "device_map": {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"},
+    }
+
+
+def _disable_avx512bf16(model: torch.nn.Module) -> None:
+    """bitsandbytes 0.50 on AVX512-BF16 CPUs repacks 4-bit weights during no-grad eval
+    forwards (sampling); the next training forward of a layer with a bias then fails
+    ("a view of a leaf Variable ... in-place"). The plain CPU path has no such state."""
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+
+
+# --------------------------------------------------------------------------- decoding constants
 
 def _eos_ids(base, tok) -> set[int]:
     ids = base.generation_config.eos_token_id
@@ -152,3 +366,4 @@ def _suppress_mask(tok, eos: set[int], vocab: int) -> torch.Tensor:
     if len(tok) < vocab:
         mask[len(tok):] = True
     return mask
+

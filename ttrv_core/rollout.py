@@ -47,15 +47,30 @@ class Prompt:
     def repeated(self, rows: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Inputs and positions of `rows` copies of the prompt (the naive path).
 
-        Visual tensors are concatenated along dim 0 for every family
-        (Qwen: patches; LLaVA/Idefics: images)."""
+        Every processor output has the batch (or the images) on dim 0, so repeating
+        dim 0 is right for every family (Qwen: patches and grids; InternVL: tiles;
+        LLaVA, Gemma 3: images; Idefics3, OneVision: images of tiles with their
+        masks / sizes; token_type_ids: per token)."""
         inputs = {k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in self.inputs.items()}
         pos = self.positions.expand(3, rows, -1) if self.positions.dim() == 3 else self.positions.expand(rows, -1)
         return inputs, pos
 
 
+def fit_image(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale (aspect kept) to at most max_pixels pixels; smaller images pass unchanged."""
+    w, h = image.size
+    if max_pixels <= 0 or w * h <= max_pixels:
+        return image
+    s = (max_pixels / (w * h)) ** 0.5
+    return image.resize((max(1, int(w * s)), max(1, int(h * s))), Image.BICUBIC)
+
+
 def prepare_prompt(policy: Policy, image: Image.Image, text: str) -> Prompt:
-    batch = encode(policy.processor, image, text)
+    """Encode through the processor's chat template (encode.py); positions by family.
+
+    Every tensor the processor returns goes to the model (pixel_values,
+    image_grid_thw, pixel_attention_mask, image_sizes, token_type_ids, ...)."""
+    batch = encode(policy.processor, fit_image(image, policy.max_pixels), text)
     inputs = {k: v.to(policy.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     for k, v in inputs.items():
         if v.is_floating_point():  # pixel values in the model's compute dtype
