@@ -23,9 +23,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "dig
 # config fields exposed as flags: flag -> field
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
          "max-new-tokens": "max_new_tokens", "reward": "reward", "alpha": "alpha", "beta": "beta",
-         "lr": "lr", "epochs": "epochs", "steps": "max_steps", "prompts-per-step": "prompts_per_step",
-         "lora-r": "lora_r", "seed": "seed", "precision": "precision", "eval-votes": "eval_votes",
-         "single-copies": "single_copies"}
+         "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
+         "prompts-per-step": "prompts_per_step", "lora-r": "lora_r", "seed": "seed", "precision": "precision",
+         "eval-votes": "eval_votes", "single-copies": "single_copies"}
 
 
 def parser() -> argparse.ArgumentParser:

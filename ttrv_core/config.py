@@ -62,6 +62,9 @@ class TTRVConfig:
     """Linear warm-up share of the cosine schedule (paper code)."""
     prompts_per_step: int = 8
     """Prompts sampled per step (paper code: train_batch_size 8)."""
+    train_items: int = 20
+    """Unlabeled items adapted on, drawn at random (seeded) from all items; every item is
+    evaluated. Paper main setting: 20 test samples. 0 = adapt on all items."""
     epochs: int = 2
     """Passes over the unlabeled items (paper: 2 epochs over 20 test samples)."""
     max_steps: int = 0

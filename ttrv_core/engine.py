@@ -7,8 +7,10 @@
         yield StepEvent
     -> evaluate(after) -> RunEnd
 
-Answers the user supplied are used for evaluation and per-step accuracy only;
-rewards never see them. Single-example mode trains on one chosen item
+By default the loop adapts on a seeded random subset of `train_items` items
+(the paper's main setting: 2 epochs over 20 unlabeled test samples) and
+evaluates on all of them. Answers the user supplied are used for evaluation
+and per-step accuracy only; rewards never see them. Single-example mode trains on one chosen item
 repeated `single_copies` times and evaluates on all items (paper section 5).
 
 A stop request (`should_stop()` returning True) ends training after the
@@ -60,6 +62,8 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         if not chosen:
             raise ValueError(f"single-example item '{single}' is not among the items")
         train_items = chosen * cfg.single_copies
+    elif 0 < cfg.train_items < len(items):
+        train_items = random.Random(cfg.seed).sample(list(items), cfg.train_items)
     else:
         train_items = list(items)
     schedule = train_schedule(train_items, cfg)
@@ -108,7 +112,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     for item in batch:
         prompt = prepare_prompt(policy, item.image(), item.prompt)
         ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gen,
-                    shared=cfg.shared_prefix)
+                    shared=cfg.shared_prefix and policy.family.shared_prefix)
         votes = [extract_answer(item.task, t, item.options) for t in ro.texts]
         rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)     # over all N votes
         g = ro.take(cfg.n_train)                                        # train on the first G
@@ -121,7 +125,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     t1 = time.time()
     ups = [update(policy, opt, prompt, g.tokens, g.mask, g.logprobs, adv, temperature=cfg.temperature,
                   eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
-                  shared=cfg.shared_prefix)
+                  shared=cfg.shared_prefix and policy.family.shared_prefix)
            for prompt, g, adv, *_ in work]
     t2 = time.time()
     ivs = [w[3] for w in work]

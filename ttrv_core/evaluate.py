@@ -27,7 +27,7 @@ def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, generator: torch.
     prompt = prepare_prompt(policy, item.image(), item.prompt)
     n = cfg.votes_for_eval
     ro = sample(policy, prompt, n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, generator,
-                greedy_rows=1, shared=cfg.shared_prefix)
+                greedy_rows=1, shared=cfg.shared_prefix and policy.family.shared_prefix)
     greedy = extract_answer(item.task, ro.texts[0], item.options)
     votes = [extract_answer(item.task, t, item.options) for t in ro.texts[1:]]
     st = vote_stats(votes)

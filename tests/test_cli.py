@@ -1,0 +1,68 @@
+"""End to end through the CLI on the bundled demo model: files written, bad input named."""
+import csv
+import json
+import shutil
+
+import pytest
+
+from ttrv_core.cli import EXAMPLES, main
+from ttrv_core.config import DEMO_MODEL
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rows = list(csv.DictReader(open(EXAMPLES / "questions.csv")))[:4]
+    for r in rows:
+        shutil.copy(EXAMPLES / r["image"], d / r["image"])
+    (d / "broken.png").write_bytes(b"not a png at all")
+    q = d / "questions.csv"
+    with open(q, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "question", "answer"])
+        for r in rows:
+            w.writerow([r["image"], r["question"], r["answer"]])
+        w.writerow(["gone.png", "Which digit is shown in the image?", "3"])
+        w.writerow(["broken.png", "Which digit is shown in the image?", "3"])
+    return d
+
+
+def test_cli_run_writes_run_folder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["--images", str(folder), "--questions", str(folder / "questions.csv"), "--out", str(out),
+               "--steps", "2", "--votes", "6", "--train", "4", "--prompts-per-step", "2"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "questions.csv: line 6: image 'gone.png' not found in the folder" in err
+    assert "broken.png: cannot read image" in err
+    for name in ("config.json", "events.jsonl", "results.csv", "results.json", "summary.json", "problems.txt"):
+        assert (out / name).exists(), name
+    events = [json.loads(line) for line in open(out / "events.jsonl")]
+    assert [e["type"] for e in events if e["type"] != "progress"] == [
+        "run_start", "eval", "step", "step", "eval", "run_end"]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 4
+    assert all(r["before_greedy"] != "" and r["after_greedy"] != "" for r in rows)
+    summary = json.load(open(out / "summary.json"))
+    assert 0.0 <= summary["after/greedy_acc"] <= 1.0 and summary["after/labeled"] == 4.0
+
+    # the adapter loads onto the base model with plain peft
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+    base = AutoModelForImageTextToText.from_pretrained(DEMO_MODEL)
+    model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_cli_no_images(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["--images", str(tmp_path / "empty"), "--question", "What?", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no images found" in err and str(tmp_path / "empty") in err
+
+
+def test_cli_bad_config(tmp_path, capsys):
+    rc = main(["--votes", "4", "--train", "8", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "n_train (G=8) must be <= n_votes (N=4)" in capsys.readouterr().err

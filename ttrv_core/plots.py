@@ -1,0 +1,238 @@
+"""Plotly figures of a run, as pure functions of its events.
+
+    histogram   answer frequencies of one image (or of each step's first image),
+                before training, at each step that sampled it, and after;
+                a slider moves over these snapshots (the latest is shown)
+    entropy     normalised answer entropy per step: the mean, and each image
+    reward      reward and majority share per step; accuracy per step where
+                the user gave answers (evaluation only, never a reward)
+
+Inputs are the engine's events (events.py): a list of StepEvent and the
+'before'/'after' EvalResult where they exist. Nothing here imports gradio;
+the app, a notebook or a script can call these on a live or a logged run
+(`load_events` reads a run folder's events.jsonl back).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from .events import EvalResult, ItemEval, ItemVotes, StepEvent
+
+FOLLOW = None
+"""`histogram(item_id=FOLLOW)`: at each step, show the first image that step trained on."""
+
+BLUE, GREEN, GREY, ORANGE, PURPLE = "#3b6fd8", "#2a9d54", "#b8bcc6", "#e07b24", "#8a4fd0"
+OTHER = "(other)"
+_LAYOUT = dict(template="plotly_white", height=320, margin=dict(l=50, r=20, t=50, b=40),
+               legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One image's vote counts at one moment of the run."""
+    label: str                 # "before", "step 3", "after"
+    item_id: str
+    counts: dict[str, int]     # answer -> votes
+    reference: str | None = None
+
+
+def snapshots(steps: Sequence[StepEvent], item_id: str | None = FOLLOW, before: EvalResult | None = None,
+              after: EvalResult | None = None) -> list[Snapshot]:
+    """The snapshots the histogram slides over, in run order.
+
+    With an item id: its eval votes before, every step that sampled it, after.
+    With FOLLOW: each step's first image (the eval before/after of the first/last one).
+
+    >>> st = [StepEvent(1, 2, [ItemVotes("a.png", {"7": 3, "1": 1}, "7", .75, .8, .6)])]
+    >>> [(s.label, s.item_id, s.counts) for s in snapshots(st)]
+    [('step 1', 'a.png', {'7': 3, '1': 1})]
+    """
+    refs = _references(before, after)
+    if item_id is FOLLOW:
+        picks = [(f"step {s.step}", s.items[0]) for s in steps if s.items]
+        first = picks[0][1].item_id if picks else (before.items[0].item_id if before and before.items else None)
+        last = picks[-1][1].item_id if picks else first
+    else:
+        picks = [(f"step {s.step}", iv) for s in steps for iv in s.items if iv.item_id == item_id]
+        # single-example mode repeats one image within a step: keep one snapshot per step
+        picks = [p for i, p in enumerate(picks) if i == 0 or p[0] != picks[i - 1][0]]
+        first = last = item_id
+    out = []
+    if (ev := _eval_of(before, first)) is not None:
+        out.append(Snapshot("before", first, ev.counts, refs.get(first)))
+    out += [Snapshot(label, iv.item_id, iv.counts, refs.get(iv.item_id)) for label, iv in picks]
+    if (ev := _eval_of(after, last)) is not None:
+        out.append(Snapshot("after", last, ev.counts, refs.get(last)))
+    return out
+
+
+def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top: int = 12) -> go.Figure:
+    """Bars of vote shares per answer; a slider over the snapshots, the last one shown.
+
+    Each snapshot shows its `top` most voted answers (the rest as one "(other)"
+    bar), in one order kept across the slider so that bars keep their place.
+    The reference answer (from the user's answers column: evaluation only) is green.
+
+    >>> fig = histogram([Snapshot("step 1", "a.png", {"7": 3, "1": 1}, "7")])
+    >>> [round(y, 2) for y in fig.data[0].y], fig.data[0].marker.color
+    ([0.75, 0.25], ('#2a9d54', '#3b6fd8'))
+    """
+    fig = go.Figure()
+    if not snaps:
+        return _empty(fig, title, "waiting for the first votes")
+    names = _labels(_answer_order(snaps))
+    titles, axes = [], []
+    for i, s in enumerate(snaps):
+        n = sum(s.counts.values()) or 1
+        xs = sorted(s.counts, key=lambda a: (-s.counts[a], names[a]))
+        shown, rest = sorted(xs[:top], key=list(names).index), xs[top:]
+        x, y = [names[a] for a in shown], [s.counts[a] for a in shown]
+        if rest:
+            x, y = x + [OTHER], y + [sum(s.counts[a] for a in rest)]
+        fig.add_bar(x=x, y=[c / n for c in y], customdata=[[c, a] for c, a in zip(y, shown + [OTHER])],
+                    name=s.label, visible=i == len(snaps) - 1,
+                    marker_color=[GREEN if a == s.reference else BLUE for a in shown] + [GREY] * bool(rest),
+                    hovertemplate="%{customdata[1]}: %{customdata[0]} votes (%{y:.0%})<extra></extra>")
+        titles.append(f"{title}: {s.item_id}, {s.label} ({n} votes)")
+        axes.append(x)
+    fig.update_layout(**_LAYOUT, title=titles[-1], showlegend=False,
+                      xaxis=dict(title="answer", type="category", categoryorder="array", categoryarray=axes[-1],
+                                 automargin=True),
+                      yaxis=dict(title="share of votes", range=[0, 1], tickformat=".0%"))
+    if len(snaps) > 1:
+        fig.update_layout(height=400, margin=dict(l=50, r=20, t=50, b=110), sliders=[dict(
+            active=len(snaps) - 1, currentvalue=dict(visible=False), y=-0.22, yanchor="top", pad=dict(t=10),
+            steps=[dict(label=s.label, method="update",
+                        args=[{"visible": [j == i for j in range(len(snaps))]},
+                              {"title.text": titles[i], "xaxis.categoryarray": axes[i]}])
+                   for i, s in enumerate(snaps)])])
+    return fig
+
+
+def entropy(steps: Sequence[StepEvent], before: EvalResult | None = None,
+            after: EvalResult | None = None) -> go.Figure:
+    """Normalised entropy of the answers per step: mean line, one dot per image.
+
+    Eval entropies (mean over all images) are drawn at step 0 (before) and
+    after the last step (after), where they exist.
+
+    >>> st = [StepEvent(1, 1, [ItemVotes("a", {"1": 2}, "1", 1.0, 0.0, 1.0)], {"answers/entropy": 0.0})]
+    >>> [t.name for t in entropy(st).data]
+    ['each image', 'mean']
+    """
+    fig = go.Figure()
+    if not steps and before is None:
+        return _empty(fig, "Entropy of the answers", "waiting for the first step")
+    xs = [s.step for s in steps for _ in s.items]
+    fig.add_scatter(x=xs, y=[iv.entropy for s in steps for iv in s.items], mode="markers", name="each image",
+                    marker=dict(color=GREY, size=6), text=[iv.item_id for s in steps for iv in s.items],
+                    hovertemplate="step %{x} · %{text}: %{y:.2f}<extra></extra>")
+    fig.add_scatter(x=[s.step for s in steps], y=[s.metrics.get("answers/entropy") for s in steps],
+                    mode="lines+markers", name="mean", line=dict(color=BLUE, width=3))
+    _eval_points(fig, steps, before, after, "eval/entropy", "mean over all images (eval)", BLUE)
+    fig.update_layout(**_LAYOUT, title="Entropy of the answers (normalised, 0 = all votes agree)",
+                      xaxis=_step_axis(steps), yaxis=dict(title="H / ln M", range=[-0.03, 1.03]))
+    return fig
+
+
+def reward(steps: Sequence[StepEvent], before: EvalResult | None = None,
+           after: EvalResult | None = None) -> go.Figure:
+    """Mean reward and majority share per step; accuracy per step where answers exist.
+
+    >>> st = [StepEvent(1, 1, [], {"reward/mean": .5, "answers/majority_share": .6, "acc/majority": 1.0})]
+    >>> [t.name for t in reward(st).data]
+    ['reward (mean)', 'majority share', 'accuracy: majority of the votes']
+    """
+    fig = go.Figure()
+    if not steps and before is None:
+        return _empty(fig, "Reward and majority share", "waiting for the first step")
+    x = [s.step for s in steps]
+    lines = [("reward/mean", "reward (mean)", BLUE, "solid"),
+             ("answers/majority_share", "majority share", ORANGE, "solid"),
+             ("acc/majority", "accuracy: majority of the votes", GREEN, "dash"),
+             ("acc/single", "accuracy: single vote", PURPLE, "dot")]
+    for key, name, color, dash in lines:
+        if any(key in s.metrics for s in steps):
+            fig.add_scatter(x=x, y=[s.metrics.get(key) for s in steps], mode="lines+markers", name=name,
+                            line=dict(color=color, dash=dash, width=2.5))
+    _eval_points(fig, steps, before, after, "eval/greedy_acc", "accuracy: greedy answer (eval)", GREEN)
+    fig.update_layout(**_LAYOUT, title="Reward, majority share and accuracy per step",
+                      xaxis=_step_axis(steps), yaxis=dict(title="value"))
+    return fig
+
+
+def load_events(run_folder: Path) -> tuple[list[StepEvent], dict[str, EvalResult]]:
+    """Steps and evals back from a run folder's events.jsonl (for figures of a finished run)."""
+    steps, evals = [], {}
+    for line in (Path(run_folder) / "events.jsonl").read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        if d.get("type") == "step":
+            steps.append(StepEvent(d["step"], d["total_steps"], [ItemVotes(**iv) for iv in d["items"]], d["metrics"]))
+        elif d.get("type") == "eval":
+            evals[d["phase"]] = EvalResult(d["phase"], [ItemEval(**e) for e in d["items"]], d["metrics"])
+    return steps, evals
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _eval_of(ev: EvalResult | None, item_id: str | None) -> ItemEval | None:
+    if ev is None or item_id is None:
+        return None
+    return next((e for e in ev.items if e.item_id == item_id), None)
+
+
+def _references(*evals: EvalResult | None) -> dict[str, str]:
+    return {e.item_id: e.reference for ev in evals if ev for e in ev.items if e.reference is not None}
+
+
+def _answer_order(snaps: Sequence[Snapshot]) -> list[str]:
+    """Answers by total votes over all snapshots, so bars keep their place as the slider moves."""
+    total: dict[str, int] = {}
+    for s in snaps:
+        for a, c in s.counts.items():
+            total[a] = total.get(a, 0) + c
+    return sorted(total, key=lambda a: (-total[a], a))
+
+
+def _labels(answers: Sequence[str], width: int = 18) -> dict[str, str]:
+    """answer -> a short, unique axis label; empty answers are votes too and need a visible name.
+
+    >>> _labels(["7", "", "a very long answer indeed", "a very long answer, again"])
+    {'7': '7', '': '(empty)', 'a very long answer indeed': 'a very long answer…', 'a very long answer, again': 'a very long answer…2'}
+    """
+    out: dict[str, str] = {}
+    for a in answers:
+        name = a.strip() or "(empty)"
+        name = name if len(name) <= width else name[:width].rstrip() + "…"
+        base, k = name, 1
+        while name in out.values():
+            k += 1
+            name = f"{base}{k}"
+        out[a] = name
+    return out
+
+
+def _eval_points(fig: go.Figure, steps, before, after, key: str, name: str, color: str) -> None:
+    pts = [(0, before), ((steps[-1].step if steps else 0) + 1, after)]
+    pts = [(x, ev.metrics[key]) for x, ev in pts if ev is not None and key in ev.metrics]
+    if pts:
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=name,
+                        marker=dict(color=color, symbol="diamond-open", size=12, line=dict(width=2)),
+                        hovertemplate="%{y:.3f}<extra>" + name + "</extra>")
+
+
+def _step_axis(steps) -> dict:
+    """Steps 1..K, with room for the eval points at 0 (before) and K + 1 (after)."""
+    last = steps[-1].step if steps else 0
+    return dict(title="step", range=[-0.4, last + 1.4], dtick=max(1, round((last + 1) / 10)))
+
+
+def _empty(fig: go.Figure, title: str, note: str) -> go.Figure:
+    fig.update_layout(**_LAYOUT, title=title, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      annotations=[dict(text=note, showarrow=False, font=dict(size=14, color="#888"))])
+    return fig
