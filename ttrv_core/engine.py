@@ -14,7 +14,8 @@ and per-step accuracy only; rewards never see them. Single-example mode trains o
 repeated `single_copies` times and evaluates on all items (paper section 5).
 
 A stop request (`should_stop()` returning True) ends training after the
-current step; the after-evaluation still runs so that the comparison exists.
+current step; the after-evaluation still runs so that the comparison exists
+(unless no step ran).
 """
 from __future__ import annotations
 
@@ -79,15 +80,17 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
-    stopped = False
+    stopped, done = False, 0
     for step, batch in enumerate(schedule, 1):
         if should_stop():
             stopped = True
             break
         yield _step(step, len(schedule), batch, policy, opt, cfg, gen)
         sched.step()
+        done = step
 
-    after = yield from _evaluate_phase("after", policy, items, cfg)
+    # a stop before the first step leaves the model as it was: nothing to evaluate again
+    after = (yield from _evaluate_phase("after", policy, items, cfg)) if done else {}
     summary = {f"before/{k[5:]}": v for k, v in before.items()} | {f"after/{k[5:]}": v for k, v in after.items()}
     yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary)
 

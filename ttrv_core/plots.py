@@ -202,8 +202,8 @@ def _answer_order(snaps: Sequence[Snapshot]) -> list[str]:
 def _labels(answers: Sequence[str], width: int = 18) -> dict[str, str]:
     """answer -> a short, unique axis label; empty answers are votes too and need a visible name.
 
-    >>> _labels(["7", "", "a very long answer indeed", "a very long answer, again"])
-    {'7': '7', '': '(empty)', 'a very long answer indeed': 'a very long answer…', 'a very long answer, again': 'a very long answer…2'}
+    >>> list(_labels(["7", "", "a very long answer indeed", "a very long answer, again"]).values())
+    ['7', '(empty)', 'a very long answer…', 'a very long answer…2']
     """
     out: dict[str, str] = {}
     for a in answers:
