@@ -95,38 +95,6 @@ def example_sets() -> list[str]:
     return sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) if EXAMPLES.is_dir() else []
 
 
-def questions_in(folder: Path) -> Path | None:
-    """A questions file shipped with the images: questions.csv/.jsonl first, else the only one."""
-    for name in ("questions.csv", "questions.jsonl"):
-        if (folder / name).is_file():
-            return folder / name
-    found = [p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".jsonl")]
-    return found[0] if len(found) == 1 else None
-
-
-def gather_uploads(files: list[str], dest: Path) -> tuple[Path, Path | None, list[data.Problem]]:
-    """Copy uploaded images (and unpack zips) into `dest`; returns the image folder,
-    a questions file found among the uploads, and problems."""
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    problems = []
-    for f in map(Path, files):
-        ext = f.suffix.lower()
-        if ext == ".zip":
-            problems += data.extract_zip(f, dest)
-        elif ext in data.IMAGE_EXTS or ext in (".csv", ".jsonl"):
-            if (dest / f.name).exists():
-                problems.append(data.Problem(f.name, "two uploads share this name; kept the first"))
-            else:
-                shutil.copy(f, dest / f.name)
-        else:
-            problems.append(data.Problem(f.name, "not an image, a .zip or a questions file; skipped"))
-    entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
-    if len(entries) == 1 and entries[0].is_dir():  # a zip of one folder: its contents are the set
-        dest = entries[0]
-    return dest, questions_in(dest), problems
-
-
 def load_data(workdir: Path, source, example, uploads, folder, qmode, question, qfile, task, options):
     """The dataset the widgets describe (problems included), and a line saying where it came from."""
     opts = tuple(o.strip() for o in (options or "").split("|") if o.strip())
@@ -135,13 +103,13 @@ def load_data(workdir: Path, source, example, uploads, folder, qmode, question, 
         if example not in example_sets():
             return data.Dataset(problems=[data.Problem("example set", f"no example set named '{example}'")]), ""
         images = EXAMPLES / example
-        found = questions_in(images)
+        found = data.find_questions_file(images)
         where = f"example set '{example}'"
     else:
         files = list(uploads or []) + list(folder or [])
         if not files:
             return data.Dataset(problems=[data.Problem("upload", "no images uploaded yet")]), ""
-        images, found, problems = gather_uploads(files, workdir / "input")
+        images, found, problems = data.collect_uploads(files, workdir / "input")
         where = f"{len(files)} uploaded file(s)"
     if qmode == QUESTIONS_FILE:
         qpath = Path(qfile) if qfile else found

@@ -66,3 +66,18 @@ def test_cli_no_images(tmp_path, capsys):
 def test_cli_bad_config(tmp_path, capsys):
     rc = main(["--votes", "4", "--train", "8", "--out", str(tmp_path / "r")])
     assert rc == 2 and "n_train (G=8) must be <= n_votes (N=4)" in capsys.readouterr().err
+
+
+def test_cli_zip_with_questions_inside(folder, tmp_path, capsys):
+    import zipfile
+    z = tmp_path / "upload.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in folder.iterdir():
+            zf.write(p, f"set/{p.name}")
+    out = tmp_path / "run"
+    rc = main(["--images", str(z), "--out", str(out), "--steps", "1", "--votes", "4", "--train", "2",
+               "--eval-votes", "4"])
+    assert rc == 0
+    assert "gone.png' not found" in capsys.readouterr().err       # the questions.csv inside the zip was used
+    assert len(json.load(open(out / "results.json"))["items"]) == 4
+    assert (out / "input" / "set" / "questions.csv").exists()      # extracted inside the run folder only

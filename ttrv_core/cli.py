@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import TTRVConfig
-from .data import load_dataset
+from .data import collect_uploads, load_dataset
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .models import ModelLoadError, load_policy
 from .prompts import TASKS
@@ -30,7 +30,7 @@ FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ttrv_core", description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, help="folder of images (default: the bundled digits example set)")
+    p.add_argument("--images", type=Path, help="folder (or .zip) of images (default: the bundled digits example set)")
     p.add_argument("--question", help="one question for every image")
     p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer]")
     p.add_argument("--task", choices=TASKS, default="open", help="answer format (default: open)")
@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    problems = []
+    if args.images.suffix.lower() == ".zip" and args.images.is_file():
+        args.images, found, problems = collect_uploads([str(args.images)], args.out / "input")
+        args.questions = args.questions or (None if args.question else found)
     ds = load_dataset(args.images, args.question, args.questions, args.task, options)
+    ds.problems = problems + ds.problems
     for pr in ds.problems:
         print(f"warning: {pr}", file=sys.stderr)
     if not ds.items:

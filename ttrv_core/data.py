@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,38 @@ def extract_zip(zip_path: Path, dest: Path) -> list[Problem]:
     except zipfile.BadZipFile as e:
         problems.append(Problem(zip_path.name, f"not a valid zip file ({e})"))
     return problems
+
+
+def find_questions_file(folder: Path) -> Path | None:
+    """A questions file shipped with the images: questions.csv/.jsonl first, else the only one."""
+    for name in ("questions.csv", "questions.jsonl"):
+        if (folder / name).is_file():
+            return folder / name
+    found = [p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".jsonl")]
+    return found[0] if len(found) == 1 else None
+
+
+def collect_uploads(files: list[str], dest: Path) -> tuple[Path, Path | None, list[Problem]]:
+    """Copy uploaded images (and unpack zips) into `dest`; returns the image folder,
+    a questions file found among the uploads, and problems."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    problems = []
+    for f in map(Path, files):
+        ext = f.suffix.lower()
+        if ext == ".zip":
+            problems += extract_zip(f, dest)
+        elif ext in IMAGE_EXTS or ext in (".csv", ".jsonl"):
+            if (dest / f.name).exists():
+                problems.append(Problem(f.name, "two uploads share this name; kept the first"))
+            else:
+                shutil.copy(f, dest / f.name)
+        else:
+            problems.append(Problem(f.name, "not an image, a .zip or a questions file; skipped"))
+    entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir():  # a zip of one folder: its contents are the set
+        dest = entries[0]
+    return dest, find_questions_file(dest), problems
 
 
 def _read_rows(qfile: Path) -> tuple[list[dict], list[Problem]]:
