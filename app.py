@@ -20,7 +20,7 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -47,7 +47,6 @@ PRESETS = {DEMO_LABEL: (DEMO_MODEL, "a 1M-parameter Qwen2.5-VL trained here on 8
 PRESETS |= {label: (p.model_id, p.note) for label, p in models.PRESETS.items()}
 USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
 DEFAULTS = TTRVConfig()
-HAS_TRAIN_ITEMS = "train_items" in {f.name for f in fields(TTRVConfig)}  # adapt on a random subset (engine)
 FOLLOW = "(each step's first image)"
 ONE_QUESTION, QUESTIONS_FILE = "One question for all images", "A questions file"
 EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
@@ -55,6 +54,8 @@ REWARD_HELP = ("ttrv = r1 - alpha*H_norm as in the paper's code. Under group-nor
                "entropy term of the paper's reward cancels exactly (it is one number per image), so ttrv "
                "trains like 'frequency'; 'ttrv_marginal' is our variant in which it acts. "
                "majority = TTRL's 0/1 reward.")
+GUARD_HELP = ("Label-free: when most images get the same majority answer for 2 steps in a row, training stops "
+              "and the adapter goes back to the last healthy step (the method's known failure is collapse).")
 FIGURE_EVERY_S = 1.0  # redraw the plots at most this often (they are cheap, the browser is not)
 
 
@@ -281,7 +282,7 @@ def preview(sess, source, example, uploads, folder, qmode, question, qfile, task
 
 def run(sess, source, example, uploads, folder, qmode, question, qfile, task, options, model, precision,
         single, single_item, n_votes, n_train, temperature, max_steps, epochs, lr, lora_r, alpha, beta,
-        reward, eval_votes, prompts_per_step, train_items, hist_choice):
+        reward, eval_votes, prompts_per_step, train_items, guard, hist_choice):
     """Stream a run: status, histogram, entropy, reward, compare, downloads after each event."""
     sess = Session.ensure(sess)
     out_dir = sess.new_run()
@@ -301,8 +302,8 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
                          n_train=int(n_train), temperature=float(temperature), max_steps=int(max_steps),
                          epochs=int(epochs), lr=float(lr), lora_r=int(lora_r), lora_alpha=2 * int(lora_r),
                          alpha=float(alpha), beta=float(beta), reward=reward, eval_votes=int(eval_votes),
-                         prompts_per_step=int(prompts_per_step),
-                         **({"train_items": int(train_items)} if HAS_TRAIN_ITEMS else {}))
+                         prompts_per_step=int(prompts_per_step), train_items=int(train_items),
+                         collapse_guard=bool(guard))
     except (ValueError, TypeError) as e:
         yield view(status_html(f"Settings: {e}", kind="error"), figs=False)
         return
@@ -356,6 +357,8 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
         msg = (f"Stopped after step {len(sess.steps)} of {sess.start.total_steps}; the results so far are below "
                "and in the downloads."
                if stopped else f"Done: {len(sess.steps)} steps in {end.seconds:.0f} s.")
+        if end is not None and end.guard:  # the collapse guard ended training and rolled back
+            msg += "\n" + end.guard[0].upper() + end.guard[1:] + "."
         yield view(status_html(msg, 1.0, "stopped" if stopped else "done"), table=True, files=True, info=info)
     except Exception as e:  # a clear message in the app, the traceback in the run folder
         events.close()
@@ -458,9 +461,8 @@ with gr.Blocks(title="TTRV: test-time RL for vision-language models") as demo:
                     n_train = gr.Number(DEFAULTS.n_train, precision=0, label="Trained answers G (≤ N)")
                     temperature = gr.Number(DEFAULTS.temperature, label="Temperature")
                 with gr.Row():
-                    train_items = gr.Number(getattr(DEFAULTS, "train_items", 0), precision=0,
-                                            label="Images adapted on (a random subset; 0 = all)",
-                                            visible=HAS_TRAIN_ITEMS)
+                    train_items = gr.Number(DEFAULTS.train_items, precision=0,
+                                            label="Images adapted on (a random subset; 0 = all)")
                     max_steps = gr.Number(DEFAULTS.max_steps, precision=0, label="Steps (0 = by epochs)")
                     epochs = gr.Number(DEFAULTS.epochs, precision=0, label="Epochs over the images")
                     prompts_per_step = gr.Number(DEFAULTS.prompts_per_step, precision=0, label="Images per step")
@@ -472,6 +474,7 @@ with gr.Blocks(title="TTRV: test-time RL for vision-language models") as demo:
                     alpha = gr.Number(DEFAULTS.alpha, label="alpha: entropy weight")
                     beta = gr.Number(DEFAULTS.beta, label="beta: KL weight")
                 reward = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward", info=REWARD_HELP)
+                guard = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=GUARD_HELP)
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="run")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -507,7 +510,7 @@ with gr.Blocks(title="TTRV: test-time RL for vision-language models") as demo:
           [question.submit, options.submit], **preview_event, api_name=False)
     run_btn.click(run, [state] + data_inputs + [model, precision, single, single_item, n_votes, n_train,
                                                 temperature, max_steps, epochs, lr, lora_r, alpha, beta, reward,
-                                                eval_votes, prompts_per_step, train_items, hist_choice],
+                                                eval_votes, prompts_per_step, train_items, guard, hist_choice],
                   [state, status, hist_plot, entropy_plot, reward_plot, accuracy, table, files, data_info],
                   api_name="run", show_progress="hidden")
     stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")

@@ -77,6 +77,8 @@ def main() -> None:
         sd = statistics.stdev(d) if len(d) > 1 else 0.0
         print(f"| {k} | {statistics.mean(b):.3f} | {statistics.mean(f):.3f} | {statistics.mean(d):+.3f} ± {sd:.3f} |")
     print(f"| seconds per run | | {statistics.mean(r['seconds'] for r in rows):.1f} | |")
+    fired = [r["guard/fired_step"] for r in rows if "guard/fired_step" in r]
+    print(f"collapse guard fired in {len(fired)} of {len(rows)} runs" + (f" (at steps {fired})" if fired else ""))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (default: runs/latest)")
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
+    p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     defaults = TTRVConfig()
     types = {f.name: f.type for f in fields(TTRVConfig)}
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())
     try:
-        cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive,
+        cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
                          **{name: getattr(args, name) for name in FLAGS.values()})
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -131,6 +132,8 @@ def _show(events, n_items: int) -> None:
                 bar.total = bar.n + n_items
             bar.close()
             print(f"done in {ev.seconds:.1f} s" + (" (stopped)" if ev.stopped else ""))
+            if ev.guard:
+                print(ev.guard)
 
 
 def _line(phase: str, m: dict) -> str:

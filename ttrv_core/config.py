@@ -82,6 +82,8 @@ class TTRVConfig:
     shared_prefix: bool = True
     """Prefill each image prompt once and share it across the N answers
     (sampling) and the G trained answers (training). False: full rows (reference)."""
+    collapse_guard: bool = True
+    """Stop and roll back when most images get the same majority answer (guard.py; ours)."""
     single_copies: int = 4
     """Single-example mode: the chosen item is repeated this many times (paper)."""
     eval_votes: int = 0

@@ -15,7 +15,8 @@ repeated `single_copies` times and evaluates on all items (paper section 5).
 
 A stop request (`should_stop()` returning True) ends training after the
 current step; the after-evaluation still runs so that the comparison exists
-(unless no step ran).
+(unless no step ran). The collapse guard (guard.py, on by default) may end
+training early and roll the adapter back; RunEnd.guard says so.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .data import Item
 from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
 from .grpo import group_advantages, update
+from .guard import CollapseGuard, concentration
 from .models import Policy
 from .prompts import extract_answer
 from .rewards import compute_rewards, vote_stats
@@ -71,28 +73,40 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted({i.id for i in train_items}),
                    total_steps=len(schedule), mode="single" if single else "all")
 
-    before: dict[str, float] = {}
-    if evaluate_before:
-        before = yield from _evaluate_phase("before", policy, items, cfg)
+    before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
 
     torch.manual_seed(cfg.seed)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
+    baseline = concentration([e.majority for e in before.items]) if before else None  # label-free
+    guard = CollapseGuard(baseline=baseline) if cfg.collapse_guard else None
+    if guard:
+        guard.keep(policy.model)
     stopped, done = False, 0
     for step, batch in enumerate(schedule, 1):
         if should_stop():
             stopped = True
             break
-        yield _step(step, len(schedule), batch, policy, opt, cfg, gen)
+        ev = _step(step, len(schedule), batch, policy, opt, cfg, gen)
         sched.step()
         done = step
+        if guard:
+            ev.metrics["guard/concentration"] = guard.check(step, {iv.item_id: iv.majority for iv in ev.items},
+                                                            policy.model)
+        yield ev
+        if guard and guard.fired_at:
+            break
 
     # a stop before the first step leaves the model as it was: nothing to evaluate again
-    after = (yield from _evaluate_phase("after", policy, items, cfg)) if done else {}
-    summary = {f"before/{k[5:]}": v for k, v in before.items()} | {f"after/{k[5:]}": v for k, v in after.items()}
-    yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary)
+    after = (yield from _evaluate_phase("after", policy, items, cfg)) if done else None
+    summary = {f"{r.phase}/{k[5:]}": v for r in (before, after) if r for k, v in r.metrics.items()}
+    if guard and guard.fired_at:
+        summary["guard/fired_step"] = float(guard.fired_at)
+    yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary,
+                 guard=guard.message() if guard else None)
+
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
@@ -103,9 +117,9 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
         evals.append(ev)
         if i % every == 0 or i == len(items):
             yield Progress(phase, i, len(items))
-    metrics = summarize(evals)
-    yield EvalResult(phase, evals, metrics)
-    return metrics
+    result = EvalResult(phase, evals, summarize(evals))
+    yield result
+    return result
 
 
 def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,

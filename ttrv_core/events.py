@@ -78,6 +78,7 @@ class RunEnd:
     seconds: float
     summary: dict[str, float]  # before/* and after/* of the eval metrics
     error: str | None = None
+    guard: str | None = None   # what the collapse guard did, if it fired
     type: str = "run_end"
 
 
