@@ -1,7 +1,7 @@
 """The collapse guard: fires on a run driven to one answer, stays silent otherwise."""
 import torch
 
-from ttrv_core.guard import CollapseGuard, concentration
+from ttrv_core.guard import PATIENCE, WINDOW, CollapseGuard, concentration
 
 
 class Tiny(torch.nn.Module):
@@ -9,6 +9,14 @@ class Tiny(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(3))
         self.frozen = torch.nn.Parameter(torch.zeros(2), requires_grad=False)
+
+
+def varied(step):  # 8 new items per step, 10 different answers: healthy
+    return {f"s{step}_{i}": str((step * 8 + i) % 10) for i in range(8)}
+
+
+def same(step):    # every item answers "3"
+    return {f"s{step}_{i}": "3" for i in range(8)}
 
 
 def test_concentration():
@@ -19,35 +27,43 @@ def test_concentration():
 
 def test_fires_after_patience_and_rolls_back():
     m = Tiny()
-    g = CollapseGuard(baseline=0.2)
-    g.keep(m)
-    varied = {f"im{i}": str(i % 4) for i in range(8)}        # concentration 0.25: healthy
-    same = {f"im{i}": "3" for i in range(8)}                 # everything answers "3"
-    m.w.data.fill_(1.0)
-    assert g.check(1, varied, m) == 0.25 and g.fired_at is None and g.healthy_step == 1
-    m.w.data.fill_(2.0)
-    assert g.check(2, same, m) == 1.0 and g.fired_at is None  # one bad step is not enough
-    m.w.data.fill_(3.0)
-    g.check(3, same, m)
-    assert g.fired_at == 3
-    assert torch.equal(m.w.data, torch.ones(3))               # back to the weights after step 1
-    assert "rolled back to step 1" in g.message()
+    g = CollapseGuard(baseline=0.15)
+    g.keep(0, m)
+    for step in range(1, 5):                                  # healthy steps 1..4, weights = step
+        m.w.data.fill_(float(step))
+        assert g.check(step, varied(step), m) < g.threshold()
+    assert g.fired_at is None
+    step = 5
+    while g.fired_at is None:                                 # now the run collapses
+        m.w.data.fill_(float(step))
+        g.check(step, same(step), m)
+        step += 1
+        assert step < 5 + WINDOW + PATIENCE + 1, "guard never fired"
+    # step 5's window (one collapsed step, three varied) still read healthy, so the WINDOW
+    # healthy states kept are steps 2..5 and the guard goes back to the oldest: step 2
+    assert g.fired_at == 7
+    assert g.restored_step == 2 and torch.equal(m.w.data, torch.full((3,), 2.0))
+    assert "rolled back to step 2" in g.message()
 
 
-def test_recovers_and_respects_baseline():
+def test_silent_on_a_healthy_run_and_respects_baseline():
     m = Tiny()
-    g = CollapseGuard(baseline=0.7)                          # a naturally concentrated set: threshold 0.95
-    g.keep(m)
-    mostly = {f"im{i}": "yes" if i < 7 else "no" for i in range(8)}  # 0.875 < 0.95
-    for step in range(1, 5):
-        g.check(step, mostly, m)
+    g = CollapseGuard(baseline=0.15)
+    g.keep(0, m)
+    for step in range(1, 30):
+        g.check(step, varied(step), m)
     assert g.fired_at is None and g.message() is None
+    # a naturally concentrated set (yes/no, 70% yes) sets a higher threshold
+    g = CollapseGuard(baseline=0.7)
+    for step in range(1, 30):
+        g.check(step, {f"s{step}_{i}": "yes" if i < 7 else "no" for i in range(8)}, m)
+    assert g.fired_at is None
 
 
 def test_silent_on_single_example():
     m = Tiny()
     g = CollapseGuard(baseline=0.1)
-    g.keep(m)
-    for step in range(1, 5):
-        g.check(step, {"one.png": "3"}, m)                   # one image repeated: not a signal
+    g.keep(0, m)
+    for step in range(1, 10):
+        g.check(step, {"one.png": "3"}, m)                    # one image repeated: not a signal
     assert g.fired_at is None

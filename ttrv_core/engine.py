@@ -83,7 +83,7 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     baseline = concentration([e.majority for e in before.items]) if before else None  # label-free
     guard = CollapseGuard(baseline=baseline) if cfg.collapse_guard else None
     if guard:
-        guard.keep(policy.model)
+        guard.keep(0, policy.model)
     stopped, done = False, 0
     for step, batch in enumerate(schedule, 1):
         if should_stop():

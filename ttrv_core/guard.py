@@ -7,24 +7,27 @@ before-evaluation, also label-free); a collapsing run drives every item to
 the same answer (in the paper's own logs Resisc45 fell 83.6 -> 24.6, DTD 46.8
 -> 0.0; here the demo model goes to one digit for every image).
 
-Rule: a step is unhealthy when concentration >= max(FLOOR, baseline + MARGIN).
-After PATIENCE unhealthy steps in a row the guard fires: the LoRA weights go
-back to those after the last healthy step (kept in memory; they are small)
-and training stops. The guard needs MIN_ITEMS distinct items in a step, so it
-is silent in single-example mode (one image, repeated).
+Rule: over a window of the last WINDOW steps (each item's latest majority),
+the run is unhealthy when concentration >= max(FLOOR, baseline + MARGIN);
+one step's 8 items are too few to judge. After PATIENCE unhealthy windows in
+a row the guard fires: the LoRA weights go back to the oldest of the last
+WINDOW healthy states (kept in memory; LoRA weights are small) and training
+stops. The guard needs MIN_ITEMS distinct items in the window, so it is
+silent in single-example mode (one image, repeated).
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
-FLOOR = 0.75
+FLOOR = 0.4
 MARGIN = 0.25
+WINDOW = 4
 PATIENCE = 2
-MIN_ITEMS = 4
+MIN_ITEMS = 8
 
 
 def concentration(majorities: Sequence[str]) -> float:
@@ -41,22 +44,27 @@ class CollapseGuard:
     baseline: float | None = None   # concentration over all items before training
     unhealthy: int = 0
     fired_at: int | None = None
-    healthy_step: int = 0
-    _snapshot: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    restored_step: int = 0
+    _window: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False)
+    _healthy: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False)  # (step, weights)
 
     def threshold(self) -> float:
         return max(FLOOR, (self.baseline or 0.0) + MARGIN)
 
-    def keep(self, model: torch.nn.Module) -> None:
-        """Remember the trainable (LoRA) weights as the last healthy state."""
-        self._snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    def keep(self, step: int, model: torch.nn.Module) -> None:
+        """Remember the trainable (LoRA) weights after `step` as a healthy state."""
+        self._healthy.append((step, {n: p.detach().clone() for n, p in model.named_parameters()
+                                     if p.requires_grad}))
 
     def check(self, step: int, majority_by_item: dict[str, str], model: torch.nn.Module) -> float:
-        """Update after a step with each distinct item's majority answer; returns the
-        step's concentration. Sets `fired_at` and restores the last healthy weights
-        when the rule fires."""
-        c = concentration(list(majority_by_item.values()))
-        if len(majority_by_item) < MIN_ITEMS:
+        """Update after a step with each item's majority answer; returns the window's
+        concentration. Sets `fired_at` and restores healthy weights when the rule fires."""
+        self._window.append(majority_by_item)
+        latest: dict[str, str] = {}
+        for d in self._window:
+            latest.update(d)
+        c = concentration(list(latest.values()))
+        if len(latest) < MIN_ITEMS:
             return c
         if c >= self.threshold():
             self.unhealthy += 1
@@ -65,19 +73,22 @@ class CollapseGuard:
                 self.restore(model)
         else:
             self.unhealthy = 0
-            self.healthy_step = step
-            self.keep(model)
+            self.keep(step, model)
         return c
 
     def restore(self, model: torch.nn.Module) -> None:
+        """Back to the oldest healthy state kept (before the window that went bad)."""
+        if not self._healthy:
+            return
+        self.restored_step, weights = self._healthy[0]
         with torch.no_grad():
             for n, p in model.named_parameters():
-                if n in self._snapshot:
-                    p.copy_(self._snapshot[n])
+                if n in weights:
+                    p.copy_(weights[n])
 
     def message(self) -> str | None:
         if self.fired_at is None:
             return None
-        return (f"collapse guard: at step {self.fired_at} most images had the same majority answer "
-                f"(>= {self.threshold():.2f} of a step's images, {PATIENCE} steps in a row); training stopped "
-                f"and the adapter was rolled back to step {self.healthy_step}")
+        return (f"collapse guard: by step {self.fired_at} {PATIENCE} windows in a row had most images "
+                f"(>= {self.threshold():.2f}) on the same majority answer; training stopped and the adapter "
+                f"was rolled back to step {self.restored_step}")
