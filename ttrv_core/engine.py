@@ -70,7 +70,8 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     else:
         train_items = list(items)
     schedule = train_schedule(train_items, cfg)
-    yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted({i.id for i in train_items}),
+    train_ids = {i.id for i in train_items}
+    yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted(train_ids),
                    total_steps=len(schedule), mode="single" if single else "all")
 
     before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
@@ -80,7 +81,8 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
-    baseline = concentration([e.majority for e in before.items]) if before else None  # label-free
+    # label-free baseline: how concentrated the adapted items' majority answers were before training
+    baseline = concentration([e.majority for e in before.items if e.item_id in train_ids]) if before else None
     guard = CollapseGuard(baseline=baseline) if cfg.collapse_guard else None
     if guard:
         guard.keep(0, policy.model)

@@ -3,7 +3,7 @@
 Signal, per step, from the votes alone: `concentration`, the largest share of
 the step's items whose majority answer is one and the same answer. On a
 varied image set it stays near its level before training (measured on the
-before-evaluation, also label-free); a collapsing run drives every item to
+same items in the before-evaluation, also label-free); a collapsing run drives every item to
 the same answer (in the paper's own logs Resisc45 fell 83.6 -> 24.6, DTD 46.8
 -> 0.0; here the demo model goes to one digit for every image).
 
@@ -41,7 +41,7 @@ def concentration(majorities: Sequence[str]) -> float:
 
 @dataclass
 class CollapseGuard:
-    baseline: float | None = None   # concentration over all items before training
+    baseline: float | None = None   # concentration over the adapted items before training
     unhealthy: int = 0
     fired_at: int | None = None
     restored_step: int = 0
