@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .config import TTRVConfig
 from .data import collect_uploads, load_dataset
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from .errors import TTRVError
 from .models import ModelLoadError, load_policy
 from .prompts import TASKS
 from .rewards import REWARDS
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         events = record(run(cfg, policy, ds.items, single=args.single), out, policy, ds.items)
         _show(events, len(ds.items))
-    except ValueError as e:
+    except (ValueError, TTRVError) as e:  # the run folder keeps what was computed before
         print(f"error: {e}", file=sys.stderr)
+        print(f"run folder (partial): {out.root}", file=sys.stderr)
         return 2
     print(f"run folder: {out.root}")
     return 0

@@ -6,7 +6,7 @@ TTRL on verl): its run scripts and verl's defaults they rely on.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .rewards import REWARDS
@@ -116,11 +116,6 @@ class TTRVConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TTRVConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def with_(self, **kw) -> "TTRVConfig":
         return replace(self, **kw)

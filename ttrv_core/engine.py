@@ -30,6 +30,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from .config import TTRVConfig
 from .data import Item
+from .errors import explain_oom
 from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
 from .grpo import group_advantages, update
@@ -91,7 +92,9 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         if should_stop():
             stopped = True
             break
-        ev = _step(step, len(schedule), batch, policy, opt, cfg, gen)
+        with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
+                         max_pixels=policy.max_pixels, precision=policy.precision):
+            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen)
         sched.step()
         done = step
         if guard:

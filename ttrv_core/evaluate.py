@@ -16,6 +16,7 @@ import torch
 
 from .config import TTRVConfig
 from .data import Item
+from .errors import explain_oom
 from .events import ItemEval
 from .models import Policy
 from .prompts import extract_answer
@@ -45,7 +46,10 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) 
     """Yields one ItemEval per item, in order. Same seed -> same random stream."""
     gen = torch.Generator(device=policy.device).manual_seed(seed)
     for item in items:
-        yield evaluate_item(policy, item, cfg, gen)
+        with explain_oom("evaluating", n_votes=cfg.votes_for_eval, max_pixels=policy.max_pixels,
+                         precision=policy.precision):
+            ev = evaluate_item(policy, item, cfg, gen)
+        yield ev
 
 
 def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from .data import Item, Problem
 from .events import EvalResult, Event, ItemEval, RunEnd, to_json
-from .models import Policy
+from .models import Policy, save_adapter
 
 RESULT_COLUMNS = ("item", "question", "reference", "before_greedy", "after_greedy", "before_majority",
                   "after_majority", "before_share", "after_share", "changed", "before_correct", "after_correct")
@@ -51,7 +51,7 @@ class RunDir:
         """peft save_pretrained into a temp folder, then an atomic swap."""
         final, tmp = self.root / "adapter", self.root / "adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        policy.model.save_pretrained(str(tmp))
+        save_adapter(policy, str(tmp))
         old = self.root / "adapter.old"
         if final.exists():
             os.replace(final, old)
