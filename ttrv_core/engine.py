@@ -113,7 +113,6 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
                  guard=guard.message() if guard else None)
 
 
-
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
     evals = []
     every = max(1, len(items) // 20)
