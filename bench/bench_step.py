@@ -4,6 +4,8 @@ For one image prompt, N votes and G trained answers:
   sample_generate   HF generate(num_return_sequences=N): what peers do
   sample_naive      our decode loop over N full prompt rows
   sample_shared     our decode loop, prompt prefilled once, KV cache shared
+  sample_shared_generate   HF generate's loop over the same shared cache
+  sample_shared_no_lora    sample_shared with the adapter switched off (the LoRA layers' cost)
   train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
                     gradient checkpointing on (how peers fit in memory)
   train_naive       the same without checkpointing (may run out of memory)
@@ -32,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
-from ttrv_core.rollout import prepare_prompt, sample  # noqa: E402
+from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
 
 # Qwen2.5-VL public config shapes (as in shared/reference/prefix_probe.py)
 SIZES = {
@@ -175,6 +177,30 @@ def main() -> None:
     if "sample_naive" not in skip:
         m("sample_naive", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=False))
     m("sample_shared", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True))
+
+    def shared_generate():
+        """HF generate's own loop over the shared prefix (as shared/reference/prefix_probe.py does)."""
+        from ttrv_core.rollout import prefill
+        with torch.no_grad():
+            ids = prompt.inputs["input_ids"]
+            _, cache = prefill(policy, Prompt(
+                {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+                     else v) for k, v in prompt.inputs.items()},
+                prompt.positions[..., :-1], prompt.next_position), a.n, shared=True)
+            full = ids.repeat(a.n, 1)
+            extra = {k: v.repeat(a.n, *([1] * (v.dim() - 1))) for k, v in prompt.inputs.items()
+                     if k in ("image_grid_thw", "mm_token_type_ids")}
+            policy.model.generate(input_ids=full, attention_mask=torch.ones_like(full), past_key_values=cache,
+                                  do_sample=True, max_new_tokens=a.tokens, temperature=1.0, top_k=0, top_p=1.0,
+                                  **extra)
+
+    if "sample_shared_generate" not in skip:
+        m("sample_shared_generate", shared_generate)
+    if "sample_shared_no_lora" not in skip:  # what the LoRA layers cost per decoded token
+        def no_lora():
+            with policy.model.disable_adapter():
+                sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True)
+        m("sample_shared_no_lora", no_lora)
 
     ro = sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen).take(a.g)
     tag["answer_tokens"] = int(ro.mask.sum())
