@@ -26,7 +26,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from ttrv_core import data, engine, models, plots, runs
+from ttrv_core import data, engine, families, models, plots, runs
 from ttrv_core.config import DEMO_MODEL, PRECISIONS, TTRVConfig
 from ttrv_core.errors import TTRVError
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
@@ -44,7 +44,7 @@ EXAMPLES = ROOT / "assets" / "examples"
 DEMO_LABEL = "Demo: tiny digits model (bundled, runs on CPU)"
 # menu label -> (hub id or folder, note): the demo model, then the engine's presets
 PRESETS = {DEMO_LABEL: (DEMO_MODEL, "a 1M-parameter Qwen2.5-VL trained here on 8x8 digits; for the demo only")}
-PRESETS |= {label: (p.model_id, p.note) for label, p in models.PRESETS.items()}
+PRESETS |= {label: (p.model_id, p.note) for label, p in families.PRESETS.items()}
 USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
 DEFAULTS = TTRVConfig()
 FOLLOW = "(each step's first image)"

@@ -1,4 +1,4 @@
-"""Every family in models.FAMILIES, end to end on a tiny random model (CPU).
+"""Every family in families.FAMILIES, end to end on a tiny random model (CPU).
 
 For each architecture (config.model_type) a checkpoint built from a config and
 saved to a folder (tests/tiny.py) loads through the Auto classes
@@ -18,7 +18,8 @@ from ttrv_core.config import PRECISIONS, TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.engine import run
 from ttrv_core.events import StepEvent
-from ttrv_core.models import FAMILIES, PRESETS, family_of, load_policy, save_adapter
+from ttrv_core.families import FAMILIES, PRESETS, family_of
+from ttrv_core.models import load_policy, save_adapter
 from ttrv_core.rollout import fit_image, prepare_prompt, sample
 
 MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from ttrv_core.errors import ModelLoadError, OutOfMemory, explain_oom, oom_message
-from ttrv_core.models import FAMILIES, load_policy
+from ttrv_core.families import FAMILIES
+from ttrv_core.models import load_policy
 from ttrv_core.rollout import prepare_prompt, sample
 
 LOGIN = "huggingface-cli login"

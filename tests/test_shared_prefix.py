@@ -2,14 +2,15 @@
 
 Same sampled answers for one seed, same per-token log-probs, and the same
 GRPO loss and LoRA gradients (relative error <= 1e-5), for every family whose
-shared path is marked proven in models.FAMILIES.
+shared path is marked proven in families.FAMILIES.
 """
 import pytest
 import torch
 from PIL import Image
 
 from ttrv_core.grpo import answer_logprobs, group_advantages, grpo_loss, reference_logprobs
-from ttrv_core.models import FAMILIES, load_policy
+from ttrv_core.families import FAMILIES
+from ttrv_core.models import load_policy
 from ttrv_core.rollout import prepare_prompt, sample
 
 # every architecture (config.model_type) of every family whose shared path is marked proven

@@ -10,7 +10,7 @@ on a laptop CPU. Image sizes are set small in each processor, but every
 processor keeps its family's way of cutting an image (Qwen's dynamic grid,
 InternVL's tiles, Idefics3's split + global view, OneVision's anyres grid).
 
-    BUILDERS[model_type](folder) -> folder     every config.model_type in models.FAMILIES
+    BUILDERS[model_type](folder) -> folder     every config.model_type in families.FAMILIES
     TinyModels(root)[model_type] -> folder     built on first use, then reused
 """
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """Load a VLM (+4-bit, +LoRA on the language model only) behind one `Policy`.
 
-Model-family differences live in the FAMILIES table and nowhere else: how
-positions are built (Qwen's 3D mrope vs plain 1D), where the language model's
-projections are (LoRA targets), which modules stay unquantized, how large an
-image may get, and whether the shared-prefix path is proven for the family.
-Everything else goes through the Auto classes and the processor's own chat
-template (encode.py), so a checkpoint of a listed architecture loads whatever
-its size or hub id.
+Model-family differences come from the table in families.py and nowhere else.
 
 Precision: "auto" is 4-bit NF4 with double quantization (bf16 compute) on CUDA
 and fp32 on CPU; "bf16" and "fp32" load unquantized. "4bit" on CPU runs
@@ -25,129 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ModelLoadError, explain_oom
+from .families import Family, family_of, supported
 
-__all__ = ["FAMILIES", "PRESETS", "Family", "ModelLoadError", "Policy", "Preset", "family_of", "load_policy",
-           "save_adapter"]
+__all__ = ["ModelLoadError", "Policy", "load_policy", "save_adapter"]
 
 SMALL_MODEL_PARAMS = 50_000_000
 """Below this size a CPU run uses one thread (see load_policy)."""
-LM_PROJ = "(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    label: str
-    """Human name, as the app and the error messages show it."""
-    model_types: tuple[str, ...]
-    """config.model_type values of this family."""
-    lm_module: str
-    """Name of the language-model submodule; LoRA targets live under it only
-    (q_proj... also exist in the vision towers)."""
-    mrope: bool
-    """3D (temporal, height, width) rotary positions from get_rope_index (Qwen-VL)."""
-    keep_full_precision: tuple[str, ...]
-    """Module prefixes left unquantized in 4-bit (vision tower, projector, lm_head);
-    bitsandbytes needs full prefixes (DESIGN.md section 5)."""
-    shared_prefix: bool
-    """The shared-prefix path is proven exact for this family (tests/test_shared_prefix.py)."""
-    max_pixels: int
-    """Images larger than this are downscaled (aspect kept) before the processor, so
-    one huge image cannot blow memory; dynamic-resolution families scale their
-    image tokens with it. Overridable per load (load_policy(max_pixels=...))."""
-    image_limits: tuple[tuple[str, int], ...] = ()
-    """Caps on image-processor attributes (attr, most), e.g. InternVL's tile count."""
-    note: str = ""
-    """How the image goes in, and any quirk the code relies on."""
-
-    @property
-    def lora_targets(self) -> str:
-        # peft matches a str target as a full regex over module names
-        return rf".*{self.lm_module}.*\.{LM_PROJ}"
-
-
-QWEN_KEEP = ("model.visual", "lm_head")
-LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
-
-FAMILIES: tuple[Family, ...] = (
-    Family("qwen2_5_vl", "Qwen2.5-VL", ("qwen2_5_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 28 * 28,
-           note="dynamic resolution: one <|image_pad|> per 28x28 pixels; 3D mrope positions from "
-                "get_rope_index (the model caches rope_deltas: one run per model object)"),
-    Family("qwen2_vl", "Qwen2-VL", ("qwen2_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 28 * 28, note="as Qwen2.5-VL"),
-    Family("qwen3_vl", "Qwen3-VL", ("qwen3_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 32 * 32,
-           note="one token per 32x32 pixels; interleaved mrope; DeepStack adds visual features "
-                "into the first LM layers at the image positions (prefill only)"),
-    Family("internvl", "InternVL3-hf", ("internvl",), "language_model", False, LLAVA_KEEP, True,
-           max_pixels=1024 * 1024, image_limits=(("max_patches", 6),),
-           note="transformers-native -hf checkpoints only; 448px tiles (up to 6 + a thumbnail), "
-                "256 <IMG_CONTEXT> tokens each, expanded by the processor"),
-    Family("idefics3", "SmolVLM / Idefics3", ("idefics3", "smolvlm"), "text_model", False,
-           ("model.vision_model", "model.connector", "lm_head"), True, max_pixels=1536 * 1536,
-           note="LM called text_model; the image is split into tiles + a global view: pixel_values "
-                "(B, n_tiles, C, H, W) with pixel_attention_mask; SmolVLM's processor needs num2words"),
-    Family("llava", "LLaVA-1.5", ("llava",), "language_model", False, LLAVA_KEEP, True,
-           max_pixels=1024 * 1024,
-           note="one fixed-size image (336px: 576 <image> tokens, expanded by the processor)"),
-    Family("llava_onevision", "LLaVA-OneVision", ("llava_onevision",), "language_model", False,
-           LLAVA_KEEP, True, max_pixels=768 * 768,
-           note="anyres: a base view plus a grid of 384px tiles picked by image size; image_sizes input"),
-    Family("gemma3", "Gemma 3", ("gemma3",), "language_model", False, LLAVA_KEEP, True,
-           max_pixels=1024 * 1024,
-           note="fixed 896px -> 256 soft tokens attended bidirectionally: token_type_ids mark them "
-                "in every forward that contains the prompt (prefill, full-row training); "
-                "sliding-window and global layers"),
-)
-
-
-@dataclass(frozen=True)
-class Preset:
-    model_id: str
-    family: str
-    """FAMILIES name the checkpoint belongs to."""
-    size_b: float
-    """Parameters, billions."""
-    note: str
-    precision: str = "auto"
-    """Default per size: 4-bit on CUDA (auto) from 2B up; below that bf16, since 4-bit saves
-    little there and samples ~1.7x slower than bf16 (DESIGN.md section 4, 3B)."""
-
-
-PRESETS: dict[str, Preset] = {
-    "Qwen2.5-VL 3B": Preset("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", 3.8,
-                            "good default; 4-bit TTRV step 2.4 s, 10.6 GiB peak on an H100 "
-                            "(N=32, G=16, 448px; bench/RESULTS.md)"),
-    "Qwen2.5-VL 7B": Preset("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", 8.3,
-                            "4-bit TTRV step 2.3 s, 15.8 GiB peak on an H100 "
-                            "(N=32, G=16, 448px; bench/RESULTS.md)"),
-    "Qwen2-VL 2B": Preset("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", 2.2, "the smallest Qwen-VL"),
-    "Qwen3-VL 4B": Preset("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", 4.4, "DeepStack + interleaved mrope"),
-    "Qwen3-VL 8B": Preset("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", 8.8, "DeepStack + interleaved mrope"),
-    "InternVL3 2B": Preset("OpenGVLab/InternVL3-2B-hf", "internvl", 2.1,
-                           "the paper's headline model (recognition 62.0 -> 95.0)"),
-    "InternVL3 8B": Preset("OpenGVLab/InternVL3-8B-hf", "internvl", 7.9, "the paper's large model (66.7 -> 95.7)"),
-    "SmolVLM2 2.2B": Preset("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "idefics3", 2.2,
-                            "small and fast; its processor needs `pip install num2words`"),
-    "LLaVA-OneVision 0.5B": Preset("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava_onevision", 0.9,
-                                   "the smallest real preset: quick to try", precision="bf16"),
-    "LLaVA-1.5 7B": Preset("llava-hf/llava-1.5-7b-hf", "llava", 7.1, "fixed 336px images (576 tokens); a baseline"),
-    "Gemma 3 4B": Preset("google/gemma-3-4b-it", "gemma3", 4.3,
-                         "gated: accept the license on its hub page, then `huggingface-cli login` or set HF_TOKEN"),
-}
-"""Menu label -> checkpoint; any other hub id or local folder of a listed family works too."""
-
-
-def supported() -> str:
-    return ", ".join(f"{f.label} ({'/'.join(f.model_types)})" for f in FAMILIES)
-
-
-def family_of(model_type: str) -> Family:
-    for f in FAMILIES:
-        if model_type in f.model_types:
-            return f
-    raise ModelLoadError(f"architecture '{model_type}' is not supported; supported: {supported()}")
 
 
 @dataclass
@@ -211,8 +88,6 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
     else:
         model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=family.lora_targets))
-    if prec != "4bit":
-        model.to(dev)
     if dev.type == "cpu" and sum(p.numel() for p in base.parameters()) < SMALL_MODEL_PARAMS:
         # Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
         # busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
