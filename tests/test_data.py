@@ -64,7 +64,8 @@ def test_csv_with_missing_image_and_answers(folder, tmp_path):
     assert ds.items[0].answer == "Seven" and ds.items[0].reference == "7"
     assert ds.items[1].answer is None
     probs = [str(p) for p in ds.problems]
-    assert "q.csv: line 4: image 'missing.png' not found in the folder" in probs
+    assert "q.csv: line 4: image 'missing.png' not found in the folder; skipped" in probs
+    assert "q.csv: 1 image(s) have no row here and are not used: pal.png" in probs
     assert any(p.startswith("broken.png: cannot read image") for p in probs)
 
 
@@ -91,7 +92,7 @@ def test_jsonl_with_broken_line(folder, tmp_path):
                  + "\n{broken\n" + json.dumps({"image": "sub/b.jpg", "question": "Q?", "options": ["x", "y"]}) + "\n")
     ds = load_dataset(folder, questions_file=q, task="choice")
     assert [i.id for i in ds.items] == ["a.png", "sub/b.jpg"]
-    assert "line 2: not a JSON object" in ds.problems[-1].message
+    assert any(str(p).startswith("q.jsonl: line 2: not valid JSON") for p in ds.problems)
 
 
 def test_choice_without_options_is_reported(folder, tmp_path):
@@ -112,4 +113,5 @@ def test_zip_never_writes_outside(tmp_path):
     probs = extract_zip(z, dest)
     assert (dest / "ok" / "a.png").exists()
     assert not (tmp_path / "evil.png").exists()
-    assert sum("unsafe path" in p.message for p in probs) == 2
+    assert sorted(map(str, probs)) == ["up.zip: member '../evil.png' points outside the archive; skipped",
+                                       "up.zip: member '/abs.png' points outside the archive; skipped"]
