@@ -5,13 +5,22 @@
 Widgets <-> ttrv_core, nothing else: data.load_dataset reads the inputs,
 models.load_policy loads the model, engine.run yields events (recorded by
 runs.record into a run folder), plots.* draws them. Each browser session keeps
-its own run folders (gr.State) under a temp dir; one job runs at a time
-(queue concurrency 1). On a Hugging Face Space with the `spaces` package, the
-GPU work (model load + run) runs under `spaces.GPU`.
+its own run folders (gr.State) in its own folder under this process's temp dir,
+removed when the tab closes (unload), when the state expires (SESSION_TTL_S) and
+at exit; folders left by dead processes are swept at start-up. One job runs at a
+time (queue concurrency 1). On a Hugging Face Space with the `spaces` package,
+the GPU work (model load + run) runs under `spaces.GPU`.
+
+Environment: TTRV_PUBLIC=1 (a shared public Space: preset models only, run
+sizes capped by PublicCaps); TTRV_TRUST_REMOTE_CODE=1 (allow checkpoints with
+custom code; ignored when public). Uploads are read as images, zips and
+CSV/JSONL text only (data.py); nothing uploaded is executed or unpickled.
 """
 from __future__ import annotations
 
+import atexit
 import base64
+import hashlib
 import html
 import io
 import os
@@ -28,7 +37,7 @@ import torch
 
 from ttrv_core import data, engine, families, models, plots, runs
 from ttrv_core.config import DEMO_MODEL, PRECISIONS, TTRVConfig
-from ttrv_core.errors import TTRVError
+from ttrv_core.errors import TTRVError, is_oom, oom_message
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.rewards import REWARDS
 
@@ -46,6 +55,12 @@ DEMO_LABEL = "Demo: tiny digits model (bundled, runs on CPU)"
 PRESETS = {DEMO_LABEL: (DEMO_MODEL, "a 1M-parameter Qwen2.5-VL trained here on 8x8 digits; for the demo only")}
 PRESETS |= {label: (p.model_id, p.note) for label, p in families.PRESETS.items()}
 USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
+PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
+"""A shared public Space: only PRESETS load, and runs are capped (PublicCaps)."""
+MAX_FILE_SIZE = "200mb"
+"""Largest single upload (gradio launch max_file_size): a zip of a few thousand photos."""
+SESSION_TTL_S = 6 * 3600
+"""A session's files (and gradio's cached uploads) are deleted this long after last use."""
 DEFAULTS = TTRVConfig()
 FOLLOW = "(each step's first image)"
 ONE_QUESTION, QUESTIONS_FILE = "One question for all images", "A questions file"
@@ -59,7 +74,75 @@ GUARD_HELP = ("Label-free: when most images get the same majority answer for 2 s
 FIGURE_EVERY_S = 1.0  # redraw the plots at most this often (they are cheap, the browser is not)
 
 
+@dataclass(frozen=True)
+class PublicCaps:
+    """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps a run
+    is ~2 x 64 evaluations + 20 steps x 8 images, a few minutes for a 3B model in 4-bit
+    (~2.4 s per image-step, bench/RESULTS.md): it fits the 600 s GPU slot."""
+    n_votes: int = 32           # votes N (the paper's value); memory and time grow with it
+    n_train: int = 16           # trained answers G (the paper's); the training forward holds G answers
+    eval_votes: int = 32        # votes per image when evaluating (0 = N)
+    prompts_per_step: int = 8   # images per step (the paper's)
+    lora_r: int = 64            # LoRA rank
+    steps: int = 20             # steps in all (epochs x batches, or max_steps)
+    items: int = 64             # images evaluated; beyond it only the first 64 are used
+
+
+CAPS = PublicCaps()
+
+
+def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None) -> str | None:
+    """Why a public Space refuses this run (a model outside PRESETS, a setting over CAPS), or None."""
+    if model not in {mid for mid, _ in PRESETS.values()}:
+        return (f"this public Space only runs its preset models; '{model}' is not one of them "
+                "(run the app on your own machine for any model)")
+    for name in ("n_votes", "n_train", "eval_votes", "prompts_per_step", "lora_r"):
+        if getattr(cfg, name) > getattr(CAPS, name):
+            return f"this public Space allows {name} up to {getattr(CAPS, name)}, got {getattr(cfg, name)}"
+    pool = cfg.single_copies if single else cfg.train_items if 0 < cfg.train_items < n_items else n_items
+    if cfg.total_steps(pool) > CAPS.steps:  # pool: the images engine.run adapts on
+        return (f"this public Space allows {CAPS.steps} steps per run, these settings make "
+                f"{cfg.total_steps(pool)}: set Steps or fewer epochs")
+    return None
+
+
 # --------------------------------------------------------------------------- per-session state
+
+APP_DIR = Path(tempfile.gettempdir())
+APP_PREFIX = "ttrv-app-"  # + pid: this process's session folders
+
+
+def sweep_stale(parent: Path = APP_DIR) -> list[Path]:
+    """Remove the session folders of app processes that are gone (killed, crashed)."""
+    gone = []
+    for d in parent.glob(APP_PREFIX + "*"):
+        pid = d.name[len(APP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        pass
+    return True
+
+
+sweep_stale()
+SESSIONS = Path(tempfile.mkdtemp(prefix=f"{APP_PREFIX}{os.getpid()}-"))
+atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
+
+
+def session_root(request: gr.Request | None) -> Path:
+    """The session's folder, named by a hash of gradio's session id (which the client picks)."""
+    key = getattr(request, "session_hash", None) or os.urandom(8).hex()
+    return SESSIONS / hashlib.sha256(key.encode()).hexdigest()[:16]
+
 
 @dataclass
 class Session:
@@ -76,18 +159,25 @@ class Session:
     choice: str = FOLLOW         # whose histogram is shown
 
     @classmethod
-    def ensure(cls, sess: "Session | None") -> "Session":
-        return sess if sess is not None else cls(Path(tempfile.mkdtemp(prefix="ttrv-session-")))
+    def ensure(cls, sess: "Session | None", request: gr.Request | None = None) -> "Session":
+        return sess if sess is not None else cls(session_root(request))
 
     def new_run(self) -> Path:
         self.runs += 1
         self.stop, self.items, self.steps, self.evals, self.start, self.run_dir = False, [], [], {}, None, None
-        return self.root / f"run-{self.runs}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"run-{self.runs}-", dir=self.root))  # fresh even if reused
 
 
 def forget(sess: Session | None) -> None:
+    """gr.State's delete_callback: the state expired (SESSION_TTL_S, or an hour after the tab closed)."""
     if sess is not None:
         shutil.rmtree(sess.root, ignore_errors=True)
+
+
+def end_session(request: gr.Request) -> None:
+    """The tab closed: its files go now (the state itself lingers an hour in gradio)."""
+    shutil.rmtree(session_root(request), ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- inputs -> dataset
@@ -123,6 +213,10 @@ def load_data(workdir: Path, source, example, uploads, folder, qmode, question, 
     else:
         ds = data.load_dataset(images, question, None, task, opts)
     ds.problems = problems + ds.problems
+    if PUBLIC and len(ds.items) > CAPS.items:
+        ds.problems.append(data.Problem(f"images {CAPS.items + 1}-{len(ds.items)}",
+                                        f"this public Space uses the first {CAPS.items} images only"))
+        ds.items = ds.items[:CAPS.items]
     return ds, where
 
 
@@ -146,7 +240,8 @@ def describe(ds: data.Dataset, where: str) -> str:
 @gpu
 def adapt(cfg: TTRVConfig, items: list, single: str | None, run_dir: runs.RunDir, should_stop):
     """Load a fresh policy (a new LoRA adapter per run) and run TTRV, recording into run_dir."""
-    policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed)
+    policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
+                                trust_remote_code=models.remote_code_allowed() and not PUBLIC)
     yield from runs.record(engine.run(cfg, policy, items, single=single, should_stop=should_stop),
                            run_dir, policy, items)
 
@@ -271,8 +366,9 @@ def downloads(run_dir: Path | None) -> list[str]:
 
 # --------------------------------------------------------------------------- handlers
 
-def preview(sess, source, example, uploads, folder, qmode, question, qfile, task, options):
-    sess = Session.ensure(sess)
+def preview(sess, source, example, uploads, folder, qmode, question, qfile, task, options,
+            request: gr.Request = None):
+    sess = Session.ensure(sess, request)
     ds, where = load_data(sess.root / "preview", source, example, uploads, folder, qmode, question, qfile,
                           task, options)
     ids = [it.id for it in ds.items]
@@ -282,9 +378,9 @@ def preview(sess, source, example, uploads, folder, qmode, question, qfile, task
 
 def run(sess, source, example, uploads, folder, qmode, question, qfile, task, options, model, precision,
         single, single_item, n_votes, n_train, temperature, max_steps, epochs, lr, lora_r, alpha, beta,
-        reward, eval_votes, prompts_per_step, train_items, guard, hist_choice):
+        reward, eval_votes, prompts_per_step, train_items, guard, hist_choice, request: gr.Request = None):
     """Stream a run: status, histogram, entropy, reward, compare, downloads after each event."""
-    sess = Session.ensure(sess)
+    sess = Session.ensure(sess, request)
     out_dir = sess.new_run()
     sess.choice = hist_choice or FOLLOW
     skip = gr.skip()
@@ -313,12 +409,16 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
         yield view(status_html("No usable images: see the problems listed under the data.", kind="error"),
                    figs=False, info=info)
         return
-    sess.items = ds.items
     target = single_item if single else None
     if target is not None and target not in {it.id for it in ds.items}:
         yield view(status_html(f"Single-example mode: '{target}' is not among the images.", kind="error"),
                    figs=False, info=info)
         return
+    refusal = public_refusal(cfg.model, cfg, len(ds.items), target) if PUBLIC else None
+    if refusal:
+        yield view(status_html(f"Refused: {refusal}.", kind="error"), figs=False, info=info)
+        return
+    sess.items = ds.items
     run_dir = runs.RunDir(out_dir / "out")
     sess.run_dir = run_dir.root
     run_dir.write_json("config.json", {"config": cfg.to_dict(), "source": where, "question": question,
@@ -364,10 +464,12 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
         events.close()
         (run_dir.root / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         msg = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
-        if isinstance(e, torch.OutOfMemoryError):
-            msg = "out of memory: try fewer votes N, a smaller model or 4-bit precision"
-        gr.Warning(f"Run failed: {msg}")
-        yield view(status_html(f"Run failed: {msg}\n(details: error.log in the downloads)", kind="error"),
+        if is_oom(e) and not isinstance(e, TTRVError):  # outside the engine's explain_oom blocks
+            msg = oom_message("running", cfg.n_votes, cfg.n_train, precision=cfg.precision)
+        done = f"\nThe results so far ({len(sess.steps)} step(s)) are below and in the downloads." \
+            if sess.evals else ""
+        gr.Warning(f"Run failed: {msg.splitlines()[0]}")
+        yield view(status_html(f"Run failed: {msg}{done}\n(details: error.log in the downloads)", kind="error"),
                    table=bool(sess.evals), files=True, info=info)
     finally:
         sess.running = False
@@ -415,109 +517,128 @@ def default_model() -> str:
 
 # --------------------------------------------------------------------------- layout
 
-with gr.Blocks(title="TTRV: test-time RL for vision-language models") as demo:
-    state = gr.State(None, delete_callback=forget)
-    gr.Markdown("# TTRV: adapt a vision-language model to your own unlabeled images\n"
-                "For each image the model answers N times; each answer is rewarded by how often the model "
-                "itself gave it, and GRPO steps on LoRA weights make the model more consistent. "
-                "No labels are used for training; an answers column, if you give one, is used for evaluation only.")
-    with gr.Row():
-        with gr.Column(scale=3):
-            gr.Markdown("### 1. Images and questions")
-            source = gr.Radio([EXAMPLE_SET, MY_IMAGES], value=EXAMPLE_SET, label="Images from")
-            sets = example_sets()
-            example = gr.Dropdown(sets, value=sets[0] if sets else None, label="Example set",
-                                  allow_custom_value=True)
-            with gr.Row():
-                uploads = gr.File(file_count="multiple", label="Images, or a .zip of a folder",
-                                  file_types=["image", ".zip", ".csv", ".jsonl"], visible=False, elem_id="uploads")
-                folder = gr.File(file_count="directory", label="… or a whole folder", visible=False)
-            qmode = gr.Radio([QUESTIONS_FILE, ONE_QUESTION], value=QUESTIONS_FILE, label="Questions")
-            question = gr.Textbox(label="Question (for all images, or where the file has none)",
-                                  placeholder="e.g. What is shown in the image?")
-            qfile = gr.File(label="Questions file: CSV or JSONL with columns image, question, optional options "
-                                  "(a|b|c) and answer; if empty, a questions.csv among the images is used",
-                            file_types=[".csv", ".jsonl", ".json"])
-            with gr.Row():
-                task = gr.Radio([("Open answer", "open"), ("Multiple choice", "choice"),
-                                 ("Classification", "classify")], value="open", label="Task format")
-                options = gr.Textbox(label="Options / class names for all images, separated by |",
-                                     placeholder="cat | dog | bird")
-            data_info = gr.Markdown()
-        with gr.Column(scale=2):
-            gr.Markdown("### 2. Model and settings")
-            model = gr.Dropdown([(k, v[0]) for k, v in PRESETS.items()], value=default_model(), label="Model",
-                                allow_custom_value=True, elem_id="model",
-                                info="a preset, or type any Hugging Face model id or local folder")
-            note = gr.Markdown(model_note(model.value))
-            precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
-                                 info="auto = 4-bit NF4 on CUDA, fp32 on CPU")
-            with gr.Row():
-                single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
-                single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
-            with gr.Accordion("Settings (the paper's defaults)", open=False):
+def build() -> gr.Blocks:
+    """The whole page. PUBLIC (read at call time) makes the model box a preset-only menu and caps
+    the settings in the browser; run() enforces the same on the server."""
+    cap = (lambda name: getattr(CAPS, name)) if PUBLIC else (lambda name: None)
+    # delete_cache: gradio's copies of uploads and downloads go after SESSION_TTL_S, and all at exit
+    with gr.Blocks(title="TTRV: test-time RL for vision-language models",
+                   delete_cache=(3600, SESSION_TTL_S)) as demo:
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=forget)
+        gr.Markdown("# TTRV: adapt a vision-language model to your own unlabeled images\n"
+                    "For each image the model answers N times; each answer is rewarded by how often the model "
+                    "itself gave it, and GRPO steps on LoRA weights make the model more consistent. "
+                    "No labels are used for training; an answers column, if you give one, is used for evaluation only.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                gr.Markdown("### 1. Images and questions")
+                source = gr.Radio([EXAMPLE_SET, MY_IMAGES], value=EXAMPLE_SET, label="Images from")
+                sets = example_sets()
+                example = gr.Dropdown(sets, value=sets[0] if sets else None, label="Example set",
+                                      allow_custom_value=True)
                 with gr.Row():
-                    n_votes = gr.Number(DEFAULTS.n_votes, precision=0, label="Votes N per image")
-                    n_train = gr.Number(DEFAULTS.n_train, precision=0, label="Trained answers G (≤ N)")
-                    temperature = gr.Number(DEFAULTS.temperature, label="Temperature")
+                    uploads = gr.File(file_count="multiple", label="Images, or a .zip of a folder",
+                                      file_types=["image", ".zip", ".csv", ".jsonl"], visible=False,
+                                      elem_id="uploads")
+                    folder = gr.File(file_count="directory", label="… or a whole folder", visible=False)
+                qmode = gr.Radio([QUESTIONS_FILE, ONE_QUESTION], value=QUESTIONS_FILE, label="Questions")
+                question = gr.Textbox(label="Question (for all images, or where the file has none)",
+                                      placeholder="e.g. What is shown in the image?")
+                qfile = gr.File(label="Questions file: CSV or JSONL with columns image, question, optional options "
+                                      "(a|b|c) and answer; if empty, a questions.csv among the images is used",
+                                file_types=[".csv", ".jsonl", ".json"])
                 with gr.Row():
-                    train_items = gr.Number(DEFAULTS.train_items, precision=0,
-                                            label="Images adapted on (a random subset; 0 = all)")
-                    max_steps = gr.Number(DEFAULTS.max_steps, precision=0, label="Steps (0 = by epochs)")
-                    epochs = gr.Number(DEFAULTS.epochs, precision=0, label="Epochs over the images")
-                    prompts_per_step = gr.Number(DEFAULTS.prompts_per_step, precision=0, label="Images per step")
+                    task = gr.Radio([("Open answer", "open"), ("Multiple choice", "choice"),
+                                     ("Classification", "classify")], value="open", label="Task format")
+                    options = gr.Textbox(label="Options / class names for all images, separated by |",
+                                         placeholder="cat | dog | bird")
+                data_info = gr.Markdown()
+            with gr.Column(scale=2):
+                gr.Markdown("### 2. Model and settings")
+                model = gr.Dropdown([(k, v[0]) for k, v in PRESETS.items()], value=default_model(), label="Model",
+                                    allow_custom_value=not PUBLIC, elem_id="model",
+                                    info="preset models only on this public Space" if PUBLIC else
+                                    "a preset, or type any Hugging Face model id or local folder")
+                note = gr.Markdown(model_note(model.value))
+                precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
+                                     info="auto = 4-bit NF4 on CUDA, fp32 on CPU")
                 with gr.Row():
-                    lr = gr.Number(DEFAULTS.lr, label="Learning rate (LoRA)")
-                    lora_r = gr.Number(DEFAULTS.lora_r, precision=0, label="LoRA rank (alpha = 2 × rank)")
-                    eval_votes = gr.Number(DEFAULTS.eval_votes, precision=0, label="Eval votes (0 = N)")
+                    single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
+                    single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
+                with gr.Accordion("Settings (the paper's defaults)" + (", capped on this public Space"
+                                                                        if PUBLIC else ""), open=False):
+                    with gr.Row():
+                        n_votes = gr.Number(DEFAULTS.n_votes, precision=0, label="Votes N per image",
+                                            maximum=cap("n_votes"))
+                        n_train = gr.Number(DEFAULTS.n_train, precision=0, label="Trained answers G (≤ N)",
+                                            maximum=cap("n_train"))
+                        temperature = gr.Number(DEFAULTS.temperature, label="Temperature")
+                    with gr.Row():
+                        train_items = gr.Number(DEFAULTS.train_items, precision=0,
+                                                label="Images adapted on (a random subset; 0 = all)")
+                        max_steps = gr.Number(DEFAULTS.max_steps, precision=0, label="Steps (0 = by epochs)",
+                                              maximum=cap("steps"))
+                        epochs = gr.Number(DEFAULTS.epochs, precision=0, label="Epochs over the images")
+                        prompts_per_step = gr.Number(DEFAULTS.prompts_per_step, precision=0, label="Images per step",
+                                                     maximum=cap("prompts_per_step"))
+                    with gr.Row():
+                        lr = gr.Number(DEFAULTS.lr, label="Learning rate (LoRA)")
+                        lora_r = gr.Number(DEFAULTS.lora_r, precision=0, label="LoRA rank (alpha = 2 × rank)",
+                                           maximum=cap("lora_r"))
+                        eval_votes = gr.Number(DEFAULTS.eval_votes, precision=0, label="Eval votes (0 = N)",
+                                               maximum=cap("eval_votes"))
+                    with gr.Row():
+                        alpha = gr.Number(DEFAULTS.alpha, label="alpha: entropy weight")
+                        beta = gr.Number(DEFAULTS.beta, label="beta: KL weight")
+                    reward = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward", info=REWARD_HELP)
+                    guard = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=GUARD_HELP)
                 with gr.Row():
-                    alpha = gr.Number(DEFAULTS.alpha, label="alpha: entropy weight")
-                    beta = gr.Number(DEFAULTS.beta, label="beta: KL weight")
-                reward = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward", info=REWARD_HELP)
-                guard = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=GUARD_HELP)
-            with gr.Row():
-                run_btn = gr.Button("Run", variant="primary", elem_id="run")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-            status = gr.HTML(status_html("Ready: press Run."), elem_id="status")
-            files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter, run log", file_count="multiple",
-                            interactive=False, elem_id="downloads")
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                status = gr.HTML(status_html("Ready: press Run."), elem_id="status")
+                files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter, run log", file_count="multiple",
+                                interactive=False, elem_id="downloads")
 
-    gr.Markdown("### 3. Live")
-    hist_choice = gr.Dropdown([FOLLOW], value=FOLLOW, label="Histogram of", allow_custom_value=True)
-    with gr.Row():
-        hist_plot = gr.Plot(label="Answer frequencies", elem_id="histogram")
-        entropy_plot = gr.Plot(label="Entropy", elem_id="entropy")
-    reward_plot = gr.Plot(label="Reward, majority share, accuracy", elem_id="reward")
+        gr.Markdown("### 3. Live")
+        hist_choice = gr.Dropdown([FOLLOW], value=FOLLOW, label="Histogram of", allow_custom_value=True)
+        with gr.Row():
+            hist_plot = gr.Plot(label="Answer frequencies", elem_id="histogram")
+            entropy_plot = gr.Plot(label="Entropy", elem_id="entropy")
+        reward_plot = gr.Plot(label="Reward, majority share, accuracy", elem_id="reward")
 
-    gr.Markdown("### 4. Before and after")
-    accuracy = gr.Markdown(elem_id="accuracy")
-    table = gr.Dataframe(headers=list(COLUMNS), column_widths=list(COLUMNS.values()), wrap=True, max_height=600,
-                         label="Each image before and after", interactive=False, elem_id="compare")
+        gr.Markdown("### 4. Before and after")
+        accuracy = gr.Markdown(elem_id="accuracy")
+        table = gr.Dataframe(headers=list(COLUMNS), column_widths=list(COLUMNS.values()), wrap=True, max_height=600,
+                             label="Each image before and after", interactive=False, elem_id="compare")
 
-    source.change(lambda s: (gr.Dropdown(visible=s == EXAMPLE_SET), gr.File(visible=s == MY_IMAGES),
-                             gr.File(visible=s == MY_IMAGES)), [source], [example, uploads, folder],
-                  api_name=False, concurrency_limit=None, show_progress="hidden")
-    qmode.change(lambda m: gr.File(visible=m == QUESTIONS_FILE), [qmode], [qfile], api_name=False,
-                 concurrency_limit=None, show_progress="hidden")
+        source.change(lambda s: (gr.Dropdown(visible=s == EXAMPLE_SET), gr.File(visible=s == MY_IMAGES),
+                                 gr.File(visible=s == MY_IMAGES)), [source], [example, uploads, folder],
+                      api_name=False, concurrency_limit=None, show_progress="hidden")
+        qmode.change(lambda m: gr.File(visible=m == QUESTIONS_FILE), [qmode], [qfile], api_name=False,
+                     concurrency_limit=None, show_progress="hidden")
 
-    model.change(model_note, [model], [note], api_name=False, concurrency_limit=None, show_progress="hidden")
+        model.change(model_note, [model], [note], api_name=False, concurrency_limit=None, show_progress="hidden")
 
-    data_inputs = [source, example, uploads, folder, qmode, question, qfile, task, options]
-    preview_event = dict(fn=preview, inputs=[state] + data_inputs, concurrency_limit=None, show_progress="hidden",
-                         outputs=[state, data_info, single_item, hist_choice])
-    demo.load(**preview_event, api_name="preview")
-    gr.on([c.change for c in (source, example, uploads, folder, qmode, qfile, task)] +
-          [question.submit, options.submit], **preview_event, api_name=False)
-    run_btn.click(run, [state] + data_inputs + [model, precision, single, single_item, n_votes, n_train,
-                                                temperature, max_steps, epochs, lr, lora_r, alpha, beta, reward,
-                                                eval_votes, prompts_per_step, train_items, guard, hist_choice],
-                  [state, status, hist_plot, entropy_plot, reward_plot, accuracy, table, files, data_info],
-                  api_name="run", show_progress="hidden")
-    stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
-    hist_choice.change(redraw_histogram, [state, hist_choice], [state, hist_plot], api_name="histogram",
-                       concurrency_limit=None, show_progress="hidden")
+        data_inputs = [source, example, uploads, folder, qmode, question, qfile, task, options]
+        preview_event = dict(fn=preview, inputs=[state] + data_inputs, concurrency_limit=None, show_progress="hidden",
+                             outputs=[state, data_info, single_item, hist_choice])
+        demo.load(**preview_event, api_name="preview")
+        gr.on([c.change for c in (source, example, uploads, folder, qmode, qfile, task)] +
+              [question.submit, options.submit], **preview_event, api_name=False)
+        run_btn.click(run, [state] + data_inputs + [model, precision, single, single_item, n_votes, n_train,
+                                                    temperature, max_steps, epochs, lr, lora_r, alpha, beta, reward,
+                                                    eval_votes, prompts_per_step, train_items, guard, hist_choice],
+                      [state, status, hist_plot, entropy_plot, reward_plot, accuracy, table, files, data_info],
+                      api_name="run", show_progress="hidden")
+        stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
+        hist_choice.change(redraw_histogram, [state, hist_choice], [state, hist_plot], api_name="histogram",
+                           concurrency_limit=None, show_progress="hidden")
+        demo.unload(end_session)
+    demo.queue(default_concurrency_limit=1)  # one job on the GPU at a time; the rest wait in line
+    return demo
 
-demo.queue(default_concurrency_limit=1)  # one job on the GPU at a time; the rest wait in line
+
+demo = build()
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(max_file_size=MAX_FILE_SIZE)

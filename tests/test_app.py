@@ -2,16 +2,18 @@
 
 Uploads a handful of digit PNGs (plus one broken file) with a questions CSV,
 runs a few steps on the bundled demo model, and checks the returned table,
-plot data and downloads; then the stop path, a failing model and per-session
-state.
+plot data and downloads; then the stop path, a failing model (and a good run
+after it), out of memory mid-run, per-session state and its clean-up.
 """
 import csv
 import json
+import os
 import shutil
 import socket
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,7 +39,7 @@ def free_port() -> int:
 def app_url():
     import app
     _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True)
+                                quiet=True, max_file_size=app.MAX_FILE_SIZE)   # as `python app.py` does
     yield url
     app.demo.close()
 
@@ -162,6 +164,44 @@ def test_a_failing_model_gives_a_clear_error(app_url, upload):
     assert "Traceback" not in status
 
 
+def test_a_model_that_fails_to_load_leaves_the_session_usable(app_url, upload):
+    c = client(app_url)
+    status = c.predict(**run_args(upload, model="/nowhere/no-such-model"), api_name="/run")[0]
+    assert 'data-kind="error"' in status and "no model folder" in status
+    out = unpack(c.predict(**run_args(upload, max_steps=1), api_name="/run"))   # same session, next run
+    assert 'data-kind="done"' in out["status"] and len(out["table"]["data"]) == 6
+
+
+def test_out_of_memory_mid_run_ends_with_a_message_and_keeps_the_results(app_url, upload, monkeypatch):
+    """A (simulated) GPU OOM in step 2: what to lower, the before-evaluation in the table, step 1
+    and the adapter in the downloads; the app then runs the next job normally."""
+    import torch
+
+    import ttrv_core.engine as engine
+    real_step, calls = engine._step, []
+
+    def flaky_step(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(engine, "_step", flaky_step)
+    c = client(app_url)
+    out = unpack(c.predict(**run_args(upload, max_steps=3), api_name="/run"))
+    assert 'data-kind="error"' in out["status"] and "Out of GPU memory while TTRV step 2" in out["status"]
+    assert "votes per image N (n_votes) (now 8)" in out["status"] and "results so far (1 step(s))" in out["status"]
+    assert "Traceback" not in out["status"]
+    rows, col = out["table"]["data"], out["table"]["headers"].index("before")
+    assert len(rows) == 6 and all(r[col] != "" for r in rows)             # the before-evaluation is shown
+    names = {f.name: f for f in out["files"]}
+    assert {"results.csv", "adapter.zip", "events.jsonl", "error.log"} <= set(names)
+    logged = [json.loads(line)["type"] for line in names["events.jsonl"].read_text().splitlines()]
+    assert logged.count("step") == 1
+    monkeypatch.setattr(engine, "_step", real_step)
+    assert 'data-kind="done"' in c.predict(**run_args(upload, max_steps=1), api_name="/run")[0]
+
+
 def test_bad_settings_and_no_images_are_reported(app_url, upload):
     c = client(app_url)
     status = c.predict(**run_args(upload, n_train=16, n_votes=8), api_name="/run")[0]
@@ -202,3 +242,38 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
     info = c.predict(uploads=[handle_file(str(p)) for p in upload if p.suffix == ".png"], folder=None,
                      **common | {"qmode": "One question for all images", "question": "Which digit?"})[0]
     assert "6 image(s) ready" in info and "evaluation only" not in info   # no answers without the file
+
+
+def _root(c):
+    import app
+    return app.session_root(SimpleNamespace(session_hash=c.session_hash))
+
+
+def test_session_files_go_when_the_session_ends(app_url, upload):
+    """Each session writes under its own folder; gradio deleting the state (expiry, or an hour after
+    the tab closed) removes it through delete_callback, and closing the tab (unload) at once."""
+    import app
+    a, b = client(app_url), client(app_url)
+    for c in (a, b):
+        assert 'data-kind="done"' in c.predict(**run_args(upload, max_steps=1), api_name="/run")[0]
+    ra, rb = _root(a), _root(b)
+    assert ra != rb and ra.parent == rb.parent == app.SESSIONS
+    assert any(ra.rglob("results.csv")) and any(rb.rglob("results.csv"))
+    app.demo.state_holder.delete_state(a.session_hash)          # what gradio does when the state expires
+    assert not ra.exists() and rb.exists()
+    app.end_session(SimpleNamespace(session_hash=b.session_hash))   # demo.unload's handler
+    assert not rb.exists()
+
+
+def test_start_up_sweeps_folders_of_dead_app_processes(tmp_path):
+    import subprocess
+    import sys
+
+    import app
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, live = tmp_path / f"ttrv-app-{dead.pid}-x", tmp_path / f"ttrv-app-{os.getpid()}-y"
+    for d in (stale, live):
+        (d / "session" / "run-1").mkdir(parents=True)
+    assert app.sweep_stale(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

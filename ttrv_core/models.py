@@ -9,6 +9,10 @@ path switched off (DESIGN.md section 5).
 
 Loading errors become ModelLoadError with a message that says what to do
 (errors.py); nothing here branches on a model's name.
+
+Code shipped inside a checkpoint (trust_remote_code) never runs unless the
+caller passes trust_remote_code=True; the app does so only when the operator
+sets TTRV_TRUST_REMOTE_CODE=1 (remote_code_allowed), and never in public mode.
 """
 from __future__ import annotations
 
@@ -21,7 +25,10 @@ import torch
 from .errors import ModelLoadError, explain_oom
 from .families import Family, family_of, supported
 
-__all__ = ["ModelLoadError", "Policy", "load_policy", "save_adapter"]
+__all__ = ["ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter"]
+
+TRUST_REMOTE_CODE_ENV = "TTRV_TRUST_REMOTE_CODE"
+"""Set to 1 to let the app load checkpoints whose architecture comes as custom code."""
 
 SMALL_MODEL_PARAMS = 50_000_000
 """Below this size a CPU run uses one thread (see load_policy)."""
@@ -44,6 +51,11 @@ class Policy:
     @property
     def tokenizer(self):
         return self.processor.tokenizer
+
+
+def remote_code_allowed() -> bool:
+    """True only when the operator set TTRV_TRUST_REMOTE_CODE=1 (custom code runs arbitrary Python)."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip() == "1"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -132,7 +144,8 @@ def _check_config(model_id: str, trust_remote_code: bool) -> Family:
         raise ModelLoadError(
             f"'{model_id}' needs trust_remote_code: its architecture '{model_type}' comes as custom code "
             "in the checkpoint (config auto_map), which is refused by default because it runs arbitrary "
-            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True)), or use a "
+            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True); in the app, "
+            f"{TRUST_REMOTE_CODE_ENV}=1), or use a "
             "transformers-native checkpoint of a supported family (e.g. OpenGVLab/InternVL3-2B-hf); "
             f"supported: {supported()}")
     if model_type is None:
