@@ -2,14 +2,17 @@
 
 For one image prompt, N votes and G trained answers:
   sample_generate   HF generate(num_return_sequences=N): what peers do
-  sample_naive      our decode loop over N full prompt rows
-  sample_shared     our decode loop, prompt prefilled once, KV cache shared
+  sample_naive      our decode loop over N full prompt rows (eager decode step)
+  sample_shared_eager   our decode loop, prompt prefilled once, KV cache shared, eager decode step
+  sample_shared     the same with the default decode step (static cache + CUDA graph on CUDA)
+  prefill_shared    the prompt's forward alone (to split sampling into prefill + ms per decoded token)
   sample_shared_generate   HF generate's loop over the same shared cache
   sample_shared_no_lora    sample_shared with the adapter switched off (the LoRA layers' cost)
   train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
                     gradient checkpointing on (how peers fit in memory)
   train_naive       the same without checkpointing (may run out of memory)
-  train_shared      the same update on the shared prefix
+  train_shared      the same update on the shared prefix: prompt + G answers packed in one row
+  train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
 
 usage: python bench/bench_step.py --size {demo,tiny,3b,7b} [--precision 4bit|bf16|fp32]
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
+from ttrv_core import grpo  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
@@ -91,6 +95,15 @@ def build_checkpoint(size: str, side: int, dev: str) -> Path:
     if dev == "cuda":
         torch.cuda.empty_cache()
     return path
+
+
+def lm_weight_bytes(policy) -> int:
+    """Bytes a decode step must read at least once: the language model's weights as
+    stored (4-bit packed where quantized) and the output head, not the input embedding."""
+    lm, head = policy.base.get_decoder(), policy.base.get_output_embeddings().weight
+    emb = lm.get_input_embeddings().weight
+    n = sum(p.numel() * p.element_size() for p in lm.parameters() if p is not emb)
+    return n + head.numel() * head.element_size()
 
 
 class Meter:
@@ -172,11 +185,29 @@ def main() -> None:
             policy.model.generate(**prompt.inputs, do_sample=True, num_return_sequences=a.n, max_new_tokens=a.tokens,
                                   temperature=1.0, top_k=0, top_p=1.0)
 
+    # the default decode step (a CUDA graph on CUDA) against the eager one: greedy rows, same prompt
+    ro = {mode: sample(policy, prompt, 4, max_new_tokens=a.tokens, greedy_rows=4, decode=mode)
+          for mode in ("eager", "auto")}
+    emit(a.out, what="decode_check", same_tokens=ro["eager"].tokens.tolist() == ro["auto"].tokens.tolist(),
+         max_logprob_diff=float((ro["eager"].logprobs - ro["auto"].logprobs).abs().max()), **tag)
+
     if "sample_generate" not in skip:
         m("sample_generate", gen_naive)
     if "sample_naive" not in skip:
-        m("sample_naive", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=False))
-    m("sample_shared", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True))
+        m("sample_naive", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=False,
+                                         decode="eager"))
+    from ttrv_core.rollout import prefill
+    with torch.no_grad():
+        t_prefill = m("prefill_shared", lambda: prefill(policy, prompt, a.n, shared=True))
+    floor_ms = lm_weight_bytes(policy) / 3.35e12 * 1e3 if dev.type == "cuda" else None  # H100 SXM HBM3
+    for name, mode in (("sample_shared_eager", "eager"), ("sample_shared", "auto")):
+        if name in skip:
+            continue
+        s = m(name, lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True,
+                                   decode=mode))
+        if s is not None and t_prefill is not None:  # every row decodes all L tokens with random weights
+            emit(a.out, what=f"{name}_ms_per_token", ms=round((s - t_prefill) / (a.tokens - 1) * 1e3, 2),
+                 floor_ms=None if floor_ms is None else round(floor_ms, 3), **tag)
 
     def shared_generate():
         """HF generate's own loop over the shared prefix (as shared/reference/prefix_probe.py does)."""
@@ -187,6 +218,7 @@ def main() -> None:
                 {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
                      else v) for k, v in prompt.inputs.items()},
                 prompt.positions[..., :-1], prompt.next_position), a.n, shared=True)
+            cache.batch_repeat_interleave(a.n)
             full = ids.repeat(a.n, 1)
             extra = {k: v.repeat(a.n, *([1] * (v.dim() - 1))) for k, v in prompt.inputs.items()
                      if k in ("image_grid_thw", "mm_token_type_ids")}
@@ -212,6 +244,10 @@ def main() -> None:
                               eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
     m("train_shared", upd(True))
+    if "train_shared_cache" not in skip:  # the shared prefix through a G-fold replicated KV cache
+        grpo.PACK_ANSWERS = False
+        m("train_shared_cache", upd(True))
+        grpo.PACK_ANSWERS = True
     if "train_naive_gc" not in skip:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.model.enable_input_require_grads()

@@ -13,10 +13,13 @@ answers o_i of a prompt with rewards r_i and answer tokens t:
 The reference policy is the same model with the LoRA adapter disabled: no
 second copy of the weights.
 
-Shared prefix (default): the prompt is forwarded once WITH gradients, its KV
-cache is replicated G times, and only the answer tokens are forwarded; the
-gradient of the prompt's activations is the sum over the G answers, exactly
-as in the naive path that forwards G full rows (tests/test_shared_prefix.py).
+Shared prefix (default): one row holds the prompt once and the G answers after
+it, under a mask that lets each answer see the prompt and its own earlier
+tokens only (`_packed_logits`); one forward WITH gradients, so the gradient of
+the prompt's activations is the sum over the G answers, exactly as in the naive
+path that forwards G full rows (tests/test_shared_prefix.py). Families whose
+model builds its own non-causal image mask (Gemma 3) share through the KV
+cache instead: the prompt is prefilled once and its cache replicated G times.
 
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
@@ -28,6 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
+PACK_ANSWERS = True
+"""Shared path: one packed row (default) or the replicated KV cache (bench/bench_step.py compares)."""
+
+from .decode import release
 from .models import Policy
 from .rollout import Prompt, prefill
 
@@ -45,8 +52,11 @@ def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temper
 
     Gradients flow where grad mode is on (also into the shared prefix)."""
     g, length = tokens.shape
-    if shared:
-        first, cache = prefill(policy, prompt, g, shared=True)             # (G, V), cache of G rows
+    if shared and PACK_ANSWERS and "token_type_ids" not in prompt.inputs:
+        logits = _packed_logits(policy, prompt, tokens)
+    elif shared:  # Gemma 3: the model builds a non-causal image mask; share through the KV cache
+        first, cache = prefill(policy, prompt, g, shared=True)             # (G, V), cache of one row
+        cache.batch_repeat_interleave(g)                                   # G rows; gradients sum back
         out = policy.model(input_ids=tokens, past_key_values=cache, use_cache=True,
                            position_ids=prompt.answer_positions(g, length))
         logits = torch.cat([first.unsqueeze(1), out.logits[:, :-1]], 1)   # (G, L, V)
@@ -62,6 +72,37 @@ def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temper
         logits = out.logits[:, :-1]                                         # (G, L, V)
     logp = torch.log_softmax(logits.float() / temperature, -1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _packed_logits(policy: Policy, prompt: Prompt, tokens: torch.Tensor) -> torch.Tensor:
+    """(G, L, V) logits from ONE forward of one row: the prompt, then the G answers
+    one after another, under a mask that lets each answer see the prompt and its
+    own earlier tokens only, each answer at the positions it has after the prompt.
+
+    The prompt's activations are computed once and never replicated (no G-fold
+    KV copies); the lm head runs only where a log-prob is needed."""
+    g, length = tokens.shape
+    p, dev = prompt.length, tokens.device
+    s = p + g * length
+    ids = torch.cat([prompt.inputs["input_ids"], tokens.reshape(1, -1)], 1)          # (1, S)
+    pos = prompt.answer_positions(g, length)                                           # (3, G, L) or (G, L)
+    pos = torch.cat([prompt.positions, pos.reshape(*pos.shape[:-2], 1, -1)], -1)      # (3, 1, S) or (1, S)
+    inputs = {k: v for k, v in prompt.inputs.items() if k not in ("input_ids", "attention_mask")}
+    if "mm_token_type_ids" in inputs:                                                  # answer tokens are text
+        t = inputs["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat([t, t.new_zeros(1, g * length)], 1)
+    a = torch.arange(g * length, device=dev)
+    allowed = torch.ones(s, s, dtype=torch.bool, device=dev).tril()                   # prompt: causal
+    allowed[p:, p:] = (a[:, None] // length == a[None, :] // length) & (a[None, :] <= a[:, None])
+    dtype = policy.base.dtype if policy.base.dtype.is_floating_point else torch.float32
+    mask = torch.zeros(1, 1, s, s, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
+    # logits at the prompt's last token (answer token 0 of every answer) and at each answer's tokens 0..L-2
+    keep = torch.cat([torch.tensor([p - 1], device=dev),
+                      (p + a.view(g, length)[:, :-1]).reshape(-1)])
+    out = policy.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False,
+                       logits_to_keep=keep, **inputs)
+    first, rest = out.logits[0, :1], out.logits[0, 1:]
+    return torch.cat([first.expand(g, -1).unsqueeze(1), rest.view(g, length - 1, -1)], 1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,6 +163,7 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tok
            mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
            eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
     """One optimiser step on one prompt's G answers."""
+    release()  # the sampling phase's static cache and CUDA graph: training needs the memory
     ref = reference_logprobs(policy, prompt, tokens, temperature, shared) if beta > 0 else old_logp
     policy.model.train()
     logp = answer_logprobs(policy, prompt, tokens, temperature, shared)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .decode import decoder
 from .encode import encode
 from .models import Policy
 
@@ -103,12 +104,11 @@ class Rollout:
 
 
 def prefill(policy: Policy, prompt: Prompt, rows: int, shared: bool):
-    """Forward the prompt; returns (last-position logits (rows, V), cache for rows)."""
+    """Forward the prompt; returns (last-position logits (rows, V), its cache: one
+    row when shared (the decoder replicates it), else `rows` rows)."""
     if shared:
         out = policy.model(**prompt.inputs, position_ids=prompt.positions, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(rows)
-        return out.logits[:, -1].expand(rows, -1), cache
+        return out.logits[:, -1].expand(rows, -1), out.past_key_values
     inputs, pos = prompt.repeated(rows)
     out = policy.model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1], out.past_key_values
@@ -117,14 +117,17 @@ def prefill(policy: Policy, prompt: Prompt, rows: int, shared: bool):
 @torch.no_grad()
 def sample(policy: Policy, prompt: Prompt, n: int, temperature: float = 1.0, top_p: float = 1.0,
            max_new_tokens: int = 16, generator: torch.Generator | None = None,
-           greedy_rows: int = 0, shared: bool = True) -> Rollout:
+           greedy_rows: int = 0, shared: bool = True, decode: str = "auto") -> Rollout:
     """Sample n answers; the first `greedy_rows` rows decode greedily instead.
 
-    Rows stop at EOS; the loop stops when every row has."""
-    was_training = policy.model.training
+    Rows stop at EOS; the loop stops when every row has. decode: the decode
+    step (decode.py): "auto" (static cache + CUDA graph on CUDA), "static", "eager"."""
+    was_training, dec = policy.model.training, None
     policy.model.eval()
     try:
         logits, cache = prefill(policy, prompt, n, shared)
+        dec = decoder(policy, prompt, n, cache, shared, max_new_tokens, decode)
+        del cache
         done = torch.zeros(n, dtype=torch.bool, device=policy.device)
         toks, lps, mask = [], [], []
         for t in range(max_new_tokens):
@@ -141,14 +144,14 @@ def sample(policy: Policy, prompt: Prompt, n: int, temperature: float = 1.0, top
             done = done | torch.isin(tok, policy.eos_ids)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            out = policy.model(input_ids=tok[:, None], past_key_values=cache, use_cache=True,
-                               position_ids=prompt.answer_positions(n, 1, offset=t))
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            logits = dec.step(tok, t)
         tokens = torch.stack(toks, 1)
         m = torch.stack(mask, 1)
         texts = _decode(policy, tokens, m)
         return Rollout(tokens=tokens, mask=m, logprobs=torch.stack(lps, 1) * m, texts=texts)
     finally:
+        if dec is not None:
+            dec.close()
         policy.model.train(was_training)
 
 
