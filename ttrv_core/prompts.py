@@ -99,7 +99,9 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
     "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
 _ARTICLES = {"a", "an", "the"}
-_PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "'"})
+# punctuation but the apostrophe, except a decimal point between digits (a regex, not a placeholder
+# character: any placeholder could occur in a reply, e.g. "\0" came back as ".")
+_PUNCT = re.compile(r"(?!(?<=\d)\.(?=\d))[" + re.escape(string.punctuation.replace("'", "")) + "]")
 
 
 def normalize_open(reply: str) -> str:
@@ -116,9 +118,7 @@ def normalize_open(reply: str) -> str:
     >>> normalize_open("A red car!")
     'red car'
     """
-    s = reply.strip().lower()
-    s = re.sub(r"(?<=\d)\.(?=\d)", "\0", s)  # protect decimal points
-    s = s.translate(_PUNCT).replace("'", "").replace("\0", ".")
+    s = _PUNCT.sub(" ", reply.strip().lower()).replace("'", "")
     words = [_NUMBER_WORDS.get(w, w) for w in s.split() if w not in _ARTICLES]
     return " ".join(words)
 
@@ -126,8 +126,8 @@ def normalize_open(reply: str) -> str:
 def extract_class(reply: str, classes: Sequence[str]) -> str:
     """Map a reply to the class it names (normalised); else the normalised reply.
 
-    Exact normalised match first, then the class whose name occurs last in the
-    reply (longest name on a tie at one position).
+    Exact normalised match first, then the class whose name ends last in the
+    reply, the longest on a tie (so "a red car" is 'red car', not 'car').
 
     >>> extract_class("It is a Koala.", ["koala", "toaster"])
     'koala'
@@ -138,13 +138,14 @@ def extract_class(reply: str, classes: Sequence[str]) -> str:
     by_norm = {normalize_open(c): c for c in classes}
     if norm in by_norm:
         return by_norm[norm]
-    best, best_pos = None, -1
+    best, best_end = None, -1
     for key, cls in by_norm.items():
         if not key:
             continue
-        for m in re.finditer(rf"(?<!\w){re.escape(key)}(?!\w)", norm):
-            if m.start() > best_pos or (m.start() == best_pos and best is not None and len(cls) > len(best)):
-                best, best_pos = cls, m.start()
+        for m in re.finditer(rf"(?<!\w)(?={re.escape(key)}(?!\w))", norm):  # overlapping occurrences too
+            end = m.start() + len(key)
+            if end > best_end or (end == best_end and len(cls) > len(best)):
+                best, best_end = cls, end
     return best if best is not None else norm
 
 
