@@ -307,3 +307,152 @@ BAD_INPUTS = len(IMAGES) + 1 + len(QUESTIONS) + 1 + len(ZIPS) + len(UPLOADS)
 
 def test_corpus_size():
     assert BAD_INPUTS >= 30, BAD_INPUTS
+
+
+# --------------------------------------------------------------------------- odd but valid: all load, as RGB
+
+def cmyk_jpeg():
+    return encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG")  # red
+
+
+def rotated_jpeg():
+    """Stored 20 wide x 10 high, EXIF orientation 6: shown 10 wide x 20 high."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(Image.new("RGB", (20, 10), "red"), "JPEG", exif=exif)
+
+
+def animated_gif():
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    return encode(red, "GIF", save_all=True, append_images=[blue], duration=50, loop=0)
+
+
+def transparent_palette_png():
+    im = Image.new("P", (8, 8), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.putpixel((0, 0), 1)
+    return encode(im, "PNG", transparency=0)  # index 0 (black) is transparent: white after loading
+
+
+ODD = [  # file, contents, (width, height) after loading, pixel (0, 0) after loading (None: not checked)
+    ("cmyk.jpg", cmyk_jpeg(), (16, 16), None),
+    ("gray16.png", png((8, 8), "I;16", 32896), (8, 8), (128, 128, 128)),  # 16-bit scaled, not clipped to white
+    ("gray32.tif", encode(Image.new("I", (8, 8), 65535), "TIFF"), (8, 8), (255, 255, 255)),
+    ("palette.png", png((8, 8), "P", 3), (8, 8), None),
+    ("palette transparent.png", transparent_palette_png(), (8, 8), (255, 0, 0)),
+    ("rgba.png", encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG"), (8, 8), (255, 255, 255)),
+    ("la.png", encode(Image.new("LA", (8, 8), (0, 0)), "PNG"), (8, 8), (255, 255, 255)),
+    ("bilevel.png", png((8, 8), "1", 1), (8, 8), (255, 255, 255)),
+    ("gray.jpg", encode(Image.new("L", (8, 8), 200), "JPEG"), (8, 8), None),
+    ("animated.gif", animated_gif(), (8, 8), (255, 0, 0)),  # first frame
+    ("rotated.jpg", rotated_jpeg(), (10, 20), None),  # EXIF orientation applied
+    ("tiny.png", png((1, 1), color=(0, 255, 0)), (1, 1), (0, 255, 0)),
+    ("wide.png", png((3000, 100)), (2048, 68), None),  # longest side capped at MAX_SIDE
+    ("really a png.jpg", png((8, 8), color=(1, 2, 3)), (8, 8), (1, 2, 3)),  # read by content, not by name
+    ("lab.tif", encode(Image.new("LAB", (8, 8)), "TIFF"), (8, 8), None),
+    ("photo.webp", encode(Image.new("RGB", (8, 8), "blue"), "WEBP", lossless=True), (8, 8), (0, 0, 255)),
+    ("café au lait 猫 #1.png", png((8, 8)), (8, 8), None),
+    ("a/b/c/deep.png", png((8, 8)), (8, 8), None),
+]
+
+
+@pytest.mark.parametrize("name,content,size,pixel", ODD, ids=[c[0] for c in ODD])
+def test_odd_but_valid_image(tmp_path, name, content, size, pixel):
+    d = tmp_path / "imgs"
+    write(d / name, content)
+    ds = load_dataset(d, question="What is it?")
+    assert problems(ds) == []
+    (it,) = ds.items
+    assert it.id == name
+    im = it.image()
+    assert im.mode == "RGB" and im.size == size
+    if pixel is not None:
+        assert im.getpixel((0, 0)) == pixel
+
+
+def test_system_files_skipped_and_same_names_kept(tmp_path):
+    d = tmp_path / "imgs"
+    for name in ("x/cat.png", "y/cat.png"):
+        write(d / name, png())
+    for junk in (".DS_Store", "._cat.png", "__MACOSX/x/._cat.png", "Thumbs.db", "desktop.ini", ".hidden/a.png",
+                 "README.txt"):
+        write(d / junk, b"\0\x05junk")
+    ds = load_dataset(d, question="Q")
+    assert problems(ds) == []
+    assert [i.id for i in ds.items] == ["x/cat.png", "y/cat.png"]
+
+
+def test_same_names_across_uploads_are_all_kept(tmp_path):
+    a = write(tmp_path / "u1" / "cat.png", png(color=10))
+    b = write(tmp_path / "u2" / "cat.png", png(color=20))
+    z = write(tmp_path / "u3" / "more.zip", zip_bytes([]))  # set/good.png
+    z2 = write(tmp_path / "u4" / "again.zip", zip_bytes([]))
+    folder, _, probs = collect_uploads([str(a), str(b), str(z), str(z2)], tmp_path / "input")
+    assert [str(p) for p in probs] == ["cat.png: another file has the same name; kept as 'cat (2).png'",
+                                       "again.zip: member 'set/good.png': another file has the same name; "
+                                       "kept as 'set/good (2).png'"]
+    ds = load_dataset(folder, question="Q")
+    assert [i.id for i in ds.items] == ["cat (2).png", "cat.png", "set/good (2).png", "set/good.png"]
+    assert ds.items[0].image().getpixel((0, 0)) == (20, 0, 0)  # the second upload, kept
+
+
+def test_questions_file_quirks_that_are_fine(tmp_path):
+    """BOM, tab separator, aliases, NFD names, './', case, extra columns, several questions per image,
+    answers of either type."""
+    d = tmp_path / "imgs"
+    write(d / "Café.png", png())
+    write(d / "sub" / "dog.png", png())
+    nfd = "Cafe\u0301.png"
+    write(d / "q.tsv.csv", f"\ufefffile\tprompt\tlabel\tnotes\n{nfd}\tWhat?\t7\tx\n./SUB/DOG.PNG\tWhich?\tseven\t\n"
+                           f"{nfd}\tAnd?\t\t\n")
+    ds = load_dataset(d, questions_file=d / "q.tsv.csv")
+    assert problems(ds) == []
+    assert [(i.id, i.question, i.reference) for i in ds.items] == [
+        ("Café.png", "What?", "7"), ("sub/dog.png", "Which?", "7"), ("Café.png#2", "And?", None)]
+    write(d / "q.jsonl", '{"image": "sub/dog.png", "question": "How many?", "answer": 7.0}\n'
+                         '{"image": "Café.png", "question": "Is it?", "answer": true}\n')
+    ds = load_dataset(d, questions_file=d / "q.jsonl")
+    assert [(i.answer, i.reference) for i in ds.items] == [("7", "7"), ("yes", "yes")]
+
+
+def test_utf16_questions_file(tmp_path):
+    d = tmp_path / "imgs"
+    write(d / "a.png", png())
+    write(d / "q.csv", "image\tquestion\na.png\tWhat?\n".encode("utf-16"))  # Excel's "Unicode text"
+    ds = load_dataset(d, questions_file=d / "q.csv")
+    assert problems(ds) == [] and ds.items[0].question == "What?"
+
+
+# --------------------------------------------------------------------------- a mix of it all, actually run
+
+def test_cli_runs_on_a_zip_of_mixed_inputs(tmp_path, capsys):
+    """One short run on the demo model: odd images and a broken row beside good ones; the run folder is the
+    only thing written."""
+    from ttrv_core.cli import main
+    from ttrv_core.config import DEMO_MODEL
+    if not (Path(DEMO_MODEL) / "config.json").is_file():
+        pytest.skip("demo model not built")
+    members = [("set/cmyk.jpg", cmyk_jpeg()), ("set/rotated.jpg", rotated_jpeg()), ("set/animated.gif", animated_gif()),
+               ("set/gray16.png", png((8, 8), "I;16", 32896)), ("set/tiny.png", png((1, 1))),
+               ("set/café 猫.png", transparent_palette_png()),
+               ("set/broken.png", b"not a png"), ("set/bomb.png", png_claiming(30000, 30000)),
+               ("../evil.png", png()), ("set/.DS_Store", b"junk"), ("__MACOSX/set/._cmyk.jpg", b"junk")]
+    rows = [(m.split("/", 1)[1], "Which digit is shown in the image?", "3") for m, _ in members[:6]]
+    rows += [("good.png", "Which digit is shown in the image?", "7"), ("gone.png", "Which digit?", "1")]
+    qcsv = io.StringIO()
+    csv.writer(qcsv, delimiter=";").writerows([("image", "question", "answer"), *rows])
+    up = write(tmp_path / "mixed.zip", zip_bytes(members + [("set/questions.csv", qcsv.getvalue())]))
+    out = tmp_path / "run"
+    rc = main(["--images", str(up), "--out", str(out), "--steps", "1", "--train-items", "2", "--votes", "4",
+               "--train", "2", "--prompts-per-step", "1", "--eval-votes", "2", "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    for expected in ("mixed.zip: member '../evil.png' points outside the archive; skipped",
+                     "broken.png: cannot read image: not an image file",
+                     "bomb.png: image has 900 megapixels; the limit is 50 megapixels",
+                     "questions.csv: line 9: image 'gone.png' not found in the folder; skipped"):
+        assert expected in err and expected in (out / "problems.txt").read_text(encoding="utf-8")
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        done = {r["item"] for r in csv.DictReader(f)}
+    assert done == {"cmyk.jpg", "rotated.jpg", "animated.gif", "gray16.png", "tiny.png", "café 猫.png", "good.png"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.zip", "run"]  # nothing else written
