@@ -1,0 +1,72 @@
+"""The experiment runner on a tiny grid (--quick): table, figures and schema; corruptions are deterministic."""
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from ttrv_core import experiments as X
+from ttrv_core.corruptions import CORRUPTIONS, corrupt
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    rc = X.main(["--quick", "--seeds", "0", "--out", str(out), "--no-png"])
+    assert rc == 0
+    return out
+
+
+def test_quick_grid_writes_table_and_figures(quick):
+    for name in ("runs.csv", "runs.jsonl", "table.csv", "table.md", "results.json"):
+        assert (quick / name).is_file(), name
+    for name in ("change", "steps", "lr_sweep", "shift", "guard", "single"):
+        assert (quick / "figures" / f"{name}.html").stat().st_size > 1000, name
+
+    res = json.loads((quick / "results.json").read_text())
+    groups = {r["group"] for r in res["runs"]}
+    assert groups == set(X.GROUPS)
+    for r in res["runs"]:
+        for k in (*X.ACCS, "concentration"):
+            assert 0.0 <= r[f"before_{k}"] <= 1.0 and 0.0 <= r[f"after_{k}"] <= 1.0
+            assert r[f"d_{k}"] == pytest.approx(100 * (r[f"after_{k}"] - r[f"before_{k}"]))
+        assert r["steps_done"] == len(r["steps"]) <= r["total_steps"]
+        assert all("acc/single" in s and "acc/majority" in s for s in r["steps"])
+    assert res["png"].startswith("PNG export not asked for")
+
+    with open(quick / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {"group", "setting", "runs", "d_greedy_acc_mean", "d_greedy_acc_std", "guard_fired"} <= set(table[0])
+    assert "single example, all 1 images" in {t["setting"] for t in table}
+    assert (quick / "table.md").read_text().startswith("| group | setting |")
+
+
+def test_cached_before_eval_matches_and_rewards_agree(quick):
+    res = json.loads((quick / "results.json").read_text())
+    runs = res["runs"]
+    # the guard-off and single-example runs reuse the base evaluation; runs with the guard measure it again
+    assert {r["before_source"] for r in runs if not r["guard"] or r["single"]} == {"cached"}
+    assert res["checks"]["before_evals_measured_again"] >= 1
+    assert res["checks"]["before_check_max_abs_diff"] == 0.0
+    # ttrv = frequency + a per-group constant: z-scored advantages agree to float32 rounding
+    (ident,) = res["ttrv_vs_frequency"]
+    assert ident["advantage_gap"] < 1e-5 and ident["max_loss_pg_diff"] < 1e-5
+    # a run whose guard did not fire trains exactly as with the guard off
+    by = {r["setting"]: r for r in runs}
+    assert by["reward ttrv"]["guard_fired_step"] == ""
+    assert by["reward ttrv"]["after_greedy_acc"] == by["lr 1e-4, guard off"]["after_greedy_acc"]
+
+
+def test_report_only_rebuilds_from_runs_jsonl(quick):
+    before = (quick / "table.csv").read_text()
+    (quick / "table.csv").unlink()
+    assert X.main(["--quick", "--out", str(quick), "--no-png", "--report-only"]) == 0
+    assert (quick / "table.csv").read_text() == before
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corruptions_are_deterministic_and_change_the_image(name):
+    im = Image.open(X.EXAMPLES / "digit_0000.png").convert("RGB")
+    a, b = corrupt(im, name, "digit_0000.png"), corrupt(im, name, "digit_0000.png")
+    assert a.size == im.size and a.mode == "RGB"
+    assert a.tobytes() == b.tobytes() != im.tobytes()

@@ -1,0 +1,519 @@
+"""Experiment runner: a grid of TTRV settings over seeds on a labeled image set,
+written as one results table (CSV/JSON/Markdown) and plotly figures.
+
+    python -m ttrv_core.experiments                     # the full grid, seeds 0 1 2, on the bundled digits
+    python -m ttrv_core.experiments --quick --seeds 0   # a tiny grid (seconds): smoke test
+    python -m ttrv_core.experiments --groups reward lr --out runs/exp
+
+Groups (each a list of settings; every setting runs once per seed):
+    reward   the defaults with each reward: majority (TTRL), frequency, ttrv (paper,
+             alpha 0.75), ttrv_marginal (ours). Also gives the base model's greedy,
+             single@T and maj@N (the before-evaluation).
+    lr       learning-rate sweep, reward ttrv, collapse guard off: where collapse starts
+    guard    the collapse guard on vs off where collapse is induced (adapt on all items,
+             and high learning rates); the guard-off twins of the high-lr rows are in `lr`
+    single   single-example mode (4 copies of one image) on SINGLE_IMAGES chosen images
+    shift    test-time corruptions (corruptions.py): base vs after TTRV, per corruption
+
+Budget. The before-evaluation (greedy + N samples on every item) is most of a
+run's time. With a fresh LoRA adapter (B = 0) it is the base model, so it is
+measured once per (image set, seed) and reused where it cannot change the run:
+engine.run uses it only for the collapse guard's baseline, so it is skipped when
+the guard is off or in single-example mode (the guard needs MIN_ITEMS distinct
+items). Where it is measured again, it is compared with the cached one
+(`before_check` in results.json: the largest difference of any eval metric).
+
+Outputs in --out: runs.csv (one row per run), table.csv and table.md (mean and
+sample std over the runs of each setting), results.json (both, per-step metrics,
+checks, timing), figures/*.html and, where plotly's image export works
+(kaleido + a Chrome), figures/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from .config import TTRVConfig
+from .corruptions import CORRUPTIONS, corrupted_items
+from .data import Item, load_dataset
+from .engine import run
+from .events import EvalResult, RunEnd, RunStart, StepEvent
+from .grpo import group_advantages
+from .guard import concentration
+from .models import Policy, load_policy
+from .rewards import compute_rewards
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "digits"
+GROUPS = ("reward", "lr", "guard", "single", "shift")
+ACCS = ("greedy_acc", "single_acc", "maj_acc")
+SINGLE_IMAGES = 10
+STEP_KEYS = ("acc/majority", "acc/single", "answers/entropy", "answers/majority_share", "reward/mean",
+             "loss/total", "loss/pg", "guard/concentration")
+QUICK = dict(n_votes=4, n_train=2, eval_votes=4, max_steps=2, prompts_per_step=4, train_items=8)
+"""--quick: a handful of votes and two steps per run, on QUICK_ITEMS items."""
+QUICK_ITEMS = 12
+
+
+@dataclass(frozen=True)
+class Setting:
+    group: str
+    name: str
+    overrides: tuple[tuple[str, object], ...] = ()   # TTRVConfig fields
+    single: str | None = None                         # item id: single-example mode
+    corruption: str | None = None                     # corruptions.CORRUPTIONS key
+
+    def config(self, seed: int, base: dict) -> TTRVConfig:
+        return TTRVConfig(**{**base, **dict(self.overrides), "seed": seed})
+
+
+def grid(items: Sequence[Item], groups: Sequence[str] = GROUPS, quick: bool = False) -> list[Setting]:
+    """The settings of each group, in run order."""
+    off = ("collapse_guard", False)
+    lrs = (1e-4, 1e-3) if quick else (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+    n_single = 1 if quick else SINGLE_IMAGES
+    out = []
+    if "reward" in groups:
+        rewards = ("ttrv", "frequency") if quick else ("ttrv", "frequency", "majority", "ttrv_marginal")
+        out += [Setting("reward", f"reward {r}", (("reward", r),)) for r in rewards]
+    if "lr" in groups:
+        out += [Setting("lr", f"lr {_e(lr)}, guard off", (("lr", lr), off)) for lr in lrs]
+    if "guard" in groups:
+        out += [Setting("guard", f"all items, lr 1e-4, guard {g}", (("train_items", 0), ("collapse_guard", g == "on")))
+                for g in ("off", "on")]
+        out += [Setting("guard", f"lr {_e(lr)}, guard on", (("lr", lr),)) for lr in lrs if lr >= 1e-3]
+    if "single" in groups:
+        chosen = [items[i * len(items) // n_single].id for i in range(n_single)]
+        out += [Setting("single", f"single {c}", single=c) for c in chosen]
+    if "shift" in groups:
+        out += [Setting("shift", f"shift {c}", corruption=c) for c in (("invert",) if quick else CORRUPTIONS)]
+    return out
+
+
+def _e(x: float) -> str:
+    """
+    >>> _e(3e-05), _e(0.001)
+    ('3e-5', '1e-3')
+    """
+    m, e = f"{x:.0e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass
+class Outcome:
+    row: dict                                      # flat: goes to runs.csv
+    steps: list[dict] = field(default_factory=list)
+    before: dict | None = None                     # eval metrics, when measured in this run
+
+
+def _eval_row(prefix: str, ev: EvalResult | dict) -> dict:
+    m = ev.metrics if isinstance(ev, EvalResult) else ev
+    return {f"{prefix}_{k}": m.get(f"eval/{k}", math.nan) for k in (*ACCS, "concentration")}
+
+
+def _with_concentration(ev: EvalResult) -> dict:
+    """eval metrics plus eval/concentration: the largest share of items with the same greedy
+    answer (label-free; 1.0 = collapsed onto one answer)."""
+    return {**ev.metrics, "eval/concentration": concentration([e.greedy for e in ev.items])}
+
+
+def _advantage_gap(steps: Sequence[StepEvent], alpha: float) -> float:
+    """Largest |A_ttrv - A_frequency| over every item's N votes at every step: the entropy
+    term is one number per group, so z-scoring within the group removes it."""
+    gap = 0.0
+    for s in steps:
+        for iv in s.items:
+            votes = [a for a, c in iv.counts.items() for _ in range(c)]
+            a = group_advantages(torch.tensor(compute_rewards("ttrv", votes, alpha)[0]))   # float32, as engine.py
+            b = group_advantages(torch.tensor(compute_rewards("frequency", votes)[0]))
+            gap = max(gap, float((a - b).abs().max()))
+    return gap
+
+
+class Policies:
+    """One loaded model per seed, its fresh LoRA weights kept and put back before every run:
+    the same start as a new load_policy(seed=...) without the load (about 1.5 s a run)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, tuple[Policy, dict[str, torch.Tensor]]] = {}
+
+    def fresh(self, cfg: TTRVConfig) -> Policy:
+        key = (cfg.model, cfg.precision, cfg.lora_r, cfg.lora_alpha, cfg.seed)
+        if key not in self._loaded:
+            policy = load_policy(cfg.model, cfg.precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed)
+            init = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+            self._loaded = {key: (policy, init)}   # seeds run one after another: keep one model
+        policy, init = self._loaded[key]
+        with torch.no_grad():
+            for n, p in policy.model.named_parameters():
+                if n in init:
+                    p.copy_(init[n])
+        return policy
+
+
+def run_setting(s: Setting, seed: int, items: Sequence[Item], base: dict, cached_before: dict | None,
+                policies: Policies | None = None) -> Outcome:
+    cfg = s.config(seed, base)
+    t0 = time.time()
+    policy = (policies or Policies()).fresh(cfg)
+    # the before-eval reaches training only through the guard's baseline (engine.run), and
+    # the guard never judges single-example runs (fewer than guard.MIN_ITEMS distinct items)
+    guard_reads_it = cfg.collapse_guard and s.single is None
+    measure = cached_before is None or guard_reads_it
+    start, evals, steps, end = None, {}, [], None
+    for ev in run(cfg, policy, items, single=s.single, evaluate_before=measure):
+        if isinstance(ev, RunStart):
+            start = ev
+        elif isinstance(ev, EvalResult):
+            evals[ev.phase] = _with_concentration(ev)
+        elif isinstance(ev, StepEvent):
+            steps.append(ev)
+        elif isinstance(ev, RunEnd):
+            end = ev
+    before = evals.get("before", cached_before)
+    after = evals.get("after", before)   # no step ran: the model is the base model
+    row = {"group": s.group, "setting": s.name, "seed": seed, "single": s.single or "",
+           "corruption": s.corruption or "", "reward": cfg.reward, "lr": cfg.lr, "train_items": cfg.train_items,
+           "guard": cfg.collapse_guard, "before_source": "measured" if "before" in evals else "cached",
+           **_eval_row("before", before), **_eval_row("after", after)}
+    for k in (*ACCS, "concentration"):
+        row[f"d_{k}"] = 100 * (row[f"after_{k}"] - row[f"before_{k}"])   # points
+    row.update(steps_done=len(steps), total_steps=start.total_steps,
+               guard_fired_step=end.summary.get("guard/fired_step", ""),
+               adv_gap_vs_frequency=_advantage_gap(steps, cfg.alpha) if cfg.reward == "ttrv" else "",
+               seconds=round(time.time() - t0, 2))
+    step_rows = [{"step": e.step, **{k: e.metrics[k] for k in STEP_KEYS if k in e.metrics}} for e in steps]
+    return Outcome(row, step_rows, evals.get("before"))
+
+
+# --------------------------------------------------------------------------- the grid
+
+def _eval_key(cfg: TTRVConfig, corruption: str | None) -> tuple:
+    """What the before-evaluation depends on."""
+    return (corruption, cfg.seed, cfg.temperature, cfg.top_p, cfg.votes_for_eval, cfg.max_new_tokens, cfg.model)
+
+
+def run_grid(settings: Sequence[Setting], seeds: Sequence[int], items: Sequence[Item], base: dict,
+             work: Path, log=print) -> list[Outcome]:
+    """Every setting x seed, in seed order; each finished run is appended to work/runs.jsonl."""
+    shifted = {c: corrupted_items(items, c, work / "corrupted" / c) for c in {s.corruption for s in settings} if c}
+    cache: dict[tuple, dict] = {}
+    outcomes: list[Outcome] = []
+    log_file = work / "runs.jsonl"   # one line per finished run: a cut-short grid keeps its runs
+    log_file.unlink(missing_ok=True)
+    jobs = [(s, seed) for seed in seeds for s in settings]
+    policies = Policies()
+    t0 = time.time()
+    for k, (s, seed) in enumerate(jobs, 1):
+        key = _eval_key(s.config(seed, base), s.corruption)
+        o = run_setting(s, seed, shifted.get(s.corruption, items), base, cache.get(key), policies)
+        o.row["before_check"] = ""
+        if o.before is not None:
+            if key in cache:   # the same base model evaluated again: must match the cache
+                o.row["before_check"] = max(abs(o.before[m] - cache[key][m]) for m in cache[key])
+            cache.setdefault(key, o.before)
+        outcomes.append(o)
+        with open(log_file, "a") as f:
+            f.write(json.dumps({"row": o.row, "steps": o.steps}) + "\n")
+        r = o.row
+        eta = (time.time() - t0) / k * (len(jobs) - k)
+        fired = f", guard fired at step {int(r['guard_fired_step'])}" if r["guard_fired_step"] != "" else ""
+        log(f"[{k}/{len(jobs)}] {s.name} seed {seed}: greedy {r['before_greedy_acc']:.3f} -> "
+            f"{r['after_greedy_acc']:.3f} ({r['d_greedy_acc']:+.1f}), single@T {r['d_single_acc']:+.1f}, "
+            f"maj@N {r['d_maj_acc']:+.1f}{fired}; {r['seconds']:.1f} s (before {r['before_source']}), "
+            f"eta {eta / 60:.1f} min")
+    return outcomes
+
+
+def load_outcomes(path: Path) -> list[Outcome]:
+    """The runs back from a grid's runs.jsonl (for --report-only)."""
+    return [Outcome(d["row"], d["steps"]) for d in map(json.loads, Path(path).read_text().splitlines())]
+
+
+def before_checks(rows: Sequence[dict]) -> dict:
+    diffs = [r["before_check"] for r in rows if r.get("before_check", "") != ""]
+    return {"before_evals_measured_again": len(diffs), "before_check_max_abs_diff": max(diffs, default=0.0)}
+
+
+def _ms(xs: Sequence[float]) -> tuple[float, float]:
+    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return math.nan, math.nan
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def aggregate(rows: Sequence[dict]) -> list[dict]:
+    """One row per setting: mean and sample std over its runs (seeds; images x seeds for single)."""
+    order = list(dict.fromkeys((r["group"], r["setting"]) for r in rows))
+    groups = [(g, n, [r for r in rows if (r["group"], r["setting"]) == (g, n)]) for g, n in order]
+    if any(g == "single" for g, _, _ in groups):   # all chosen images pooled, as one more row
+        pooled = [r for r in rows if r["group"] == "single"]
+        groups.append(("single", f"single example, all {len({r['single'] for r in pooled})} images", pooled))
+    out = []
+    for g, name, rs in groups:
+        t = {"group": g, "setting": name, "runs": len(rs)}
+        for k in (*ACCS, "concentration"):
+            for p in ("before", "after"):
+                t[f"{p}_{k}_mean"], t[f"{p}_{k}_std"] = _ms([r[f"{p}_{k}"] for r in rs])
+            t[f"d_{k}_mean"], t[f"d_{k}_std"] = _ms([r[f"d_{k}"] for r in rs])
+        t["guard_fired"] = sum(r["guard_fired_step"] != "" for r in rs)
+        t["guard_fired_steps"] = " ".join(str(int(r["guard_fired_step"])) for r in rs if r["guard_fired_step"] != "")
+        t["seconds_mean"] = statistics.mean(r["seconds"] for r in rs)
+        out.append(t)
+    return out
+
+
+def reward_identity(outcomes: Sequence[Outcome]) -> list[dict]:
+    """ttrv vs frequency with the same seed: per-step and final differences."""
+    by = {(o.row["setting"], o.row["seed"]): o for o in outcomes if o.row["group"] == "reward"}
+    res = []
+    for (name, seed), a in by.items():
+        b = by.get(("reward frequency", seed))
+        if name != "reward ttrv" or b is None:
+            continue
+        pairs = list(zip(a.steps, b.steps))
+        # same sampled votes at a step <=> same vote statistics; the losses then differ by rounding only
+        same = [i for i, (x, y) in enumerate(pairs, 1)
+                if all(x.get(k) == y.get(k) for k in ("answers/entropy", "answers/majority_share", "acc/single"))]
+        res.append({"seed": seed, "advantage_gap": a.row["adv_gap_vs_frequency"],
+                    "step1_loss_pg_diff": abs(pairs[0][0]["loss/pg"] - pairs[0][1]["loss/pg"]) if pairs else math.nan,
+                    "max_loss_pg_diff": max((abs(x["loss/pg"] - y["loss/pg"]) for x, y in pairs), default=math.nan),
+                    "steps_same_votes": len(same), "steps": len(pairs),
+                    **{f"d_after_{k}": 100 * (a.row[f"after_{k}"] - b.row[f"after_{k}"]) for k in ACCS}})
+    return res
+
+
+# --------------------------------------------------------------------------- figures
+
+def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.Figure]:
+    """name -> plotly figure, from the runs and the aggregated table (only groups that ran)."""
+    figs = {}
+    rows = [t for t in table if not (t["group"] == "single" and t["runs"] <= _n_seeds(outcomes))]
+    if rows:
+        fig = go.Figure()
+        for k, name, color in (("greedy_acc", "greedy", BLUE), ("single_acc", "single@T", PURPLE),
+                               ("maj_acc", "maj@N", GREEN)):
+            fig.add_bar(x=[t["setting"] for t in rows], y=[t[f"d_{k}_mean"] for t in rows], name=name,
+                        marker_color=color, error_y=dict(type="data", array=[t[f"d_{k}_std"] for t in rows]))
+        _layout(fig, "Accuracy change after TTRV (points; mean ± std over runs)", "setting", "after - before, points")
+        fig.update_layout(height=520, xaxis_tickangle=-35)
+        figs["change"] = fig
+    reward_runs = [o for o in outcomes if o.row["group"] == "reward" and o.steps]
+    if reward_runs:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("single@T on the step's items (acc/single)",
+                                                            "majority of N on the step's items (acc/majority)"))
+        for i, name in enumerate(dict.fromkeys(o.row["setting"] for o in reward_runs)):
+            runs = [o for o in reward_runs if o.row["setting"] == name]
+            for col, key in ((1, "acc/single"), (2, "acc/majority")):
+                steps = sorted({s["step"] for o in runs for s in o.steps})
+                ys = [statistics.mean(s[key] for o in runs for s in o.steps if s["step"] == st) for st in steps]
+                fig.add_scatter(x=steps, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                                line=dict(color=PALETTE[i % len(PALETTE)]), row=1, col=col)
+        _layout(fig, "Accuracy per step on the adapted items (mean over seeds)", "step", "accuracy")
+        fig.update_xaxes(title="step")
+        figs["steps"] = fig
+    lr_rows = [t for t in table if t["group"] == "lr"]
+    if lr_rows:
+        lrs = [float(t["setting"].split()[1].rstrip(",")) for t in lr_rows]
+        fig = go.Figure()
+        fig.add_scatter(x=lrs, y=[t["after_greedy_acc_mean"] for t in lr_rows], name="greedy after",
+                        error_y=dict(type="data", array=[t["after_greedy_acc_std"] for t in lr_rows]),
+                        mode="lines+markers", line=dict(color=BLUE))
+        fig.add_scatter(x=lrs, y=[t["after_concentration_mean"] for t in lr_rows], mode="lines+markers",
+                        name="concentration after (share of images on the most common answer)",
+                        error_y=dict(type="data", array=[t["after_concentration_std"] for t in lr_rows]),
+                        line=dict(color=ORANGE, dash="dot"))
+        fig.add_hline(y=lr_rows[0]["before_greedy_acc_mean"], line_dash="dash", line_color=GREY,
+                      annotation_text="greedy before")
+        _layout(fig, "Learning-rate sweep (reward ttrv, guard off; mean ± std over seeds)", "learning rate", "")
+        fig.update_xaxes(type="log")
+        figs["lr_sweep"] = fig
+    shift_rows = [t for t in table if t["group"] == "shift"]
+    if shift_rows:
+        fig = go.Figure()
+        for p, color in (("before", GREY), ("after", BLUE)):
+            fig.add_bar(x=[t["setting"].removeprefix("shift ") for t in shift_rows], name=f"greedy {p}",
+                        y=[t[f"{p}_greedy_acc_mean"] for t in shift_rows], marker_color=color,
+                        error_y=dict(type="data", array=[t[f"{p}_greedy_acc_std"] for t in shift_rows]))
+        _layout(fig, "Corrupted inputs: greedy accuracy before and after TTRV (defaults)", "corruption", "accuracy")
+        figs["shift"] = fig
+    by_name = {t["setting"]: t for t in table}
+    pairs = [(n.replace(", guard on", ""), by_name.get(n.replace("guard on", "guard off")), t)
+             for n, t in by_name.items() if t["group"] == "guard" and n.endswith("guard on")]
+    pairs = [p for p in pairs if p[1] is not None]
+    if pairs:
+        fig = go.Figure()
+        for i, (label, color) in enumerate((("guard off", GREY), ("guard on", GREEN)), 1):
+            fig.add_bar(x=[p[0] for p in pairs], y=[p[i]["d_greedy_acc_mean"] for p in pairs], name=label,
+                        marker_color=color, error_y=dict(type="data", array=[p[i]["d_greedy_acc_std"] for p in pairs]))
+        _layout(fig, "Collapse guard: greedy change where collapse is induced (points)", "setting", "points")
+        figs["guard"] = fig
+    single_rows = [t for t in table if t["group"] == "single" and t["runs"] <= _n_seeds(outcomes)]
+    if single_rows:
+        fig = go.Figure()
+        for k, name, color in (("greedy_acc", "greedy", BLUE), ("single_acc", "single@T", PURPLE)):
+            fig.add_bar(x=[t["setting"].removeprefix("single ") for t in single_rows], name=name, marker_color=color,
+                        y=[t[f"d_{k}_mean"] for t in single_rows],
+                        error_y=dict(type="data", array=[t[f"d_{k}_std"] for t in single_rows]))
+        _layout(fig, "Single-example mode: change on all items after adapting on one image (points)",
+                "adapted image", "points")
+        figs["single"] = fig
+    return figs
+
+
+BLUE, GREEN, GREY, ORANGE, PURPLE = "#3b6fd8", "#2a9d54", "#9aa0ab", "#e07b24", "#8a4fd0"
+PALETTE = (BLUE, ORANGE, GREEN, PURPLE, "#d0413b")
+
+
+def _n_seeds(outcomes: Sequence[Outcome]) -> int:
+    return len({o.row["seed"] for o in outcomes})
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> None:
+    fig.update_layout(template="plotly_white", title=title, height=450, barmode="group",
+                      margin=dict(l=60, r=20, t=70, b=60), legend=dict(orientation="h", y=-0.25),
+                      xaxis_title=x, yaxis_title=y)
+
+
+# --------------------------------------------------------------------------- writing
+
+def _fmt(t: dict, k: str, pts: bool = False) -> str:
+    m, s = t[f"{k}_mean"], t[f"{k}_std"]
+    return "-" if math.isnan(m) else (f"{m:+.1f} ± {s:.1f}" if pts else f"{m:.3f}")
+
+
+def markdown(table: Sequence[dict]) -> str:
+    head = ("| group | setting | runs | greedy before -> after | Δ greedy | Δ single@T | Δ maj@N "
+            "| concentration after | guard fired | s/run |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {t['group']} | {t['setting']} | {t['runs']} | {_fmt(t, 'before_greedy_acc')} -> "
+             f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | {_fmt(t, 'd_single_acc', True)} | "
+             f"{_fmt(t, 'd_maj_acc', True)} | {_fmt(t, 'after_concentration')} | {t['guard_fired']}"
+             f"{' (' + t['guard_fired_steps'] + ')' if t['guard_fired_steps'] else ''} | {t['seconds_mean']:.1f} |"
+             for t in table]
+    return head + "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, rows: Sequence[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_outputs(out: Path, outcomes: Sequence[Outcome], meta: dict, png: bool) -> dict:
+    rows = [o.row for o in outcomes]
+    table = aggregate(rows)
+    identity = reward_identity(outcomes)
+    _write_csv(out / "runs.csv", rows)
+    _write_csv(out / "table.csv", table)
+    (out / "table.md").write_text(markdown(table))
+    figs = figures(outcomes, table)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    png_note = None if png else "PNG export not asked for (--no-png)"
+    for name, fig in figs.items():
+        fig.write_html(fig_dir / f"{name}.html", include_plotlyjs="cdn")
+        if png_note is None:
+            try:
+                fig.write_image(fig_dir / f"{name}.png", width=900, height=450, scale=2)
+            except Exception as e:  # noqa: BLE001 - kaleido missing, or no Chrome for it: HTML only
+                png_note = f"PNG export failed, HTML only ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    result = {**meta, "checks": before_checks(rows), "ttrv_vs_frequency": identity, "png": png_note or "written",
+              "table": table, "runs": [{**o.row, "steps": o.steps} for o in outcomes]}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ttrv_core.experiments", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"tiny grid: {QUICK_ITEMS} items, {QUICK}")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    ap.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
+    ap.add_argument("--images", type=Path, default=EXAMPLES, help="labeled image folder (default: bundled digits)")
+    ap.add_argument("--questions", type=Path, help="questions file with answers (default: IMAGES/questions.csv)")
+    ap.add_argument("--no-png", action="store_true", help="figures as HTML only")
+    ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from OUT/runs.jsonl")
+    a = ap.parse_args(argv)
+    from .cli import quiet
+    quiet()
+    ds = load_dataset(a.images, questions_file=a.questions or a.images / "questions.csv")
+    items = ds.items[:QUICK_ITEMS] if a.quick else ds.items
+    if not items or any(it.reference is None for it in items):
+        print("error: the experiments need labeled items (an answer for every image)", file=sys.stderr)
+        return 2
+    base = dict(QUICK) if a.quick else {}
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if a.report_only:
+        outcomes = load_outcomes(a.out / "runs.jsonl")
+    else:
+        settings = grid(items, a.groups, a.quick)
+        print(f"{len(settings)} settings x {len(a.seeds)} seeds = {len(settings) * len(a.seeds)} runs on "
+              f"{len(items)} items -> {a.out}", flush=True)
+        outcomes = run_grid(settings, a.seeds, items, base, a.out, log=lambda s: print(s, flush=True))
+    wall = time.time() - t0
+    meta = {"command": "python -m ttrv_core.experiments " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "seeds": a.seeds, "items": len(items), "images": str(a.images), "quick": a.quick,
+            "config_base": TTRVConfig(**base).to_dict(), "wall_seconds": None if a.report_only else round(wall, 1),
+            "runs_seconds_sum": round(sum(o.row["seconds"] for o in outcomes), 1),
+            "code": _git_state(),
+            "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                        "cpus": torch.get_num_threads(), "platform": platform.platform(),
+                        "loadavg_end": list(_loadavg())}}
+    res = write_outputs(a.out, outcomes, meta, png=not a.no_png)
+    checks = res["checks"]
+    print("\n" + markdown(res["table"]))
+    for d in res["ttrv_vs_frequency"]:
+        print(f"ttrv vs frequency, seed {d['seed']}: advantages differ by at most {d['advantage_gap']:.1e}; "
+              f"{d['steps_same_votes']}/{d['steps']} steps sampled the same votes, per-step policy loss differs by at most "
+              f"{d['max_loss_pg_diff']:.1e}; after greedy differs by "
+              f"{d['d_after_greedy_acc']:+.1f} points")
+    print(f"before-eval re-measured {checks['before_evals_measured_again']} times, largest difference from the "
+          f"cached one {checks['before_check_max_abs_diff']:.2g}")
+    print(f"figures: {res['png']}\n{len(outcomes)} runs" + ("" if a.report_only else f" in {wall / 60:.1f} min")
+          + f"; written to {a.out}")
+    return 0
+
+
+def _git_state() -> str:
+    """HEAD and whether tracked files differ from it (numbers depend on the code that made them)."""
+    import subprocess
+    try:
+        git = ["git", "-C", str(EXAMPLES.parents[2])]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.split("\n")
+        changed = [line[3:] for line in dirty if line.strip()]
+        return head + (f" + uncommitted edits to {', '.join(changed)}" if changed else "")
+    except OSError:
+        return "unknown"
+
+
+def _loadavg() -> tuple[float, ...]:
+    try:
+        import os
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
