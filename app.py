@@ -57,8 +57,9 @@ PRESETS |= {label: (p.model_id, p.note) for label, p in families.PRESETS.items()
 USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
 """A shared public Space: only PRESETS load, and runs are capped (PublicCaps)."""
-MAX_FILE_SIZE = "200mb"
-"""Largest single upload (gradio launch max_file_size): a zip of a few thousand photos."""
+MAX_FILE_SIZE = data.MAX_TOTAL_MB * data.MB
+"""Largest single upload, in bytes (gradio launch max_file_size): data.py refuses more than
+MAX_TOTAL_MB of uploads unpacked anyway, so gradio stops bigger files at the door."""
 SESSION_TTL_S = 6 * 3600
 """A session's files (and gradio's cached uploads) are deleted this long after last use."""
 DEFAULTS = TTRVConfig()
