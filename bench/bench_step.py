@@ -203,8 +203,8 @@ def main() -> None:
     for name, mode in (("sample_shared_eager", "eager"), ("sample_shared", "auto")):
         if name in skip:
             continue
-        s = m(name, lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True,
-                                   decode=mode))
+        s = m(name, lambda mode=mode: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen,
+                                             shared=True, decode=mode))
         if s is not None and t_prefill is not None:  # every row decodes all L tokens with random weights
             emit(a.out, what=f"{name}_ms_per_token", ms=round((s - t_prefill) / (a.tokens - 1) * 1e3, 2),
                  floor_ms=None if floor_ms is None else round(floor_ms, 3), **tag)

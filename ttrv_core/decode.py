@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 
 import torch
 
@@ -62,14 +63,15 @@ class StaticDecoder:
         self.cache = StaticCache(config=config, max_cache_len=length)
         if any(type(layer) is not StaticLayer for layer in self.cache.layers):
             raise NotImplementedError("sliding-window layers")
-        self.model, self.rows, self.length, self.dtype = model, rows, length, dtype
+        self.model = weakref.ref(model)  # a kept decoder must not keep a finished run's model alive
+        self.rows, self.length, self.dtype = rows, length, dtype
         self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.mask = torch.zeros(rows, 1, 1, length, dtype=dtype, device=device)
         self.positions: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
         self.use_graph, self.graph, self.warm = graph, None, False
 
-    def load(self, prompt, prefix_cache) -> "StaticDecoder":
+    def load(self, prompt, prefix_cache) -> StaticDecoder:
         """Copy a prefilled prompt (1 or `rows` rows) into the buffers."""
         p = prompt.length
         for dst, src in zip(self.cache.layers, prefix_cache.layers):
@@ -91,7 +93,7 @@ class StaticDecoder:
         return self
 
     def _forward(self) -> torch.Tensor:
-        out = self.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=self.mask,
+        out = self.model()(input_ids=self.tokens, position_ids=self.positions, attention_mask=self.mask,
                          past_key_values=self.cache, use_cache=True)
         return out.logits[:, -1]
 
@@ -123,7 +125,7 @@ class StaticDecoder:
                 self.logits = self._forward()
         except Exception as e:  # noqa: BLE001 - any capture failure means: stay eager
             self.use_graph = False
-            _no_graph.add(_model_type(self.model))
+            _no_graph.add(_model_type(self.model()))
             warnings.warn(f"CUDA graph capture of the decode step failed ({type(e).__name__}: {e}); "
                           "decoding eagerly", stacklevel=3)
             torch.cuda.synchronize()
@@ -163,12 +165,13 @@ def decoder(policy, prompt, rows: int, prefix_cache, shared: bool, max_new_token
     if mode == "static" and kind not in _no_static:
         length = math.ceil((prompt.length + max_new_tokens) / CACHE_BUCKET) * CACHE_BUCKET
         dec = _live.get(id(policy.model))
-        if dec is None or dec.model is not policy.model or (dec.rows, dec.length) != (rows, length):
+        if dec is None or dec.model() is not policy.model or (dec.rows, dec.length) != (rows, length):
             release()
             dtype = policy.base.dtype if policy.base.dtype.is_floating_point else torch.float32
             try:
                 dec = StaticDecoder(policy.model, policy.base.config, rows, length, dtype, policy.device,
                                     graph=cuda and kind not in _no_graph)
+                weakref.finalize(policy.model, release)  # the model's end frees its buffers and graph
             except NotImplementedError:
                 _no_static.add(kind)
                 dec = None
