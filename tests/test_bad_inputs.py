@@ -91,7 +91,8 @@ IMAGES = [  # file, contents, expected "file: message" (substring)
     ("signature only.png", b"\x89PNG\r\n\x1a\n not really", "signature only.png: cannot read image"),
     ("truncated.png", encode(noise(), "PNG")[:3000], "truncated.png: cannot read image: the file is truncated"),
     ("truncated.jpg", encode(noise(), "JPEG")[:2000], "truncated.jpg: cannot read image: the file is truncated"),
-    ("truncated.gif", encode(noise().convert("P"), "GIF")[:1500], "truncated.gif: cannot read image: the file is truncated"),
+    ("truncated.gif", encode(noise().convert("P"), "GIF")[:1500],
+     "truncated.gif: cannot read image: the file is truncated"),
     ("truncated.tif", encode(noise(), "TIFF")[:3000], "truncated.tif: cannot read image: the file is truncated"),
     ("jpeg header.jpg", encode(noise(), "JPEG")[:20], "jpeg header.jpg: cannot read image"),
     ("garbled.png", garbled_png(), "garbled.png: cannot read image: the file is damaged"),
@@ -150,8 +151,8 @@ QUESTIONS = [  # file, contents, task, ids that load, expected "file: message" (
     ("q.csv", Q + "second.png,What is it, really?,1\n", "open", ["good.png"],
      "q.csv: line 3: 4 fields but the header has 3 (quote fields that contain the separator); skipped"),
     ("q.csv", Q + 'second.png,"' + "x" * 200_000 + '",1\n', "open", ["good.png"], "q.csv: line 3: field larger than"),
-    ("q.csv", (Q + "second.png,Qu'est-ce que c'est ? \xe9t\xe9,1\n").encode("cp1252"), "open", ["good.png", "second.png"],
-     "q.csv: not UTF-8; read as Windows-1252"),
+    ("q.csv", (Q + "second.png,Qu'est-ce que c'est ? \xe9t\xe9,1\n").encode("cp1252"), "open",
+     ["good.png", "second.png"], "q.csv: not UTF-8; read as Windows-1252"),
     ("q.csv", "image,question,options\ngood.png,Q,a|b\nsecond.png,Q,\n", "choice", ["good.png"],
      "q.csv: line 3: task 'choice' needs options for 'second.png'; skipped"),
     ("q.csv", f"image,question,options\ngood.png,Q,a|b\nsecond.png,Q,{OPTS30}\n", "choice", ["good.png"],
@@ -168,7 +169,8 @@ QUESTIONS = [  # file, contents, task, ids that load, expected "file: message" (
 ]
 
 
-@pytest.mark.parametrize("name,content,task,ids,expected", QUESTIONS, ids=[f"{i}-{c[-1][:40]}" for i, c in enumerate(QUESTIONS)])
+@pytest.mark.parametrize("name,content,task,ids,expected", QUESTIONS,
+                         ids=[f"{i}-{c[-1][:40]}" for i, c in enumerate(QUESTIONS)])
 def test_bad_questions(tmp_path, name, content, task, ids, expected):
     d = tmp_path / "imgs"
     write(d / "good.png", png())
@@ -240,7 +242,8 @@ ZIPS = [  # zip contents, caps to lower, ids that load, expected message (file i
     (zip_bytes([("/tmp/abs.png", png())]), {}, "member '/tmp/abs.png' points outside the archive; skipped"),
     (zip_bytes([("set\\..\\..\\evil.png", png())]), {}, "points outside the archive; skipped"),
     (zip_bytes([("C:/Windows/evil.png", png())]), {}, "member 'C:/Windows/evil.png' points outside the archive"),
-    (zip_bytes([symlink_member("set/link.png", "/etc/passwd")]), {}, "member 'set/link.png' is a symbolic link; skipped"),
+    (zip_bytes([symlink_member("set/link.png", "/etc/passwd")]), {},
+     "member 'set/link.png' is a symbolic link; skipped"),
     (flag_encrypted(zip_bytes([("set/secret.png", png())]), "set/secret.png"), {},
      "member 'set/secret.png' is encrypted (password-protected); skipped"),
     (zip_bytes([("set/zeros.png", bytes(500_000))]), {"ZIP_RATIO_MIN_MB": 0}, "would expand"),
@@ -252,6 +255,7 @@ ZIPS = [  # zip contents, caps to lower, ids that load, expected message (file i
     (zip_bytes([("set/photo.heic", b"heic")]), {}, "member 'set/photo.heic': HEIC images are not supported"),
     (bad_crc(), {}, "member 'set/flipped.png' cannot be unpacked (Bad CRC-32"),
     (zip_bytes([(f"set/{i}.png", png()) for i in range(5)]), {"MAX_ZIP_MEMBERS": 3}, "holds 6 files; the limit is 3"),
+    (zip_bytes([("set/" + "x" * 300 + ".png", png())]), {}, "cannot be unpacked (File name too long); skipped"),
     (b"this is not a zip", {}, "not a valid zip file"),
     (zip_bytes([("set/x.png", png())])[:-30], {}, "not a valid zip file"),
 ]
@@ -281,7 +285,8 @@ def test_bad_zip(tmp_path, monkeypatch, raw, caps, expected):
 UPLOADS = [  # file name, contents, caps, expected "file: message"
     ("setup.exe", b"MZ\x90\0", {}, "setup.exe: not an image, a .zip or a questions file (.csv, .jsonl); skipped"),
     ("scan.heic", b"heic", {}, "scan.heic: HEIC images are not supported; convert to PNG or JPEG"),
-    ("big.bmp", encode(noise((800, 800)), "BMP"), {"MAX_FILE_MB": 1}, "big.bmp: file is 1.8 MB; the limit is 1 MB per file"),
+    ("big.bmp", encode(noise((800, 800)), "BMP"), {"MAX_FILE_MB": 1},
+     "big.bmp: file is 1.8 MB; the limit is 1 MB per file"),
     ("many.bmp", encode(noise((600, 600)), "BMP"), {"MAX_TOTAL_MB": 1},
      "many.bmp: uploads exceed 1 MB in total; 'many.bmp' and any later files skipped"),
     ("missing.png", None, {}, "missing.png: upload not found"),
@@ -389,8 +394,8 @@ def test_same_names_across_uploads_are_all_kept(tmp_path):
     z2 = write(tmp_path / "u4" / "again.zip", zip_bytes([]))
     folder, _, probs = collect_uploads([str(a), str(b), str(z), str(z2)], tmp_path / "input")
     assert [str(p) for p in probs] == ["cat.png: another file has the same name; kept as 'cat (2).png'",
-                                       "again.zip: member 'set/good.png': another file has the same name; "
-                                       "kept as 'set/good (2).png'"]
+                                       ("again.zip: member 'set/good.png': another file has the same name; "
+                                        "kept as 'set/good (2).png'")]
     ds = load_dataset(folder, question="Q")
     assert [i.id for i in ds.items] == ["cat (2).png", "cat.png", "set/good (2).png", "set/good.png"]
     assert ds.items[0].image().getpixel((0, 0)) == (20, 0, 0)  # the second upload, kept
@@ -413,6 +418,16 @@ def test_questions_file_quirks_that_are_fine(tmp_path):
                          '{"image": "Café.png", "question": "Is it?", "answer": true}\n')
     ds = load_dataset(d, questions_file=d / "q.jsonl")
     assert [(i.answer, i.reference) for i in ds.items] == [("7", "7"), ("yes", "yes")]
+
+
+@pytest.mark.parametrize("text", ["sep=;\r\nimage;question\r\na.png;What, then?\r\n",  # Excel's separator line
+                                  "image,question\ra.png,\"What,\rthen?\"\r"])  # classic Mac line ends
+def test_excel_and_old_mac_csv(tmp_path, text):
+    d = tmp_path / "imgs"
+    write(d / "a.png", png())
+    (d / "q.csv").write_bytes(text.encode())
+    ds = load_dataset(d, questions_file=d / "q.csv")
+    assert problems(ds) == [] and [i.question for i in ds.items] in (["What, then?"], ["What,\nthen?"])
 
 
 def test_utf16_questions_file(tmp_path):

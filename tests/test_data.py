@@ -115,3 +115,17 @@ def test_zip_never_writes_outside(tmp_path):
     assert not (tmp_path / "evil.png").exists()
     assert sorted(map(str, probs)) == ["up.zip: member '../evil.png' points outside the archive; skipped",
                                        "up.zip: member '/abs.png' points outside the archive; skipped"]
+
+
+def test_zip_never_follows_a_link_out_of_dest(tmp_path):
+    import zipfile
+    outside, dest = tmp_path / "outside", tmp_path / "out"
+    outside.mkdir()
+    dest.mkdir()
+    (dest / "set").symlink_to(outside)  # not something extract_zip makes; defence in depth
+    z = tmp_path / "up.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("set/a.png", img(tmp_path / "src.png").read_bytes())
+    probs = extract_zip(z, dest)
+    assert [str(p) for p in probs] == ["up.zip: member 'set/a.png' points outside the archive; skipped"]
+    assert list(outside.iterdir()) == []

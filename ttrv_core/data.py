@@ -247,22 +247,35 @@ def _member_refusal(info: zipfile.ZipInfo, rel: PurePosixPath, budget: _Budget) 
     return None
 
 
-def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    """Stream one member to target, never more bytes than its header declares."""
+class _Outside(Exception):
+    """A member whose target resolves outside dest (through a link already there)."""
+
+
+def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPath, dest: Path) -> Path:
+    """Stream one member to a free name under dest, never more bytes than its header declares."""
+    target = _unique(dest.joinpath(*rel.parts))
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise _Outside
+    target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with zf.open(info) as src, open(target, "wb") as out:
-        while chunk := src.read(MB):
-            written += len(chunk)
-            if written > info.file_size:
-                raise ValueError("it holds more data than its header declares")
-            out.write(chunk)
+    try:
+        with zf.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(MB):
+                written += len(chunk)
+                if written > info.file_size:
+                    raise ValueError("it holds more data than its header declares")
+                out.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def extract_zip(zip_path: Path, dest: Path, budget: _Budget | None = None) -> list[Problem]:
     """Unpack the image and questions members of a zip into dest, never outside it."""
     zip_path, budget = Path(zip_path), budget or _Budget()
     dest.mkdir(parents=True, exist_ok=True)
-    root, problems = dest.resolve(), []
+    problems = []
 
     def skip(msg: str) -> None:
         problems.append(Problem(zip_path.name, msg))
@@ -287,23 +300,24 @@ def extract_zip(zip_path: Path, dest: Path, budget: _Budget | None = None) -> li
                 if why:
                     skip(why)
                     continue
-                target = _unique(dest.joinpath(*rel.parts))
-                if not target.resolve().is_relative_to(root):  # a linked folder already in dest
+                try:
+                    target = _unpack_member(zf, info, rel, dest)
+                except _Outside:
                     skip(f"member '{info.filename}' points outside the archive; skipped")
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    _unpack_member(zf, info, target)
-                except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
-                    target.unlink(missing_ok=True)
-                    skip(f"member '{info.filename}' cannot be unpacked ({e}); skipped")
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError,
+                        RuntimeError) as e:  # bad CRC, unknown method, a name the disk refuses...
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else e
+                    skip(f"member '{info.filename}' cannot be unpacked ({why}); skipped")
                     continue
                 problems += [Problem(zip_path.name, f"member '{info.filename}': {p.message}")
                              for p in _renamed(info.filename, target, dest)]
     except FileNotFoundError:
         problems.append(Problem(zip_path.name, "zip file not found"))
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, EOFError) as e:
         problems.append(Problem(zip_path.name, f"not a valid zip file ({e})"))
+    except OSError as e:
+        problems.append(Problem(zip_path.name, f"cannot read the zip file ({e.strerror or e})"))
     return problems
 
 
@@ -356,30 +370,34 @@ def _jsonl_rows(text: str, name: str) -> tuple[list[dict], list[Problem]]:
     return rows, problems
 
 
-def _delimiter(header: str) -> str:
-    """',', ';' or tab: whichever the header line uses most (',' if none)."""
-    return max((",", ";", "\t"), key=header.count) if any(d in header for d in ",;\t") else ","
+def _delimiter(text: str) -> tuple[str, str, int]:
+    """',', ';' or tab: whichever the header line uses most (',' if none), the text to parse, lines skipped.
+
+    Excel's 'sep=;' first line names it outright.
+    """
+    first, _, rest = text.partition("\n")
+    first = first.rstrip("\r")
+    if first.lower().startswith("sep=") and len(first) == 5:
+        return first[4], rest, 1
+    return (max((",", ";", "\t"), key=first.count) if any(d in first for d in ",;\t") else ","), text, 0
 
 
 def _csv_rows(text: str, name: str) -> tuple[list[dict], list[str], list[Problem]]:
-    lines = text.splitlines()
-    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(lines[0] if lines else ""))
+    delimiter, text, skipped = _delimiter(text.replace("\r\n", "\n").replace("\r", "\n"))  # old Macs: \r
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows, problems, header = [], [], []
     try:
         for fields in reader:
+            n = reader.line_num + skipped  # the record's last line in the file
             if not header:
                 header = [_canonical(h) for h in fields]
-                continue
-            if not any(f.strip() for f in fields):
-                continue
-            extra = fields[len(header):]
-            if any(f.strip() for f in extra):
-                problems.append(Problem(name, f"line {reader.line_num}: {len(fields)} fields but the header has "
-                                              f"{len(header)} (quote fields that contain the separator); skipped"))
-                continue
-            rows.append(dict(zip(header, fields)) | {"_line": reader.line_num})
+            elif any(f.strip() for f in fields[len(header):]):
+                problems.append(Problem(name, f"line {n}: {len(fields)} fields but the header has {len(header)} "
+                                              "(quote fields that contain the separator); skipped"))
+            elif any(f.strip() for f in fields):
+                rows.append(dict(zip(header, fields)) | {"_line": n})
     except csv.Error as e:
-        problems.append(Problem(name, f"line {reader.line_num}: {e}; the rest of the file is skipped"))
+        problems.append(Problem(name, f"line {reader.line_num + skipped}: {e}; the rest of the file is skipped"))
     return rows, header, problems
 
 
