@@ -249,8 +249,8 @@ ZIPS = [  # zip contents, caps to lower, ids that load, expected message (file i
     (zip_bytes([("set/zeros.png", bytes(500_000))]), {"ZIP_RATIO_MIN_MB": 0}, "would expand"),
     (zip_bytes([stored("set/big.png", bytes(2 * data.MB))]), {"MAX_FILE_MB": 1},
      "member 'set/big.png' is 2.0 MB unpacked; the limit is 1 MB per file"),
-    (zip_bytes([stored("set/a.png", bytes(600_000)), stored("set/b.png", bytes(600_000))]), {"MAX_TOTAL_MB": 1},
-     "uploads exceed 1 MB in total; 'set/b.png' and any later files skipped"),
+    (zip_bytes([stored("set/a.png", bytes(600_000)), stored("set/b.png", bytes(600_000)), stored("set/c.png", b"1")]),
+     {"MAX_TOTAL_MB": 1}, "uploads exceed 1 MB in total; 'set/b.png' and any later files skipped"),
     (zip_bytes([("set/inner.zip", zip_bytes([]))]), {}, "member 'set/inner.zip' is a zip inside the zip"),
     (zip_bytes([("set/photo.heic", b"heic")]), {}, "member 'set/photo.heic': HEIC images are not supported"),
     (bad_crc(), {}, "member 'set/flipped.png' cannot be unpacked (Bad CRC-32"),
@@ -268,7 +268,7 @@ def test_bad_zip(tmp_path, monkeypatch, raw, caps, expected):
     up = write(tmp_path / "uploads" / "up.zip", raw)
     beside = write(tmp_path / "uploads" / "beside.png", png())
     before = sorted(tmp_path.rglob("*"))
-    folder, _, probs = collect_uploads([str(up), str(beside)], tmp_path / "run" / "input")
+    folder, _, probs = collect_uploads([str(beside), str(up)], tmp_path / "run" / "input")
     assert all(p.is_relative_to(tmp_path / "run" / "input") for p in set(tmp_path.rglob("*")) - set(before)
                if p != tmp_path / "run"), "wrote outside the run's input folder"
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "run" / "evil.png").exists()
@@ -276,6 +276,7 @@ def test_bad_zip(tmp_path, monkeypatch, raw, caps, expected):
     ds = load_dataset(folder, question="What is it?")
     ids = {i.id for i in ds.items}
     assert "beside.png" in ids  # the upload beside the zip always loads
+    assert not (folder / "set" / "c.png").exists()  # past the total cap nothing more, however small
     whole_zip_refused = "valid zip" in expected or "holds" in expected
     assert ("set/good.png" in ids) != whole_zip_refused
 

@@ -1,7 +1,7 @@
 """Unlabeled items from a folder (or zip, or uploaded files) of images plus questions.
 
 Questions come from one question for every image, or a questions file:
-CSV (header row; ',', ';' or tab, read from the header) or JSONL, with columns
+CSV (header row; ',', ';' or tab, read from the header or Excel's 'sep=' line) or JSONL, with columns
     image     path relative to the folder (required; also: file, filename, path)
     question  the question (required unless one question is given for all; also: prompt)
     options   optional; CSV: separated by '|', JSONL: a list (also: choices)
@@ -21,6 +21,7 @@ read by ttrv_core.images (formats, sizes and modes); here:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -36,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .images import IMAGE_EXTS, MAX_SIDE, UNSUPPORTED_EXTS, check_image, load_image  # noqa: F401 (re-exported)
+from .images import IMAGE_EXTS, UNSUPPORTED_EXTS, check_image, load_image
 from .prompts import LETTERS, TASKS, Task, build_prompt, canonical_reference
 
 QUESTION_EXTS = (".csv", ".jsonl")
@@ -146,17 +147,16 @@ class _Budget:
     """Bytes left for one set of uploads (MAX_TOTAL_MB), zips counted unpacked."""
 
     def __init__(self):
-        self.left = MAX_TOTAL_MB * MB
-        self.reported = False
+        self.left, self.over = MAX_TOTAL_MB * MB, False
 
-    def take(self, n: int) -> bool:
-        if n > self.left:
-            return False
-        self.left -= n
-        return True
-
-    def refusal(self, name: str) -> str:
-        return f"uploads exceed {MAX_TOTAL_MB} MB in total; '{name}' and any later files skipped"
+    def refuse(self, n: int, name: str) -> str | None:
+        """None if n more bytes fit (they are taken); else why not, said once ('' after): once over,
+        every later file is refused, so the set is a prefix of the uploads, not a random subset."""
+        if not self.over and n <= self.left:
+            self.left -= n
+            return None
+        first, self.over = not self.over, True
+        return f"uploads exceed {MAX_TOTAL_MB} MB in total; '{name}' and any later files skipped" if first else ""
 
 
 def _unique(target: Path) -> Path:
@@ -181,8 +181,9 @@ def _copy_upload(f: Path, dest: Path, budget: _Budget) -> list[Problem]:
         return [Problem(f.name, "upload not found")]
     if size > MAX_FILE_MB * MB:
         return [Problem(f.name, f"file is {_mb(size)}; the limit is {MAX_FILE_MB} MB per file")]
-    if not budget.take(size):
-        return [Problem(f.name, budget.refusal(f.name))]
+    why = budget.refuse(size, f.name)
+    if why is not None:
+        return [Problem(f.name, why)] if why else []
     target = _unique(dest / f.name)
     shutil.copyfile(f, target)  # contents only: no permissions, no link followed into dest
     return _renamed(f.name, target, dest)
@@ -228,7 +229,7 @@ def safe_member_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
-def _member_refusal(info: zipfile.ZipInfo, rel: PurePosixPath, budget: _Budget) -> str | None:
+def _member_refusal(info: zipfile.ZipInfo, rel: PurePosixPath) -> str | None:
     """Why a member is not unpacked, or None (checks on the central directory, before reading)."""
     name = info.filename
     if stat.S_ISLNK(info.external_attr >> 16):
@@ -266,7 +267,8 @@ def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPat
                     raise ValueError("it holds more data than its header declares")
                 out.write(chunk)
     except BaseException:
-        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
         raise
     return target
 
@@ -294,11 +296,12 @@ def extract_zip(zip_path: Path, dest: Path, budget: _Budget | None = None) -> li
                     continue
                 if rel.suffix.lower() not in IMAGE_EXTS | set(QUESTION_EXTS) | UNSUPPORTED_EXTS | {".zip"}:
                     continue  # READMEs and the like, as in a folder
-                why = _member_refusal(info, rel, budget)
-                if why is None and not budget.take(info.file_size):
-                    why = budget.refusal(info.filename)
-                if why:
-                    skip(why)
+                why = _member_refusal(info, rel)
+                if why is None:
+                    why = budget.refuse(info.file_size, info.filename)
+                if why is not None:
+                    if why:
+                        skip(why)
                     continue
                 try:
                     target = _unpack_member(zf, info, rel, dest)
