@@ -15,10 +15,27 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ttrv_core.grpo import group_advantages
-from ttrv_core.prompts import (LETTERS, build_prompt, canonical_reference, extract_answer, extract_class,
-                               extract_letter, normalize_open)
-from ttrv_core.rewards import (REWARDS, compute_rewards, entropy, frequency_reward, majority_answer, majority_reward,
-                               normalized_entropy, ttrv_marginal_reward, ttrv_reward, vote_stats)
+from ttrv_core.prompts import (
+    LETTERS,
+    build_prompt,
+    canonical_reference,
+    extract_answer,
+    extract_class,
+    extract_letter,
+    normalize_open,
+)
+from ttrv_core.rewards import (
+    REWARDS,
+    compute_rewards,
+    entropy,
+    frequency_reward,
+    majority_answer,
+    majority_reward,
+    normalized_entropy,
+    ttrv_marginal_reward,
+    ttrv_reward,
+    vote_stats,
+)
 
 SETTINGS = settings(max_examples=150, deadline=None)
 TOL = 1e-12
@@ -207,3 +224,45 @@ def test_choice_reference_by_text_or_letter(opts, data):
     assert canonical_reference("choice", LETTERS[i], opts) in LETTERS[:len(opts)]
     prompt = build_prompt("choice", "", opts)
     assert all(f"\n{LETTERS[j]}. {o}" in prompt for j, o in enumerate(opts))
+
+
+# --------------------------------------------------------------------------- input files: never an exception
+
+HEADERS = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"RIFF\0\0\0\0WEBPVP8 ", b"II*\0"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns on corrupt EXIF before refusing the file
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(HEADERS), st.binary(max_size=300))
+def test_any_bytes_as_an_image_give_a_message_or_an_rgb_image(header, body):
+    import tempfile
+    from pathlib import Path
+
+    from ttrv_core.images import check_image, load_image
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.png"
+        p.write_bytes(header + body)
+        err = check_image(p)
+        assert err is None or isinstance(err, str) and err
+        if err is None:
+            assert load_image(p).mode == "RGB"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab.png,;\t\"'|\n\r ?é\ufeff\0")), max_size=120),
+       st.sampled_from(["q.csv", "q.jsonl"]), st.sampled_from(["open", "choice"]))
+def test_any_questions_file_gives_items_or_problems(text, name, task):
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ttrv_core.data import load_dataset
+    with tempfile.TemporaryDirectory() as d:
+        Image.new("RGB", (4, 4)).save(Path(d) / "a.png")
+        (Path(d) / name).write_text(text, encoding="utf-8")
+        ds = load_dataset(Path(d), questions_file=Path(d) / name, task=task)
+        assert all(p.file and p.message for p in ds.problems)
+        assert len({i.id for i in ds.items}) == len(ds.items)
+        for it in ds.items:
+            assert it.prompt and it.path.name == "a.png"

@@ -73,7 +73,7 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
         raise ImageError("cannot read image: file not found (a broken link?)") from None
     except PermissionError:
         raise ImageError("cannot read image: permission denied") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files (struct.error, ...)
         raise ImageError(f"cannot read image: {_reason(e, path)}") from None
     if max(im.size) > MAX_SIDE:
         im.thumbnail((MAX_SIDE, MAX_SIDE))
