@@ -322,8 +322,10 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
                 steps = sorted({s["step"] for o in runs for s in o.steps})
                 ys = [statistics.mean(s[key] for o in runs for s in o.steps if s["step"] == st) for st in steps]
                 fig.add_scatter(x=steps, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
-                                line=dict(color=PALETTE[i % len(PALETTE)]), row=1, col=col)
-        _layout(fig, "Accuracy per step on the adapted items (mean over seeds)", "step", "accuracy")
+                                line=dict(color=PALETTE[i % len(PALETTE)], dash=DASHES[i % len(DASHES)]),
+                                row=1, col=col)
+        _layout(fig, "Accuracy per step on the adapted items (mean over seeds; ttrv and frequency overlap)",
+                "step", "accuracy")
         fig.update_xaxes(title="step")
         figs["steps"] = fig
     lr_rows = [t for t in table if t["group"] == "lr"]
@@ -340,7 +342,7 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
         fig.add_hline(y=lr_rows[0]["before_greedy_acc_mean"], line_dash="dash", line_color=GREY,
                       annotation_text="greedy before")
         _layout(fig, "Learning-rate sweep (reward ttrv, guard off; mean ± std over seeds)", "learning rate", "")
-        fig.update_xaxes(type="log")
+        fig.update_xaxes(type="log", tickvals=lrs, ticktext=[_e(x) for x in lrs])
         figs["lr_sweep"] = fig
     shift_rows = [t for t in table if t["group"] == "shift"]
     if shift_rows:
@@ -377,6 +379,7 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
 
 BLUE, GREEN, GREY, ORANGE, PURPLE = "#3b6fd8", "#2a9d54", "#9aa0ab", "#e07b24", "#8a4fd0"
 PALETTE = (BLUE, ORANGE, GREEN, PURPLE, "#d0413b")
+DASHES = ("solid", "dash", "dot", "dashdot")
 
 
 def _n_seeds(outcomes: Sequence[Outcome]) -> int:
