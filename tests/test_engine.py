@@ -5,9 +5,9 @@ from PIL import Image
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.engine import run, train_schedule
+from ttrv_core.engine import Resume, run, train_schedule
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
-from ttrv_core.models import load_policy
+from ttrv_core.models import load_policy, save_adapter
 
 SMALL = dict(n_votes=6, n_train=4, max_new_tokens=4, prompts_per_step=2, lr=1e-2, seed=3)
 
@@ -100,3 +100,30 @@ def test_same_seed_same_run(tiny_models, items):
         runs.append([(iv.item_id, iv.counts) for e in run(cfg, policy, items, evaluate_before=False)
                      if isinstance(e, StepEvent) for iv in e.items])
     assert runs[0] == runs[1]
+
+
+def untimed(ev):
+    return [(iv.item_id, iv.counts) for iv in ev.items], {k: v for k, v in ev.metrics.items() if "time/" not in k}
+
+
+def test_resume_from_snapshot_is_bit_identical(tiny_models, items, tmp_path):
+    """Stop after step 2, keep the adapter and the step's snapshot, continue on a freshly loaded
+    policy: steps 3-4 and the after-evaluation are those of the uninterrupted run, exactly."""
+    cfg = TTRVConfig(model="x", max_steps=4, **SMALL)
+    path = str(tiny_models["qwen2_5_vl"])
+    full = list(run(cfg, load_policy(path, "fp32", "cpu", seed=cfg.seed), items, evaluate_before=False))
+    policy = load_policy(path, "fp32", "cpu", seed=cfg.seed)
+    for ev in run(cfg, policy, items, evaluate_before=False):
+        if isinstance(ev, StepEvent) and ev.step == 2:
+            state = ev.snapshot()
+            save_adapter(policy, str(tmp_path / "adapter"))
+            break
+    resumed = load_policy(path, "fp32", "cpu", seed=cfg.seed, adapter=str(tmp_path / "adapter"))
+    rest = list(run(cfg, resumed, items, resume=Resume(state)))
+    assert rest[0].resumed_from == 2
+    assert [untimed(e) for e in rest if isinstance(e, StepEvent)] == \
+        [untimed(e) for e in full if isinstance(e, StepEvent)][2:]
+    (after,) = [e for e in rest if isinstance(e, EvalResult)]
+    assert after == [e for e in full if isinstance(e, EvalResult)][-1]
+    assert rest[-1].summary == full[-1].summary
+    assert all(e.snapshot is None for e in full if isinstance(e, StepEvent))  # stale state is not kept

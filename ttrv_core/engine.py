@@ -17,11 +17,21 @@ A stop request (`should_stop()` returning True) ends training after the
 current step; the after-evaluation still runs so that the comparison exists
 (unless no step ran). The collapse guard (guard.py, on by default) may end
 training early and roll the adapter back; RunEnd.guard says so.
+
+Each StepEvent carries `snapshot()`, the TrainState right after that step
+(optimizer, LR schedule, the sampling generator, torch's RNG, the guard), so
+that runs.py can checkpoint it; the engine itself writes nothing. `run(...,
+resume=Resume(state, before))` continues after `state.step` on a policy that
+already holds that step's LoRA weights: the schedule of items is recomputed
+from the seed, the rest is restored, and on CPU the continued run is
+bit-identical to one that was never interrupted.
 """
 from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
+from functools import partial
 from statistics import mean
 from typing import Callable, Iterator, Sequence
 
@@ -41,6 +51,28 @@ from .rewards import compute_rewards, vote_stats
 from .rollout import prepare_prompt, sample
 
 
+@dataclass
+class TrainState:
+    """What continuing after `step` needs besides the LoRA weights (those are the adapter).
+    Plain tensors, dicts and lists only, so `torch.load(weights_only=True)` reads it back.
+    From `StepEvent.snapshot()` the optimizer tensors are the live ones: save them before
+    the engine goes on."""
+    step: int
+    optimizer: dict                                   # AdamW state_dict
+    scheduler: dict                                   # LR schedule state_dict
+    sampler_rng: torch.Tensor                         # state of the sampling torch.Generator
+    torch_rng: torch.Tensor                           # torch's global CPU RNG
+    guard: dict | None = None                         # CollapseGuard.state_dict()
+    guard_kept: list[tuple[int, dict[str, torch.Tensor]]] | None = None   # CollapseGuard.kept
+
+
+@dataclass
+class Resume:
+    """Where a resumed run picks up: the state after a step and the run's before-evaluation."""
+    state: TrainState
+    before: EvalResult | None = None
+
+
 def train_schedule(items: Sequence[Item], cfg: TTRVConfig) -> list[list[Item]]:
     """The items of each step: epochs over a seeded shuffle, in batches of
     `prompts_per_step` (the last batch of an epoch may be smaller)."""
@@ -56,8 +88,12 @@ def train_schedule(items: Sequence[Item], cfg: TTRVConfig) -> list[list[Item]]:
 
 
 def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
-        should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True) -> Iterator[Event]:
-    """Adapt `policy` on `items` (or on the one item with id `single`), yielding events."""
+        should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True,
+        resume: Resume | None = None) -> Iterator[Event]:
+    """Adapt `policy` on `items` (or on the one item with id `single`), yielding events.
+
+    resume: continue an interrupted run after `resume.state.step` (no before-evaluation;
+    `resume.before` stands for it). The policy must hold that step's weights."""
     t_run = time.time()
     if not items:
         raise ValueError("no items to adapt on")
@@ -72,10 +108,16 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         train_items = list(items)
     schedule = train_schedule(train_items, cfg)
     train_ids = {i.id for i in train_items}
+    start = resume.state.step if resume else 0
+    if start > len(schedule):
+        raise ValueError(f"cannot resume after step {start}: the run has {len(schedule)} steps")
     yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted(train_ids),
-                   total_steps=len(schedule), mode="single" if single else "all")
+                   total_steps=len(schedule), mode="single" if single else "all", resumed_from=start)
 
-    before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
+    if resume:
+        before = resume.before
+    else:
+        before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
 
     torch.manual_seed(cfg.seed)
     params = [p for p in policy.model.parameters() if p.requires_grad]
@@ -85,10 +127,14 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     # label-free baseline: how concentrated the adapted items' majority answers were before training
     baseline = concentration([e.majority for e in before.items if e.item_id in train_ids]) if before else None
     guard = CollapseGuard(baseline=baseline) if cfg.collapse_guard else None
-    if guard:
+    if resume:
+        _restore(resume.state, opt, sched, gen, guard)
+    elif guard:
         guard.keep(0, policy.model)
-    stopped, done = False, 0
-    for step, batch in enumerate(schedule, 1):
+    stopped, done = False, start
+    for step, batch in enumerate(schedule[start:], start + 1):
+        if guard and guard.fired_at:  # resumed after the step where the guard fired
+            break
         if should_stop():
             stopped = True
             break
@@ -100,7 +146,9 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         if guard:
             ev.metrics["guard/concentration"] = guard.check(step, {iv.item_id: iv.majority for iv in ev.items},
                                                             policy.model)
+        ev.snapshot = partial(_snapshot, step, opt, sched, gen, guard)
         yield ev
+        ev.snapshot = None  # the live state has moved on
         if guard and guard.fired_at:
             break
 
@@ -111,6 +159,21 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         summary["guard/fired_step"] = float(guard.fired_at)
     yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary,
                  guard=guard.message() if guard else None)
+
+
+def _snapshot(step: int, opt, sched, gen: torch.Generator, guard: CollapseGuard | None) -> TrainState:
+    return TrainState(step, opt.state_dict(), sched.state_dict(), gen.get_state(), torch.get_rng_state(),
+                      guard.state_dict() if guard else None, guard.kept if guard else None)
+
+
+def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: CollapseGuard | None) -> None:
+    # the optimizer after the schedule: building the schedule rewrote the learning rates
+    opt.load_state_dict(state.optimizer)
+    sched.load_state_dict(state.scheduler)
+    gen.set_state(state.sampler_rng)
+    torch.set_rng_state(state.torch_rng)
+    if guard and state.guard is not None:
+        guard.load_state_dict(state.guard, state.guard_kept or [])
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):

@@ -3,10 +3,17 @@
 Metric keys are namespaced and stable: reward/*, answers/*, loss/*, grad/*,
 time/*, acc/* (acc/* only where the user gave answers; they are never used
 for rewards).
+
+A resumed run (runs.py, `--resume`) appends to the same log: a second
+run_start with `resumed_from` = the step it continues after, then the steps
+that follow. A step event carries `snapshot`, a way to read the training state
+right after that step for a checkpoint; it is never serialised and is valid
+only until the engine is resumed (the engine clears it then).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
 
 
 @dataclass
@@ -44,6 +51,7 @@ class RunStart:
     train_ids: list[str]
     total_steps: int
     mode: str                  # "all" or "single"
+    resumed_from: int = 0      # > 0: this run continues a run folder after that step
     type: str = "run_start"
 
 
@@ -70,6 +78,8 @@ class StepEvent:
     items: list[ItemVotes]
     metrics: dict[str, float] = field(default_factory=dict)
     type: str = "step"
+    # () -> engine.TrainState after this step; not part of the log (see the module docstring)
+    snapshot: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -86,4 +96,11 @@ Event = RunStart | Progress | EvalResult | StepEvent | RunEnd
 
 
 def to_json(event: Event) -> dict:
-    return asdict(event)
+    d = asdict(replace(event, snapshot=None) if isinstance(event, StepEvent) else event)
+    d.pop("snapshot", None)
+    return d
+
+
+def eval_from_json(d: dict) -> EvalResult:
+    """An `eval` line of events.jsonl back as an EvalResult."""
+    return EvalResult(d["phase"], [ItemEval(**e) for e in d["items"]], d["metrics"])

@@ -14,6 +14,11 @@ a row the guard fires: the LoRA weights go back to the oldest of the last
 WINDOW healthy states (kept in memory; LoRA weights are small) and training
 stops. The guard needs MIN_ITEMS distinct items in the window, so it is
 silent in single-example mode (one image, repeated).
+
+Checkpoints (runs.py) keep the guard whole: `state_dict` is plain data (the
+window, counters), and each kept healthy state is a weights file of its own,
+written once when kept and carried to later checkpoints by hard link; so a
+resumed run rolls back exactly as the uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -85,6 +90,24 @@ class CollapseGuard:
             for n, p in model.named_parameters():
                 if n in weights:
                     p.copy_(weights[n])
+
+    def state_dict(self) -> dict:
+        """Everything but the kept weights (those are `kept`), as plain data."""
+        return {"baseline": self.baseline, "unhealthy": self.unhealthy, "fired_at": self.fired_at,
+                "restored_step": self.restored_step, "window": [dict(d) for d in self._window]}
+
+    @property
+    def kept(self) -> list[tuple[int, dict[str, torch.Tensor]]]:
+        """The healthy states kept for a rollback, oldest first: (step, trainable weights)."""
+        return list(self._healthy)
+
+    def load_state_dict(self, state: dict, kept: Sequence[tuple[int, dict[str, torch.Tensor]]]) -> None:
+        self.baseline, self.unhealthy = state["baseline"], state["unhealthy"]
+        self.fired_at, self.restored_step = state["fired_at"], state["restored_step"]
+        self._window.clear()
+        self._window.extend(state["window"])
+        self._healthy.clear()
+        self._healthy.extend((step, dict(w)) for step, w in kept)
 
     def message(self) -> str | None:
         if self.fired_at is None:
