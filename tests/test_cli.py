@@ -46,6 +46,7 @@ def test_cli_run_writes_run_folder(folder, tmp_path, capsys):
     assert all(r["before_greedy"] != "" and r["after_greedy"] != "" for r in rows)
     summary = json.load(open(out / "summary.json"))
     assert 0.0 <= summary["after/greedy_acc"] <= 1.0 and summary["after/labeled"] == 4.0
+    assert not (out / "checkpoints").exists()                        # finished: nothing to resume
 
     # the adapter loads onto the base model with plain peft
     from peft import PeftModel
@@ -110,3 +111,4 @@ def test_cli_out_of_memory_mid_run_keeps_results(folder, tmp_path, capsys, monke
     assert (out / "adapter" / "adapter_config.json").exists()
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 4 and all(r["before_greedy"] != "" for r in rows)
+    assert (out / "checkpoints" / "step-000001" / "state.pt").exists()   # --resume can go on from step 1

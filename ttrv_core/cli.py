@@ -1,10 +1,14 @@
 """Headless TTRV runs: `python -m ttrv_core --images DIR --questions FILE --out DIR`.
 
 With no --images, runs on the bundled digits example set and the demo model.
+`python -m ttrv_core --resume DIR` continues a run that was killed or stopped,
+from its checkpoint after the last completed step (runs.py), with the settings
+and images in DIR/config.json; it appends to the same events.jsonl.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -42,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
     p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
     defaults = TTRVConfig()
     types = {f.name: f.type for f in fields(TTRVConfig)}
     for flag, name in FLAGS.items():
@@ -65,28 +72,21 @@ def quiet() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     quiet()
-    if args.images is None:
-        args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
-    options = tuple(o.strip() for o in args.options.split("|") if o.strip())
+    from .runs import ResumeError
     try:
-        cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
-                         **{name: getattr(args, name) for name in FLAGS.values()})
-    except ValueError as e:
+        cfg, ds, meta, point = _resume_setup(args.resume) if args.resume else _new_setup(args)
+    except (ValueError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    problems = []
-    if args.images.suffix.lower() == ".zip" and args.images.is_file():
-        args.images, found, problems = collect_uploads([str(args.images)], args.out / "input")
-        args.questions = args.questions or (None if args.question else found)
-    ds = load_dataset(args.images, args.question, args.questions, args.task, options)
-    ds.problems = problems + ds.problems
     for pr in ds.problems:
         print(f"warning: {pr}", file=sys.stderr)
     if not ds.items:
         print("error: no usable items; nothing to run", file=sys.stderr)
         return 2
+    adapter = str(point.checkpoint / "adapter") if point else None
     try:
-        policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed)
+        policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
+                             adapter=adapter)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -94,20 +94,68 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import run
     from .runs import RunDir, record
 
-    out = RunDir(args.out)
-    out.write_json("config.json", {"config": cfg.to_dict(), "images": str(args.images),
-                                   "questions": str(args.questions) if args.questions else None,
-                                   "question": args.question, "task": args.task, "single": args.single})
-    out.write_problems(ds.problems)
+    out = RunDir(args.resume or args.out)
+    if point is None:
+        out.write_json("config.json", meta)
+        out.write_problems(ds.problems)
+    elif point.missing_event:  # killed between the checkpoint and its event line
+        out.append_json(point.missing_event)
     try:
-        events = record(run(cfg, policy, ds.items, single=args.single), out, policy, ds.items)
-        _show(events, len(ds.items))
+        events = run(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
+        _show(record(events, out, policy, ds.items, before=point.resume.before if point else None), len(ds.items))
     except (ValueError, TTRVError) as e:  # the run folder keeps what was computed before
         print(f"error: {e}", file=sys.stderr)
         print(f"run folder (partial): {out.root}", file=sys.stderr)
         return 2
     print(f"run folder: {out.root}")
     return 0
+
+
+def _new_setup(args):
+    """Config, items and the config.json record of a new run, from the flags."""
+    if args.images is None:
+        args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
+    options = tuple(o.strip() for o in args.options.split("|") if o.strip())
+    cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
+                     **{name: getattr(args, name) for name in FLAGS.values()})
+    problems = []
+    if args.images.suffix.lower() == ".zip" and args.images.is_file():
+        args.images, found, problems = collect_uploads([str(args.images)], args.out / "input")
+        args.questions = args.questions or (None if args.question else found)
+    meta = {"config": cfg.to_dict(), "images": str(args.images),
+            "questions": str(args.questions) if args.questions else None, "question": args.question,
+            "task": args.task, "options": list(options), "single": args.single, "limit": args.limit}
+    ds = _dataset(meta)
+    ds.problems = problems + ds.problems
+    return cfg, ds, meta, None
+
+
+def _resume_setup(folder: Path):
+    """Config, items and checkpoint of the run in `folder`, as it was started."""
+    from .runs import ResumeError, prepare_resume
+    point = prepare_resume(folder)
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if "images" not in meta:
+        raise ResumeError(f"{folder}/config.json names no image folder (a run started in the app?); "
+                          "only runs started with `python -m ttrv_core` can be resumed here")
+    names = {f.name for f in fields(TTRVConfig)}
+    cfg = TTRVConfig(**{k: v for k, v in meta["config"].items() if k in names})
+    ds = _dataset(meta)
+    start = point.run_start
+    ids = {it.id for it in ds.items}
+    if start and (start["n_items"] != len(ds.items) or not set(start["train_ids"]) <= ids):
+        raise ResumeError(f"the images or questions named in {folder}/config.json changed since the run started "
+                          f"({start['n_items']} items then, {len(ds.items)} now); it cannot be resumed")
+    ds.problems = []  # reported when the run started (problems.txt)
+    return cfg, ds, meta, point
+
+
+def _dataset(meta: dict):
+    ds = load_dataset(Path(meta["images"]), meta["question"], Path(meta["questions"]) if meta["questions"] else None,
+                      meta["task"], tuple(meta.get("options") or ()))
+    if meta.get("limit"):
+        ds.items = ds.items[:meta["limit"]]
+    return ds
 
 
 def _show(events, n_items: int) -> None:
@@ -117,6 +165,9 @@ def _show(events, n_items: int) -> None:
         if isinstance(ev, RunStart):
             steps = ev.total_steps
             bar = tqdm(total=2 * n_items + steps, unit="it", dynamic_ncols=True)
+            if ev.resumed_from:
+                bar.n = n_items + ev.resumed_from
+                bar.write(f"resuming after step {ev.resumed_from} of {steps}")
         elif isinstance(ev, Progress):
             bar.set_description(f"eval {ev.phase}")
             bar.n = ev.done + (0 if ev.phase == "before" else n_items + steps)

@@ -5,10 +5,26 @@
     events.jsonl    one JSON object per event, flushed as each arrives
     results.csv     before/after per item (also results.json)
     adapter/        the LoRA adapter in peft format (base model id in its config)
+    checkpoints/step-NNNNNN/   the state after the last completed step, while the
+                    run is unfinished (killed, stopped, failed); removed when it ends:
+        adapter/        the LoRA weights then, in peft format
+        state.pt        step, optimizer, LR schedule, RNG states, collapse-guard
+                        state, and the step's event line (plain tensors and lists:
+                        torch.load(weights_only=True) reads it)
+        guard/step-MMMMMM.safetensors   the guard's kept healthy weights
 
 `record` wraps the engine's event stream: the caller iterates it exactly as
 the bare stream, and the folder is complete even when the caller stops early
 (the adapter and the results so far are written in a `finally`).
+
+Surviving a kill (kill -9 at any moment): after each step the checkpoint is
+written into `step-NNNNNN.tmp/`, fsynced and renamed into place (atomic); the
+older checkpoint is deleted, and only then is the step's event appended (fsynced).
+So the newest complete checkpoint is never behind the log, and at most one
+step ahead of it (a kill between the rename and the append): `prepare_resume`
+then appends the step's event from state.pt. A half-written last line of
+events.jsonl (a kill mid-write) is cut off when the folder is opened again.
+`python -m ttrv_core --resume RUN_DIR` continues from the checkpoint.
 """
 from __future__ import annotations
 
@@ -16,12 +32,22 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .data import Item, Problem
-from .events import EvalResult, Event, ItemEval, RunEnd, to_json
+from .engine import Resume, TrainState
+from .errors import TTRVError
+from .events import EvalResult, Event, ItemEval, RunEnd, StepEvent, eval_from_json, to_json
 from .models import Policy, save_adapter
+
+CHECKPOINTS = "checkpoints"
+STATE_FORMAT = 1
+
+
+class ResumeError(TTRVError):
+    """A run folder cannot be resumed; the message says why."""
 
 RESULT_COLUMNS = ("item", "question", "reference", "before_greedy", "after_greedy", "before_majority",
                   "after_majority", "before_share", "after_share", "changed", "before_correct", "after_correct")
@@ -31,6 +57,7 @@ class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        _cut_partial_line(self.root / "events.jsonl")
         self._events = open(self.root / "events.jsonl", "a", encoding="utf-8")
 
     def write_json(self, name: str, obj) -> None:
@@ -43,9 +70,53 @@ class RunDir:
             (self.root / "problems.txt").write_text("\n".join(map(str, problems)) + "\n", encoding="utf-8")
 
     def append(self, event: Event) -> None:
-        self._events.write(json.dumps(to_json(event), ensure_ascii=False) + "\n")
+        self.append_json(to_json(event))
+
+    def append_json(self, obj: dict) -> None:
+        self._events.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._events.flush()
         os.fsync(self._events.fileno())
+
+    def save_checkpoint(self, policy: Policy, state: TrainState, event: dict) -> Path:
+        """checkpoints/step-NNNNNN/ with the adapter, state.pt and the guard's kept weights;
+        written aside, fsynced and renamed into place; the older checkpoint is then removed."""
+        import torch
+        from safetensors.torch import save_file
+
+        ckdir = self.root / CHECKPOINTS
+        ckdir.mkdir(exist_ok=True)
+        final = ckdir / f"step-{state.step:06d}"
+        tmp = ckdir / (final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        older = [p for p in ckdir.iterdir() if p.name.startswith("step-") and not p.name.endswith(".tmp")
+                 and p != final]
+        written = _write_adapter(policy, tmp / "adapter")
+        (tmp / "guard").mkdir()
+        for step, weights in state.guard_kept or []:
+            # a kept state never changes: link the file of an older checkpoint where there is one
+            name = f"step-{step:06d}.safetensors"
+            have = [p / "guard" / name for p in older if (p / "guard" / name).is_file()]
+            if not (have and _link(have[0], tmp / "guard" / name)):
+                save_file({n: w.detach().cpu().contiguous() for n, w in weights.items()}, str(tmp / "guard" / name))
+                written.append(tmp / "guard" / name)
+        torch.save({"format": STATE_FORMAT, "step": state.step, "optimizer": state.optimizer,
+                    "scheduler": state.scheduler, "sampler_rng": state.sampler_rng.cpu(),
+                    "torch_rng": state.torch_rng, "guard": state.guard,
+                    "guard_kept": [s for s, _ in state.guard_kept or []],
+                    "event": json.dumps(event, ensure_ascii=False)}, tmp / "state.pt")
+        for path in written + [tmp / "state.pt"]:  # linked files are on disk already
+            _fsync(path)
+        for folder in (tmp / "adapter", tmp / "guard", tmp):
+            _fsync(folder)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync(ckdir)
+        for p in older:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def drop_checkpoints(self) -> None:
+        shutil.rmtree(self.root / CHECKPOINTS, ignore_errors=True)
 
     def save_adapter(self, policy: Policy) -> Path:
         """peft save_pretrained into a temp folder, then an atomic swap."""
@@ -96,18 +167,166 @@ def _correct(e: ItemEval | None) -> bool | None:
     return None if e is None else e.greedy_correct
 
 
-def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequence[Item]) -> Iterator[Event]:
-    """Pass events through, writing each to the run folder; finish the folder however the loop ends."""
-    evals: dict[str, EvalResult] = {}
+def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequence[Item],
+           before: EvalResult | None = None) -> Iterator[Event]:
+    """Pass events through, writing each to the run folder; finish the folder however the loop ends.
+
+    After each step the checkpoint is written before the step's event. `before`: the
+    before-evaluation of a resumed run (it is in the log already, not in this stream)."""
+    evals: dict[str, EvalResult] = {"before": before} if before else {}
     try:
         for ev in events:
+            if isinstance(ev, StepEvent) and ev.snapshot is not None:
+                run_dir.save_checkpoint(policy, ev.snapshot(), to_json(ev))
             run_dir.append(ev)
             if isinstance(ev, EvalResult):
                 evals[ev.phase] = ev
             if isinstance(ev, RunEnd):
                 run_dir.write_json("summary.json", ev.summary)
+                if not ev.stopped:  # finished: nothing left to resume
+                    run_dir.drop_checkpoints()
             yield ev
     finally:
         run_dir.save_adapter(policy)
         run_dir.write_results(items, evals.get("before"), evals.get("after"))
         run_dir.close()
+
+
+# --------------------------------------------------------------------------- resuming
+
+def read_events(root: Path) -> list[dict]:
+    """events.jsonl as dicts; a half-written last line (a kill mid-write) is left out."""
+    path = Path(root) / "events.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1:]):
+                raise ResumeError(f"{path}: line {i + 1} is not JSON; the log is damaged") from None
+    return out
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    ckdir = Path(root) / CHECKPOINTS
+    done = sorted(p for p in ckdir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")) \
+        if ckdir.is_dir() else []
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path) -> tuple[TrainState, dict]:
+    """A checkpoint folder back as (TrainState, the step's event line); ResumeError if unreadable."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    part = path / "state.pt"
+    try:
+        st = torch.load(part, map_location="cpu", weights_only=True)
+        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a state file of format {STATE_FORMAT}")
+        event = json.loads(st["event"])
+        kept = []
+        for s in st["guard_kept"] if st["guard"] is not None else []:
+            part = path / "guard" / f"step-{s:06d}.safetensors"
+            kept.append((s, load_file(str(part))))
+        part = path / "adapter" / "adapter_config.json"
+        json.loads(part.read_text(encoding="utf-8"))
+        part = path / "adapter" / "adapter_model.safetensors"
+        with safe_open(str(part), "pt") as f:  # the header is enough: load_policy reads the rest
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - any damage is the same message
+        raise ResumeError(f"the checkpoint file {part} cannot be read ({type(e).__name__}: {e}); "
+                          "the run cannot be resumed from it") from e
+    state = TrainState(st["step"], st["optimizer"], st["scheduler"], st["sampler_rng"], st["torch_rng"],
+                       st["guard"], kept if st["guard"] is not None else None)
+    return state, event
+
+
+@dataclass
+class ResumePoint:
+    """What `--resume` needs from a run folder."""
+    resume: Resume
+    checkpoint: Path             # its adapter/ holds the LoRA weights to load
+    run_start: dict              # the run's first run_start line (config, items, steps)
+    missing_event: dict | None   # the checkpoint's step event, when the kill came before its append
+
+
+def prepare_resume(root: Path) -> ResumePoint:
+    """Check that a run folder can be resumed and read where it stopped; ResumeError if not."""
+    root = Path(root)
+    if not (root / "config.json").is_file():
+        raise ResumeError(f"{root} is not a run folder (no config.json)")
+    events = read_events(root)
+    starts = [i for i, e in enumerate(events) if e.get("type") == "run_start"]
+    ends = [e for e in events[starts[-1] if starts else 0:] if e.get("type") == "run_end"]
+    if ends and not ends[-1]["stopped"]:  # a stopped run can go on; a finished one cannot
+        raise ResumeError(f"the run in {root} is already finished (results.csv, summary.json); nothing to resume")
+    before = next((eval_from_json(e) for e in events if e.get("type") == "eval" and e["phase"] == "before"), None)
+    ck = latest_checkpoint(root)
+    steps = [e["step"] for e in events if e.get("type") == "step"]
+    if ck is None:
+        if not steps:
+            raise ResumeError(f"the run in {root} ended before its first step completed: nothing to resume; "
+                              "start it again")
+        raise ResumeError(f"no checkpoint in {root / CHECKPOINTS}: the run cannot be resumed "
+                          f"(its log reaches step {steps[-1]})")
+    state, event = load_checkpoint(ck)
+    last = steps[-1] if steps else 0
+    if last not in (state.step, state.step - 1):
+        raise ResumeError(f"the checkpoint ({ck.name}) does not match events.jsonl (last step {last}); "
+                          "the run folder was changed by hand")
+    return ResumePoint(Resume(state, before), ck, events[starts[0]] if starts else {},
+                       event if last == state.step - 1 else None)
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Drop a last line without its newline: an event half-written when the process died."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _link(src: Path, dst: Path) -> bool:
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:
+        return False
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder's entries to disk: the checkpoint must be there before its event."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_adapter(policy: Policy, folder: Path) -> list[Path]:
+    """The LoRA adapter in peft's format, as `PeftModel.save_pretrained` writes it but without
+    its model card (rendering the card took 60% of a checkpoint on the demo model)."""
+    import copy
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    model = policy.model
+    name = model.active_adapter
+    weights = get_peft_model_state_dict(model, adapter_name=name)
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+              str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    cfg = copy.copy(model.peft_config[name])
+    cfg.inference_mode = True  # as peft saves it
+    cfg.save_pretrained(str(folder))
+    return [folder / "adapter_model.safetensors", folder / "adapter_config.json"]
