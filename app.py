@@ -77,16 +77,17 @@ FIGURE_EVERY_S = 1.0  # redraw the plots at most this often (they are cheap, the
 
 @dataclass(frozen=True)
 class PublicCaps:
-    """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps a run
-    is ~2 x 64 evaluations + 20 steps x 8 images, a few minutes for a 3B model in 4-bit
-    (~2.4 s per image-step, bench/RESULTS.md): it fits the 600 s GPU slot."""
+    """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps, a 3B
+    model in 4-bit on an H100 (bench/RESULTS.md: 2.4 s per image in a step, ~1.7 s to evaluate
+    an image with 32 votes) takes 12 x 8 x 2.4 + 2 x 48 x 1.7 = ~390 s plus loading: inside the
+    600 s GPU slot. The paper's main setting (20 images, 6 steps) is well inside."""
     n_votes: int = 32           # votes N (the paper's value); memory and time grow with it
     n_train: int = 16           # trained answers G (the paper's); the training forward holds G answers
     eval_votes: int = 32        # votes per image when evaluating (0 = N)
     prompts_per_step: int = 8   # images per step (the paper's)
     lora_r: int = 64            # LoRA rank
-    steps: int = 20             # steps in all (epochs x batches, or max_steps)
-    items: int = 64             # images evaluated; beyond it only the first 64 are used
+    steps: int = 12             # steps in all (epochs x batches, or max_steps)
+    items: int = 48             # images evaluated; beyond it only the first 48 are used
 
 
 CAPS = PublicCaps()

@@ -120,9 +120,11 @@ def test_public_refusal_names_what_is_over():
     assert "n_votes up to 32, got 64" in app.public_refusal(DEMO_MODEL, ok.with_(n_votes=64, n_train=16), 10, None)
     assert "eval_votes up to 32" in app.public_refusal(DEMO_MODEL, ok.with_(eval_votes=33), 10, None)
     # steps in all: by epochs over the images adapted on (20 of 64 at 1 per step, 2 epochs = 40)
+    assert app.CAPS.steps < 40
     by_epochs = ok.with_(max_steps=0, prompts_per_step=1)
     assert "these settings make 40" in app.public_refusal(DEMO_MODEL, by_epochs, 64, None)
     assert app.public_refusal(DEMO_MODEL, by_epochs.with_(train_items=5), 64, None) is None   # 10 steps
+    assert app.CAPS.steps >= 10
     assert app.public_refusal(DEMO_MODEL, by_epochs, 64, "one.png") is None                    # 4 copies x 2
 
 
@@ -156,6 +158,7 @@ def public_client():
 
 @needs_demo
 def test_public_server_refuses_what_the_page_would_not_offer(public_client, upload):  # noqa: F811
+    import app
     from gradio_client.exceptions import AppError
     small = dict(n_votes=8, n_train=4, eval_votes=4, max_steps=1)
     with pytest.raises(AppError, match="not in the list of choices"):          # a model outside the presets
@@ -163,7 +166,7 @@ def test_public_server_refuses_what_the_page_would_not_offer(public_client, uplo
     with pytest.raises(AppError, match="greater than maximum value 32"):       # votes over the cap
         public_client.predict(**run_args(upload, **small | {"n_votes": 64}), api_name="/run")
     status = public_client.predict(**run_args(upload, **small | {"max_steps": 0, "epochs": 30}), api_name="/run")[0]
-    assert 'data-kind="error"' in status and "Refused: this public Space allows 20 steps" in status
+    assert 'data-kind="error"' in status and f"Refused: this public Space allows {app.CAPS.steps} steps" in status
     status = public_client.predict(**run_args(upload, **small), api_name="/run")[0]   # within the caps: runs
     assert 'data-kind="done"' in status
 
