@@ -249,10 +249,13 @@ def _root(c):
     return app.session_root(SimpleNamespace(session_hash=c.session_hash))
 
 
-def test_session_files_go_when_the_session_ends(app_url, upload):
+def test_session_files_go_when_the_session_ends(app_url, upload, monkeypatch):
     """Each session writes under its own folder; gradio deleting the state (expiry, or an hour after
     the tab closed) removes it through delete_callback, and closing the tab (unload) at once."""
+    import httpx
+
     import app
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.2")   # notice a closed tab quickly
     a, b = client(app_url), client(app_url)
     for c in (a, b):
         assert 'data-kind="done"' in c.predict(**run_args(upload, max_steps=1), api_name="/run")[0]
@@ -261,7 +264,12 @@ def test_session_files_go_when_the_session_ends(app_url, upload):
     assert any(ra.rglob("results.csv")) and any(rb.rglob("results.csv"))
     app.demo.state_holder.delete_state(a.session_hash)          # what gradio does when the state expires
     assert not ra.exists() and rb.exists()
-    app.end_session(SimpleNamespace(session_hash=b.session_hash))   # demo.unload's handler
+    # a browser tab holds a heartbeat stream open; closing the tab ends it and fires demo.unload
+    with httpx.stream("GET", f"{app_url}gradio_api/heartbeat/{b.session_hash}", timeout=10) as r:
+        next(r.iter_lines())
+    deadline = time.time() + 10
+    while rb.exists() and time.time() < deadline:
+        time.sleep(0.1)
     assert not rb.exists()
 
 

@@ -105,6 +105,19 @@ def test_custom_code_is_refused_by_default(tmp_path):
     assert "InternVL3-2B-hf" in msg  # the native alternative
 
 
+def test_the_environment_alone_does_not_allow_custom_code(tmp_path, monkeypatch):
+    """TTRV_TRUST_REMOTE_CODE=1 is the app operator's switch (models.remote_code_allowed); the
+    library itself only runs checkpoint code when a caller passes trust_remote_code=True."""
+    from ttrv_core.models import remote_code_allowed
+    monkeypatch.setenv("TTRV_TRUST_REMOTE_CODE", "1")
+    assert remote_code_allowed()
+    with pytest.raises(ModelLoadError, match="needs trust_remote_code"):
+        load_policy(_config_folder(tmp_path, **REMOTE), "fp32", "cpu")
+    for off in ("", "0", "yes"):
+        monkeypatch.setenv("TTRV_TRUST_REMOTE_CODE", off)
+        assert not remote_code_allowed()
+
+
 def test_custom_code_allowed_explicitly_then_checked_against_the_table(tmp_path):
     # the user's permission passes the gate; the architecture must still be one of ours
     with pytest.raises(ModelLoadError, match="architecture 'internvl_chat' is not supported"):
