@@ -481,14 +481,17 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpus": torch.get_num_threads(), "platform": platform.platform(),
                         "loadavg_end": list(_loadavg())}}
+    if a.report_only and (a.out / "results.json").is_file():   # keep what describes the grid's own run
+        old = json.loads((a.out / "results.json").read_text())
+        meta.update({k: old[k] for k in ("command", "seeds", "wall_seconds", "code", "machine") if k in old})
     res = write_outputs(a.out, outcomes, meta, png=not a.no_png)
     checks = res["checks"]
     print("\n" + markdown(res["table"]))
     for d in res["ttrv_vs_frequency"]:
-        print(f"ttrv vs frequency, seed {d['seed']}: advantages differ by at most {d['advantage_gap']:.1e}; "
-              f"{d['steps_same_votes']}/{d['steps']} steps sampled the same votes, per-step policy loss differs by at most "
-              f"{d['max_loss_pg_diff']:.1e}; after greedy differs by "
-              f"{d['d_after_greedy_acc']:+.1f} points")
+        print(f"ttrv vs frequency, seed {d['seed']}: advantages over each item's N votes differ by at most "
+              f"{d['advantage_gap']:.1e}; {d['steps_same_votes']}/{d['steps']} steps sampled the same votes; "
+              f"policy loss differs by {d['step1_loss_pg_diff']:.1e} at step 1, at most {d['max_loss_pg_diff']:.1e}; "
+              f"after greedy differs by {d['d_after_greedy_acc']:+.1f} points")
     print(f"before-eval re-measured {checks['before_evals_measured_again']} times, largest difference from the "
           f"cached one {checks['before_check_max_abs_diff']:.2g}")
     print(f"figures: {res['png']}\n{len(outcomes)} runs" + ("" if a.report_only else f" in {wall / 60:.1f} min")
