@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
-from ttrv_core import grpo  # noqa: E402
+from ttrv_core import decode, grpo  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
@@ -189,7 +189,8 @@ def main() -> None:
     ro = {mode: sample(policy, prompt, 4, max_new_tokens=a.tokens, greedy_rows=4, decode=mode)
           for mode in ("eager", "auto")}
     emit(a.out, what="decode_check", same_tokens=ro["eager"].tokens.tolist() == ro["auto"].tokens.tolist(),
-         max_logprob_diff=float((ro["eager"].logprobs - ro["auto"].logprobs).abs().max()), **tag)
+         max_logprob_diff=float((ro["eager"].logprobs - ro["auto"].logprobs).abs().max()),
+         graph_failed=sorted(decode._no_graph), static_failed=sorted(decode._no_static), **tag)
 
     if "sample_generate" not in skip:
         m("sample_generate", gen_naive)

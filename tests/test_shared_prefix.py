@@ -90,3 +90,25 @@ def test_static_decode_equals_eager(tiny_models, model_type):
                                shared=shared, decode=mode)
         assert ros["static"].tokens.tolist() == ros["eager"].tokens.tolist()
         assert torch.allclose(ros["static"].logprobs, ros["eager"].logprobs, atol=1e-5)
+
+
+def test_checkpointing_keeps_the_gradients(tiny_models):
+    """Gradient checkpointing (config.gradient_checkpointing) recomputes the packed
+    row's activations in the backward pass: same loss, same LoRA gradients."""
+    from ttrv_core.engine import set_checkpointing
+    pol = _policy(tiny_models["qwen2_5_vl"])
+    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
+    ro = sample(pol, prompt, 6, temperature=1.3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))
+    pol.model.train()
+    loss, grads = _loss_and_grads(pol, prompt, ro, shared=True)
+    calls = []
+    layer = pol.base.get_decoder().layers[0].mlp  # inside the checkpointed forward
+    hook = layer.register_forward_pre_hook(lambda *_: calls.append(1))  # the recompute may stop early
+    set_checkpointing(pol, True)
+    loss_c, grads_c = _loss_and_grads(pol, prompt, ro, shared=True)
+    set_checkpointing(pol, False)
+    hook.remove()
+    assert len(calls) == 3  # reference pass, training forward, its recomputation in backward
+    assert torch.allclose(loss, loss_c, rtol=1e-6)
+    for n, g in grads.items():
+        assert torch.allclose(g, grads_c[n], rtol=1e-5, atol=1e-8), n

@@ -83,6 +83,9 @@ class TTRVConfig:
     shared_prefix: bool = True
     """Prefill each image prompt once and share it across the N answers
     (sampling) and the G trained answers (training). False: full rows (reference)."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass of the training forward:
+    less GPU memory for a slower step (bench/RESULTS.md measures both on an H100)."""
     collapse_guard: bool = True
     """Stop and roll back when most images get the same majority answer (guard.py; ours)."""
     single_copies: int = 4

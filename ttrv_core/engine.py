@@ -120,6 +120,7 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
 
     torch.manual_seed(cfg.seed)
+    set_checkpointing(policy, cfg.gradient_checkpointing)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
@@ -174,6 +175,15 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
     torch.set_rng_state(state.torch_rng)
     if guard and state.guard is not None:
         guard.load_state_dict(state.guard, state.guard_kept or [])
+
+
+def set_checkpointing(policy: Policy, on: bool) -> None:
+    """Gradient checkpointing of the language model's layers (training forwards only:
+    sampling runs in eval mode, where HF models skip it)."""
+    if on:
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(policy.base, "is_gradient_checkpointing", False):
+        policy.model.gradient_checkpointing_disable()
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
