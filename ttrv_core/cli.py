@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
     p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="gradient checkpointing: less GPU memory, slower steps (bench/RESULTS.md)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -117,6 +119,7 @@ def _new_setup(args):
         args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())
     cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
+                     gradient_checkpointing=args.checkpointing,
                      **{name: getattr(args, name) for name in FLAGS.values()})
     problems = []
     if args.images.suffix.lower() == ".zip" and args.images.is_file():
