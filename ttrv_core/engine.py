@@ -181,9 +181,9 @@ def set_checkpointing(policy: Policy, on: bool) -> None:
     """Gradient checkpointing of the language model's layers (training forwards only:
     sampling runs in eval mode, where HF models skip it)."""
     if on:
-        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif getattr(policy.base, "is_gradient_checkpointing", False):
-        policy.model.gradient_checkpointing_disable()
+        policy.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif policy.base.is_activation_checkpointing:
+        policy.base.activation_checkpointing_disable()
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
