@@ -167,9 +167,9 @@ def decoder(policy, prompt, rows: int, prefix_cache, shared: bool, max_new_token
         dec = _live.get(id(policy.model))
         if dec is None or dec.model() is not policy.model or (dec.rows, dec.length) != (rows, length):
             release()
-            dtype = policy.base.dtype if policy.base.dtype.is_floating_point else torch.float32
             try:
-                dec = StaticDecoder(policy.model, policy.base.config, rows, length, dtype, policy.device,
+                dec = StaticDecoder(policy.model, policy.base.config, rows, length, policy.compute_dtype,
+                                    policy.device,
                                     graph=cuda and kind not in _no_graph)
                 weakref.finalize(policy.model, release)  # the model's end frees its buffers and graph
             except NotImplementedError:

@@ -94,7 +94,7 @@ def _packed_logits(policy: Policy, prompt: Prompt, tokens: torch.Tensor) -> torc
     a = torch.arange(g * length, device=dev)
     allowed = torch.ones(s, s, dtype=torch.bool, device=dev).tril()                   # prompt: causal
     allowed[p:, p:] = (a[:, None] // length == a[None, :] // length) & (a[None, :] <= a[:, None])
-    dtype = policy.base.dtype if policy.base.dtype.is_floating_point else torch.float32
+    dtype = policy.compute_dtype
     mask = torch.zeros(1, 1, s, s, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
     # logits at the prompt's last token (answer token 0 of every answer) and at each answer's tokens 0..L-2
     keep = torch.cat([torch.tensor([p - 1], device=dev),
@@ -164,10 +164,11 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tok
            eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
     """One optimiser step on one prompt's G answers."""
     release()  # the sampling phase's static cache and CUDA graph: training needs the memory
-    ref = reference_logprobs(policy, prompt, tokens, temperature, shared) if beta > 0 else old_logp
-    policy.model.train()
-    logp = answer_logprobs(policy, prompt, tokens, temperature, shared)
-    parts = grpo_loss(logp, old_logp, ref, adv, mask, eps_clip, dual_clip, beta)
+    with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
+        ref = reference_logprobs(policy, prompt, tokens, temperature, shared) if beta > 0 else old_logp
+        policy.model.train()
+        logp = answer_logprobs(policy, prompt, tokens, temperature, shared)
+        parts = grpo_loss(logp, old_logp, ref, adv, mask, eps_clip, dual_clip, beta)
     optimizer.zero_grad(set_to_none=True)
     parts.loss.backward()
     params = [p for p in policy.model.parameters() if p.requires_grad]

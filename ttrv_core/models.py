@@ -17,7 +17,7 @@ sets TTRV_TRUST_REMOTE_CODE=1 (remote_code_allowed), and never in public mode.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +47,25 @@ class Policy:
     pad_id: int
     max_pixels: int = 0     # images are downscaled to at most this many pixels (0: no limit)
     precision: str = "fp32"
+    autocast_dtype: torch.dtype | None = None  # see autocast()
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations have in a forward (attention masks are built in it)."""
+        if self.autocast_dtype is not None:
+            return self.autocast_dtype
+        return self.base.dtype if self.base.dtype.is_floating_point else torch.float32
+
+    def autocast(self):
+        """bf16 autocast for 4-bit and bf16 models on CUDA, a no-op elsewhere. The LoRA
+        weights stay fp32 (what AdamW updates) but compute in bf16 like the rest of the
+        model: no fp32 copies of every LoRA layer's input kept for backward (about 2 GiB
+        on a 3B step) and no fp32 matmuls in the decode step (bench/RESULTS.md)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        # no cache of the bf16 weight copies: a CUDA graph of the decode step must cast the
+        # live fp32 weights at each replay, not keep reading a copy freed with the cache
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=False)
 
     @property
     def tokenizer(self):
@@ -112,7 +131,8 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
                   eos_ids=torch.tensor(sorted(eos), device=dev),
                   suppress=_suppress_mask(tok, eos, vocab).to(dev),
                   pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos),
-                  max_pixels=family.max_pixels if max_pixels is None else max_pixels, precision=prec)
+                  max_pixels=family.max_pixels if max_pixels is None else max_pixels, precision=prec,
+                  autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None)
 
 
 def save_adapter(policy: Policy, folder: str) -> None:

@@ -122,12 +122,21 @@ def sample(policy: Policy, prompt: Prompt, n: int, temperature: float = 1.0, top
 
     Rows stop at EOS; the loop stops when every row has. decode: the decode
     step (decode.py): "auto" (static cache + CUDA graph on CUDA), "static", "eager"."""
-    was_training, dec = policy.model.training, None
+    was_training = policy.model.training
     policy.model.eval()
     try:
-        logits, cache = prefill(policy, prompt, n, shared)
-        dec = decoder(policy, prompt, n, cache, shared, max_new_tokens, decode)
-        del cache
+        with policy.autocast():
+            return _sample(policy, prompt, n, temperature, top_p, max_new_tokens, generator, greedy_rows, shared,
+                           decode)
+    finally:
+        policy.model.train(was_training)
+
+
+def _sample(policy, prompt, n, temperature, top_p, max_new_tokens, generator, greedy_rows, shared, decode):
+    logits, cache = prefill(policy, prompt, n, shared)
+    dec = decoder(policy, prompt, n, cache, shared, max_new_tokens, decode)
+    del cache
+    try:
         done = torch.zeros(n, dtype=torch.bool, device=policy.device)
         toks, lps, mask = [], [], []
         for t in range(max_new_tokens):
@@ -145,14 +154,12 @@ def sample(policy: Policy, prompt: Prompt, n: int, temperature: float = 1.0, top
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             logits = dec.step(tok, t)
-        tokens = torch.stack(toks, 1)
-        m = torch.stack(mask, 1)
-        texts = _decode(policy, tokens, m)
-        return Rollout(tokens=tokens, mask=m, logprobs=torch.stack(lps, 1) * m, texts=texts)
     finally:
-        if dec is not None:
-            dec.close()
-        policy.model.train(was_training)
+        dec.close()
+    tokens = torch.stack(toks, 1)
+    m = torch.stack(mask, 1)
+    texts = _decode(policy, tokens, m)
+    return Rollout(tokens=tokens, mask=m, logprobs=torch.stack(lps, 1) * m, texts=texts)
 
 
 def _draw(scaled: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
