@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = dict(QUICK) if a.quick else {}
     a.out.mkdir(parents=True, exist_ok=True)
+    code, load_start = _git_state(), list(_loadavg())   # as the grid starts: files may change while it runs
     t0 = time.time()
     if a.report_only:
         outcomes = load_outcomes(a.out / "runs.jsonl")
@@ -477,10 +478,10 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": a.seeds, "items": len(items), "images": str(a.images), "quick": a.quick,
             "config_base": TTRVConfig(**base).to_dict(), "wall_seconds": None if a.report_only else round(wall, 1),
             "runs_seconds_sum": round(sum(o.row["seconds"] for o in outcomes), 1),
-            "code": _git_state(),
+            "code": code,
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpus": torch.get_num_threads(), "platform": platform.platform(),
-                        "loadavg_end": list(_loadavg())}}
+                        "loadavg_start": load_start, "loadavg_end": list(_loadavg())}}
     if a.report_only and (a.out / "results.json").is_file():   # keep what describes the grid's own run
         old = json.loads((a.out / "results.json").read_text())
         meta.update({k: old[k] for k in ("command", "seeds", "wall_seconds", "code", "machine") if k in old})
