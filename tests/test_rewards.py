@@ -85,3 +85,20 @@ def test_entropy_term_cancels_under_group_normalisation():
     a = group_advantages(torch.tensor(compute_rewards("ttrv_marginal", votes)[0], dtype=torch.float64))
     b = group_advantages(torch.tensor(compute_rewards("frequency", votes)[0], dtype=torch.float64))
     assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_equal_rewards_give_zero_advantages_in_float32():
+    """The engine hands group_advantages float32 rewards: a group whose answers all
+    agree gets exactly zero advantages under ttrv as under frequency (a float32 mean
+    would be a rounding step off and, divided by std + eps, push every answer up)."""
+    import torch
+
+    from ttrv_core.grpo import group_advantages
+    votes = ["3"] * 16 + ["5"] * 9 + ["8"] * 7   # N = 32 votes, the first G = 16 all "3"
+    for name in ("ttrv", "frequency", "majority", "ttrv_marginal"):
+        r = torch.tensor(compute_rewards(name, votes)[0][:16])      # float32, as in engine._step
+        assert torch.equal(group_advantages(r), torch.zeros(16)), name
+    mixed = ["3", "5"] * 8 + ["3"] * 16
+    a = group_advantages(torch.tensor(compute_rewards("ttrv", mixed)[0][:16]))
+    b = group_advantages(torch.tensor(compute_rewards("frequency", mixed)[0][:16]))
+    assert torch.allclose(a, b, atol=1e-6)

@@ -40,10 +40,16 @@ from .rollout import Prompt, prefill
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(G,) z-scored rewards. A group with one answer gets advantage 0 (verl)."""
+    """(G,) z-scored rewards. A group with one answer gets advantage 0 (verl).
+
+    Computed in float64: when all G rewards are equal (every answer the same), a
+    float32 mean can be one rounding step off the rewards, and dividing that by
+    std + eps (std 0) gives every answer the same spurious advantage, up to ~0.06 for
+    the ttrv reward (its entropy term), where the frequency reward gets exact zeros."""
     if rewards.numel() < 2:
         return torch.zeros_like(rewards)
-    return (rewards - rewards.mean()) / (rewards.std() + eps)
+    r = rewards.double()
+    return ((r - r.mean()) / (r.std() + eps)).to(rewards.dtype)
 
 
 def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temperature: float = 1.0,
