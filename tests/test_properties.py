@@ -266,3 +266,12 @@ def test_any_questions_file_gives_items_or_problems(text, name, task):
         assert len({i.id for i in ds.items}) == len(ds.items)
         for it in ds.items:
             assert it.prompt and it.path.name == "a.png"
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=1, max_value=4))
+def test_integral_decimals_meet_integers(k, zeros):
+    """A reference written "7.0" (a spreadsheet's habit) counts the same as a vote "7";
+    integers keep their zeros."""
+    from ttrv_core.prompts import canonical_reference, normalize_open
+    assert normalize_open(f"{k}." + "0" * zeros) == normalize_open(str(k)) == str(k)
+    assert canonical_reference("open", f"{k}.{'0' * zeros}", ()) == str(k)

@@ -99,6 +99,7 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
     "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
 _ARTICLES = {"a", "an", "the"}
+_DECIMAL = re.compile(r"^(\d+)(?:\.0+|(\.\d*?[1-9])0+)$")  # 7.0 -> 7, 2.50 -> 2.5; 10 stays
 # punctuation but the apostrophe, except a decimal point between digits (a regex, not a placeholder
 # character: any placeholder could occur in a reply, e.g. "\0" came back as ".")
 _PUNCT = re.compile(r"(?!(?<=\d)\.(?=\d))[" + re.escape(string.punctuation.replace("'", "")) + "]")
@@ -108,7 +109,8 @@ def normalize_open(reply: str) -> str:
     """Normalise a short open answer so equal answers count as one vote.
 
     Lowercase; drop punctuation (a decimal point between digits is kept) and
-    apostrophes; drop articles; number words zero..twenty become digits;
+    apostrophes; drop articles; number words zero..twenty become digits; a
+    decimal's trailing zeros go (so a reference "7.0" meets a vote "7");
     collapse whitespace.
 
     >>> normalize_open("  The Seven. ")
@@ -117,10 +119,12 @@ def normalize_open(reply: str) -> str:
     '3.5 cm'
     >>> normalize_open("A red car!")
     'red car'
+    >>> normalize_open("7.0"), normalize_open("2.50 kg"), normalize_open("10")
+    ('7', '2.5 kg', '10')
     """
     s = _PUNCT.sub(" ", reply.strip().lower()).replace("'", "")
     words = [_NUMBER_WORDS.get(w, w) for w in s.split() if w not in _ARTICLES]
-    return " ".join(words)
+    return " ".join(_DECIMAL.sub(lambda m: m[1] + (m[2] or ""), w) for w in words)
 
 
 def extract_class(reply: str, classes: Sequence[str]) -> str:
