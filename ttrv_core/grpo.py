@@ -31,12 +31,12 @@ from dataclasses import dataclass
 
 import torch
 
-PACK_ANSWERS = True
-"""Shared path: one packed row (default) or the replicated KV cache (bench/bench_step.py compares)."""
-
 from .decode import release
 from .models import Policy
 from .rollout import Prompt, prefill
+
+PACK_ANSWERS = True
+"""Shared path: one packed row (default) or the replicated KV cache (bench/bench_step.py compares)."""
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """Sampling N answers to one image prompt: prefill once, decode N rows.
 
 shared (default): the image + question prompt is prefilled once (batch 1) and
-its KV cache is replicated N times (`Cache.batch_repeat_interleave`), so only
-the answer tokens are decoded per row. naive: the prompt is prefilled as N full
-rows, as generate(num_return_sequences=N) does. Both use the same decode loop
-and random stream, so for one seed they sample the same answers (up to float
-rounding in the prefill).
+its KV cache is copied into the N rows of the decoder (decode.py: a static
+cache, replayed as a CUDA graph on CUDA), so only the answer tokens are decoded
+per row. naive: the prompt is prefilled as N full rows, as
+generate(num_return_sequences=N) does. Both use the same decode loop and random
+stream, so for one seed they sample the same answers (up to float rounding in
+the prefill). On CUDA, 4-bit and bf16 models sample under bf16 autocast
+(models.Policy.autocast), as they train.
 
 Departures from the authors' code (verl + vLLM):
 1. Special tokens other than EOS are never sampled (DESIGN.md section 5); the
