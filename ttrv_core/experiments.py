@@ -135,10 +135,12 @@ def _advantage_gap(steps: Sequence[StepEvent], alpha: float) -> float:
     """Largest |A_ttrv - A_frequency| over every item's N votes at every step: the entropy
     term is one number per group, so z-scoring within the group removes it.
 
-    The engine z-scores the first G votes, whose order the events do not keep. Where
-    those G all agree (and the N do not), `frequency` gives advantages of exactly 0, but
-    the float32 mean of the equal `ttrv` rewards is one ulp off, and dividing by
-    (std + 1e-6) turns that into a uniform advantage of about 0.06 (docs/RESULTS.md)."""
+    Rewards go in as float32, as engine.py hands them over; group_advantages z-scores
+    in float64. What is left is float32 rounding: r1 - alpha * H_norm rounds differently
+    from r1, so the two can differ by a rounding step or two (at most 2.4e-7 in the full
+    grid, docs/RESULTS.md). The engine z-scores the first G votes, whose order the events
+    do not keep, so this check covers the N; a group of G equal answers gets exactly zero
+    advantages under both rewards (tests/test_rewards.py)."""
     gap = 0.0
     for s in steps:
         for iv in s.items:
