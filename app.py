@@ -39,7 +39,9 @@ from ttrv_core import data, engine, families, models, plots, runs
 from ttrv_core.config import DEMO_MODEL, PRECISIONS, TTRVConfig
 from ttrv_core.errors import TTRVError, is_oom, oom_message
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.problems import Problem
 from ttrv_core.rewards import REWARDS
+from ttrv_core.uploads import MAX_TOTAL_MB, collect_uploads
 
 try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated calls
     import spaces
@@ -57,7 +59,7 @@ PRESETS |= {label: (p.model_id, p.note) for label, p in families.PRESETS.items()
 USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
 """A shared public Space: only PRESETS load, and runs are capped (PublicCaps)."""
-MAX_FILE_SIZE = data.MAX_TOTAL_MB * data.MB
+MAX_FILE_SIZE = MAX_TOTAL_MB * data.MB
 """Largest single upload, in bytes (gradio launch max_file_size): data.py refuses more than
 MAX_TOTAL_MB of uploads unpacked anyway, so gradio stops bigger files at the door."""
 SESSION_TTL_S = 6 * 3600
@@ -194,20 +196,20 @@ def load_data(workdir: Path, source, example, uploads, folder, qmode, question, 
     problems = []
     if source == EXAMPLE_SET:
         if example not in example_sets():
-            return data.Dataset(problems=[data.Problem("example set", f"no example set named '{example}'")]), ""
+            return data.Dataset(problems=[Problem("example set", f"no example set named '{example}'")]), ""
         images = EXAMPLES / example
         found = data.find_questions_file(images)
         where = f"example set '{example}'"
     else:
         files = list(uploads or []) + list(folder or [])
         if not files:
-            return data.Dataset(problems=[data.Problem("upload", "no images uploaded yet")]), ""
-        images, found, problems = data.collect_uploads(files, workdir / "input")
+            return data.Dataset(problems=[Problem("upload", "no images uploaded yet")]), ""
+        images, found, problems = collect_uploads(files, workdir / "input")
         where = f"{len(files)} uploaded file(s)"
     if qmode == QUESTIONS_FILE:
         qpath = Path(qfile) if qfile else found
         if qpath is None:
-            ds = data.Dataset(problems=problems + [data.Problem(
+            ds = data.Dataset(problems=problems + [Problem(
                 "questions", "no questions file uploaded or found among the images; "
                              "upload one, or choose 'One question for all images'")])
             return ds, where
@@ -216,8 +218,8 @@ def load_data(workdir: Path, source, example, uploads, folder, qmode, question, 
         ds = data.load_dataset(images, question, None, task, opts)
     ds.problems = problems + ds.problems
     if PUBLIC and len(ds.items) > CAPS.items:
-        ds.problems.append(data.Problem(f"images {CAPS.items + 1}-{len(ds.items)}",
-                                        f"this public Space uses the first {CAPS.items} images only"))
+        ds.problems.append(Problem(f"images {CAPS.items + 1}-{len(ds.items)}",
+                                   f"this public Space uses the first {CAPS.items} images only"))
         ds.items = ds.items[:CAPS.items]
     return ds, where
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ttrv_core import data
-from ttrv_core.data import collect_uploads, load_dataset
+from ttrv_core import data, uploads
+from ttrv_core.data import load_dataset
+from ttrv_core.uploads import collect_uploads
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # huge.png: refused anyway
 
@@ -264,7 +265,7 @@ ZIPS = [  # zip contents, caps to lower, ids that load, expected message (file i
 @pytest.mark.parametrize("raw,caps,expected", ZIPS, ids=[c[-1][:40] for c in ZIPS])
 def test_bad_zip(tmp_path, monkeypatch, raw, caps, expected):
     for k, v in caps.items():
-        monkeypatch.setattr(data, k, v)
+        monkeypatch.setattr(uploads, k, v)
     up = write(tmp_path / "uploads" / "up.zip", raw)
     beside = write(tmp_path / "uploads" / "beside.png", png())
     before = sorted(tmp_path.rglob("*"))
@@ -297,7 +298,7 @@ UPLOADS = [  # file name, contents, caps, expected "file: message"
 @pytest.mark.parametrize("name,content,caps,expected", UPLOADS, ids=[c[0] for c in UPLOADS])
 def test_bad_upload(tmp_path, monkeypatch, name, content, caps, expected):
     for k, v in caps.items():
-        monkeypatch.setattr(data, k, v)
+        monkeypatch.setattr(uploads, k, v)
     first = write(tmp_path / "up" / "first.bmp", encode(noise((300, 300)), "BMP"))  # 0.26 MB
     bad = tmp_path / "up" / name
     if content is not None:

@@ -4,8 +4,9 @@ import json
 import pytest
 from PIL import Image
 
-from ttrv_core.data import extract_zip, load_dataset
+from ttrv_core.data import load_dataset
 from ttrv_core.prompts import build_prompt
+from ttrv_core.uploads import extract_zip
 
 
 def img(path, size=(16, 16), mode="RGB"):

@@ -16,12 +16,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import TTRVConfig
-from .data import collect_uploads, load_dataset
+from .data import load_dataset
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
 from .models import ModelLoadError, load_policy
 from .prompts import TASKS
 from .rewards import REWARDS
+from .uploads import collect_uploads
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "digits"
 

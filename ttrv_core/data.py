@@ -1,4 +1,4 @@
-"""Unlabeled items from a folder (or zip, or uploaded files) of images plus questions.
+"""The dataset: unlabeled items from a folder of images plus questions.
 
 Questions come from one question for every image, or a questions file:
 CSV (header row; ',', ';' or tab, read from the header or Excel's 'sep=' line) or JSONL, with columns
@@ -10,46 +10,33 @@ An image may have several rows (several questions): ids are then 'a.png', 'a.png
 
 Bad input never stops the run: each bad file or row becomes a `Problem`
 naming the file and what is wrong, and the good items still run. Images are
-read by ttrv_core.images (formats, sizes and modes); here:
+read by ttrv_core.images (formats, sizes and modes); uploads and zips are
+copied into the folder by ttrv_core.uploads; here:
   - hidden and system files (.DS_Store, ._foo.png, __MACOSX/, Thumbs.db) are skipped silently;
-  - uploads are copied (and zips unpacked) only into the run's own folder:
-    members with '..' or absolute paths, links, encrypted members, nested zips
-    and zip bombs are skipped with a message; sizes are capped (MAX_FILE_MB per
-    file, MAX_TOTAL_MB for everything unpacked);
   - questions files are decoded as text only (UTF-8, UTF-16 with a BOM, else
-    Windows-1252 with a warning); nothing uploaded is ever executed or unpickled.
+    Windows-1252 with a warning), at most MAX_FILE_MB each; nothing is ever executed or unpickled.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import shutil
-import stat
 import unicodedata
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
 from .images import IMAGE_EXTS, UNSUPPORTED_EXTS, check_image, load_image
+from .problems import Problem
 from .prompts import LETTERS, TASKS, Task, build_prompt, canonical_reference
 
 QUESTION_EXTS = (".csv", ".jsonl")
 MB = 1 << 20
 MAX_FILE_MB = 50
-"""Per file: an uploaded image or questions file, or one unpacked from a zip."""
-MAX_TOTAL_MB = 1024
-"""All uploads of one dataset together, zips counted unpacked."""
-MAX_ZIP_MEMBERS = 10_000
-MAX_ZIP_RATIO = 100
-"""A member that unpacks to over 100x its packed size (and over ZIP_RATIO_MIN_MB) is taken for a zip bomb."""
-ZIP_RATIO_MIN_MB = 1
+"""Per file: a questions file read here; an upload, or a file unpacked from a zip (ttrv_core.uploads)."""
 MAX_QUESTION_CHARS = 2000
 """Longer questions are refused: they would crowd out the image in the model's context."""
 
@@ -82,19 +69,19 @@ class Item:
         return load_image(self.path)
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.message}"
-
-
 @dataclass
 class Dataset:
     items: list[Item] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+
+def megabytes(n: int) -> str:
+    """A size in bytes as the messages show it.
+
+    >>> megabytes(3 * MB // 2)
+    '1.5 MB'
+    """
+    return f"{n / MB:.1f} MB"
 
 
 # --------------------------------------------------------------------------- folders
@@ -135,193 +122,6 @@ def _check_images(root: Path, paths: list[Path]) -> tuple[dict[str, Path], list[
         else:
             readable[rel] = p
     return readable, problems
-
-
-# --------------------------------------------------------------------------- uploads and zips
-
-def _mb(n: int) -> str:
-    return f"{n / MB:.1f} MB"
-
-
-class _Budget:
-    """Bytes left for one set of uploads (MAX_TOTAL_MB), zips counted unpacked."""
-
-    def __init__(self):
-        self.left, self.over = MAX_TOTAL_MB * MB, False
-
-    def refuse(self, n: int, name: str) -> str | None:
-        """None if n more bytes fit (they are taken); else why not, said once ('' after): once over,
-        every later file is refused, so the set is a prefix of the uploads, not a random subset."""
-        if not self.over and n <= self.left:
-            self.left -= n
-            return None
-        first, self.over = not self.over, True
-        return f"uploads exceed {MAX_TOTAL_MB} MB in total; '{name}' and any later files skipped" if first else ""
-
-
-def _unique(target: Path) -> Path:
-    """target, or 'name (2).ext', 'name (3).ext'... if it is taken: same-named files are all kept."""
-    n, out = 2, target
-    while out.exists():
-        out = target.with_name(f"{target.stem} ({n}){target.suffix}")
-        n += 1
-    return out
-
-
-def _renamed(name: str, target: Path, dest: Path) -> list[Problem]:
-    if target.name == PurePosixPath(name).name:
-        return []
-    return [Problem(name, f"another file has the same name; kept as '{target.relative_to(dest).as_posix()}'")]
-
-
-def _copy_upload(f: Path, dest: Path, budget: _Budget) -> list[Problem]:
-    try:
-        size = f.stat().st_size
-    except OSError:
-        return [Problem(f.name, "upload not found")]
-    if size > MAX_FILE_MB * MB:
-        return [Problem(f.name, f"file is {_mb(size)}; the limit is {MAX_FILE_MB} MB per file")]
-    why = budget.refuse(size, f.name)
-    if why is not None:
-        return [Problem(f.name, why)] if why else []
-    target = _unique(dest / f.name)
-    shutil.copyfile(f, target)  # contents only: no permissions, no link followed into dest
-    return _renamed(f.name, target, dest)
-
-
-def collect_uploads(files: list[str], dest: Path) -> tuple[Path, Path | None, list[Problem]]:
-    """Copy uploaded images (and unpack zips) into `dest`; returns the image folder,
-    a questions file found among the uploads, and problems. Nothing is written outside dest."""
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    problems, budget = [], _Budget()
-    for f in map(Path, files):
-        ext = f.suffix.lower()
-        if ext == ".zip":
-            problems += extract_zip(f, dest, budget)
-        elif ext in IMAGE_EXTS or ext in QUESTION_EXTS:
-            problems += _copy_upload(f, dest, budget)
-        elif ext in UNSUPPORTED_EXTS:
-            problems.append(Problem(f.name, f"{ext.lstrip('.').upper()} images are not supported; "
-                                            "convert to PNG or JPEG"))
-        else:
-            problems.append(Problem(f.name, "not an image, a .zip or a questions file (.csv, .jsonl); skipped"))
-    entries = [p for p in dest.iterdir() if not ignored(PurePosixPath(p.name))]
-    if len(entries) == 1 and entries[0].is_dir():  # a zip of one folder: its contents are the set
-        dest = entries[0]
-    return dest, find_questions_file(dest), problems
-
-
-def safe_member_path(name: str) -> PurePosixPath | None:
-    """The member's path inside the archive, or None if it would land outside it.
-
-    >>> safe_member_path("photos/./cat.png")
-    PurePosixPath('photos/cat.png')
-    >>> [safe_member_path(n) for n in ("../evil.png", "/etc/x.png", "C:\\\\x.png", "a\\\\..\\\\..\\\\b.png")]
-    [None, None, None, None]
-    """
-    n = name.replace("\\", "/")
-    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
-        return None
-    parts = [p for p in n.split("/") if p not in ("", ".")]
-    if ".." in parts or not parts:
-        return None
-    return PurePosixPath(*parts)
-
-
-def _member_refusal(info: zipfile.ZipInfo, rel: PurePosixPath) -> str | None:
-    """Why a member is not unpacked, or None (checks on the central directory, before reading)."""
-    name = info.filename
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return f"member '{name}' is a symbolic link; skipped"
-    if rel.suffix.lower() == ".zip":
-        return f"member '{name}' is a zip inside the zip; unpack it and upload its contents"
-    if rel.suffix.lower() in UNSUPPORTED_EXTS:
-        return f"member '{name}': {rel.suffix.lstrip('.').upper()} images are not supported; convert to PNG or JPEG"
-    if info.flag_bits & 0x1:
-        return f"member '{name}' is encrypted (password-protected); skipped"
-    if info.file_size > MAX_FILE_MB * MB:
-        return f"member '{name}' is {_mb(info.file_size)} unpacked; the limit is {MAX_FILE_MB} MB per file"
-    if info.file_size > ZIP_RATIO_MIN_MB * MB and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
-        return (f"member '{name}' would expand {info.file_size // max(info.compress_size, 1)}x "
-                f"({_mb(info.compress_size)} to {_mb(info.file_size)}): a zip bomb? skipped")
-    return None
-
-
-class _Outside(Exception):
-    """A member whose target resolves outside dest (through a link already there)."""
-
-
-def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPath, dest: Path) -> Path:
-    """Stream one member to a free name under dest, never more bytes than its header declares."""
-    target = _unique(dest.joinpath(*rel.parts))
-    if not target.resolve().is_relative_to(dest.resolve()):
-        raise _Outside
-    target.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with zf.open(info) as src, open(target, "wb") as out:
-            while chunk := src.read(MB):
-                written += len(chunk)
-                if written > info.file_size:
-                    raise ValueError("it holds more data than its header declares")
-                out.write(chunk)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            target.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def extract_zip(zip_path: Path, dest: Path, budget: _Budget | None = None) -> list[Problem]:
-    """Unpack the image and questions members of a zip into dest, never outside it."""
-    zip_path, budget = Path(zip_path), budget or _Budget()
-    dest.mkdir(parents=True, exist_ok=True)
-    problems = []
-
-    def skip(msg: str) -> None:
-        problems.append(Problem(zip_path.name, msg))
-
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = zf.infolist()
-            if len(members) > MAX_ZIP_MEMBERS:
-                return [Problem(zip_path.name, f"holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")]
-            for info in members:
-                rel = safe_member_path(info.filename)
-                if rel is None:
-                    skip(f"member '{info.filename}' points outside the archive; skipped")
-                    continue
-                if info.is_dir() or ignored(rel):
-                    continue
-                if rel.suffix.lower() not in IMAGE_EXTS | set(QUESTION_EXTS) | UNSUPPORTED_EXTS | {".zip"}:
-                    continue  # READMEs and the like, as in a folder
-                why = _member_refusal(info, rel)
-                if why is None:
-                    why = budget.refuse(info.file_size, info.filename)
-                if why is not None:
-                    if why:
-                        skip(why)
-                    continue
-                try:
-                    target = _unpack_member(zf, info, rel, dest)
-                except _Outside:
-                    skip(f"member '{info.filename}' points outside the archive; skipped")
-                    continue
-                except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError,
-                        RuntimeError) as e:  # bad CRC, unknown method, a name the disk refuses...
-                    why = e.strerror if isinstance(e, OSError) and e.strerror else e
-                    skip(f"member '{info.filename}' cannot be unpacked ({why}); skipped")
-                    continue
-                problems += [Problem(zip_path.name, f"member '{info.filename}': {p.message}")
-                             for p in _renamed(info.filename, target, dest)]
-    except FileNotFoundError:
-        problems.append(Problem(zip_path.name, "zip file not found"))
-    except (zipfile.BadZipFile, EOFError) as e:
-        problems.append(Problem(zip_path.name, f"not a valid zip file ({e})"))
-    except OSError as e:
-        problems.append(Problem(zip_path.name, f"cannot read the zip file ({e.strerror or e})"))
-    return problems
 
 
 # --------------------------------------------------------------------------- questions files
@@ -409,7 +209,7 @@ def _read_rows(qfile: Path) -> tuple[list[dict] | None, set[str], list[Problem]]
     try:
         size = qfile.stat().st_size
         if size > MAX_FILE_MB * MB:
-            return None, set(), [Problem(qfile.name, f"file is {_mb(size)}; the limit is {MAX_FILE_MB} MB")]
+            return None, set(), [Problem(qfile.name, f"file is {megabytes(size)}; the limit is {MAX_FILE_MB} MB")]
         raw = qfile.read_bytes()
     except FileNotFoundError:
         return None, set(), [Problem(qfile.name, "questions file not found")]

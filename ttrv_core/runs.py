@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .data import Item, Problem
+from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
 from .events import EvalResult, Event, ItemEval, RunEnd, StepEvent, eval_from_json, to_json
 from .models import Policy, save_adapter
+from .problems import Problem
 
 CHECKPOINTS = "checkpoints"
 STATE_FORMAT = 1

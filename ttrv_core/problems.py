@@ -1,0 +1,18 @@
+"""`Problem`: one bad input (a file, a row, a zip member), named with what is wrong.
+
+Bad input never stops a run: ttrv_core.data (the dataset) and ttrv_core.uploads
+(files and zips copied in) each return a Problem for it, and the good items still
+run. It lives here, apart from both, so that each can import it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
