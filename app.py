@@ -14,7 +14,7 @@ the GPU work (model load + run) runs under `spaces.GPU`.
 Environment: TTRV_PUBLIC=1 (a shared public Space: preset models only, run
 sizes capped by PublicCaps); TTRV_TRUST_REMOTE_CODE=1 (allow checkpoints with
 custom code; ignored when public). Uploads are read as images, zips and
-CSV/JSONL text only (data.py); nothing uploaded is executed or unpickled.
+CSV/JSONL text only (data.py, uploads.py); nothing uploaded is executed or unpickled.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ USER_ERRORS = (TTRVError, ValueError)  # their messages are meant for the user
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
 """A shared public Space: only PRESETS load, and runs are capped (PublicCaps)."""
 MAX_FILE_SIZE = MAX_TOTAL_MB * data.MB
-"""Largest single upload, in bytes (gradio launch max_file_size): data.py refuses more than
+"""Largest single upload, in bytes (gradio launch max_file_size): uploads.py refuses more than
 MAX_TOTAL_MB of uploads unpacked anyway, so gradio stops bigger files at the door."""
 SESSION_TTL_S = 6 * 3600
 """A session's files (and gradio's cached uploads) are deleted this long after last use."""
