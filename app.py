@@ -80,9 +80,10 @@ FIGURE_EVERY_S = 1.0  # redraw the plots at most this often (they are cheap, the
 @dataclass(frozen=True)
 class PublicCaps:
     """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps, a 3B
-    model in 4-bit on an H100 (bench/RESULTS.md: 2.4 s per image in a step, ~1.7 s to evaluate
-    an image with 32 votes) takes 12 x 8 x 2.4 + 2 x 48 x 1.7 = ~390 s plus loading: inside the
-    600 s GPU slot. The paper's main setting (20 images, 6 steps) is well inside."""
+    model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s plus loading
+    (bench/RESULTS.md run 5: 1.4 s per image in a step; evaluating an image is one sampling of
+    33 rows, ~0.5 s: an estimate, not measured end to end), inside the 600 s GPU slot, with
+    room for slower cards. The paper's main setting (20 images, 6 steps) is well inside."""
     n_votes: int = 32           # votes N (the paper's value); memory and time grow with it
     n_train: int = 16           # trained answers G (the paper's); the training forward holds G answers
     eval_votes: int = 32        # votes per image when evaluating (0 = N)
