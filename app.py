@@ -210,10 +210,12 @@ def load_data(workdir: Path, source, example, uploads, folder, qmode, question, 
     if qmode == QUESTIONS_FILE:
         qpath = Path(qfile) if qfile else found
         if qpath is None:
-            ds = data.Dataset(problems=problems + [Problem(
-                "questions", "no questions file uploaded or found among the images; "
-                             "upload one, or choose 'One question for all images'")])
-            return ds, where
+            several = [p.name for p in data.questions_files(images)]
+            why = (f"several questions files among the images ({', '.join(several)}) and none is named "
+                   "questions.csv: upload the one to use as the questions file" if several else
+                   "no questions file uploaded or found among the images; "
+                   "upload one, or choose 'One question for all images'")
+            return data.Dataset(problems=problems + [Problem("questions", why)]), where
         ds = data.load_dataset(images, question or None, qpath, task, opts)
     else:
         ds = data.load_dataset(images, question, None, task, opts)

@@ -285,3 +285,19 @@ def test_start_up_sweeps_folders_of_dead_app_processes(tmp_path):
         (d / "session" / "run-1").mkdir(parents=True)
     assert app.sweep_stale(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
+
+
+def test_several_questions_files_are_named(tmp_path):
+    """Images with two questions files and no questions.csv: the message names both and
+    says what to do, instead of 'no questions file'."""
+    from PIL import Image
+
+    import app
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (16, 16)).save(tmp_path / name)
+    (tmp_path / "train.csv").write_text("image,question\na.png,Which digit?\n")
+    (tmp_path / "test.jsonl").write_text('{"image": "b.png", "question": "Which digit?"}\n')
+    ds, _ = app.load_data(tmp_path / "work", app.MY_IMAGES, None, [str(p) for p in tmp_path.iterdir()], None,
+                          app.QUESTIONS_FILE, "", None, "open", "")
+    msg = " ".join(map(str, ds.problems))
+    assert not ds.items and "several questions files" in msg and "test.jsonl" in msg and "train.csv" in msg

@@ -126,12 +126,19 @@ def _check_images(root: Path, paths: list[Path]) -> tuple[dict[str, Path], list[
 
 # --------------------------------------------------------------------------- questions files
 
+def questions_files(folder: Path) -> list[Path]:
+    """The questions files (.csv, .jsonl) at the top of a folder of images."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in QUESTION_EXTS and p.is_file() and not ignored(PurePosixPath(p.name)))
+
+
 def find_questions_file(folder: Path) -> Path | None:
-    """A questions file shipped with the images: questions.csv/.jsonl first, else the only one."""
+    """A questions file shipped with the images: questions.csv/.jsonl first, else the only one
+    (None when there are several: which one is meant is the user's call)."""
     for name in ("questions.csv", "questions.jsonl"):
         if (folder / name).is_file():
             return folder / name
-    found = [p for p in folder.iterdir() if p.suffix.lower() in QUESTION_EXTS and not ignored(PurePosixPath(p.name))]
+    found = questions_files(folder)
     return found[0] if len(found) == 1 else None
 
 
