@@ -18,6 +18,7 @@ loads later; its answer is a message for the user, never an exception.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,10 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path, formats=FORMATS) as im:
+        with warnings.catch_warnings():  # between Pillow's warning and its error: check_size refuses it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path, formats=FORMATS)
+        with im:
             check_size(*im.size)
             im.seek(0)
             if fast:
