@@ -204,3 +204,14 @@ def test_explain_oom_leaves_other_errors_alone():
     with pytest.raises(OutOfMemory):  # older torch: a RuntimeError that says so
         with explain_oom("training"):
             raise RuntimeError("CUDA error: out of memory")
+
+
+def test_cli_flag_passes_the_gate(tmp_path, capsys):
+    """python -m ttrv_core refuses checkpoint code unless --trust-remote-code is given."""
+    from ttrv_core.cli import main
+    model = str(_config_folder(tmp_path, **REMOTE))
+    args = ["--model", model, "--limit", "2", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "needs trust_remote_code" in capsys.readouterr().err
+    assert main(args + ["--trust-remote-code"]) == 2
+    assert "architecture 'internvl_chat' is not supported" in capsys.readouterr().err

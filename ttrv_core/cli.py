@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
     p.add_argument("--checkpointing", action="store_true",
                    help="gradient checkpointing: less GPU memory, slower steps (bench/RESULTS.md)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a checkpoint whose architecture ships as Python code (it runs that code)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = str(point.checkpoint / "adapter") if point else None
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
-                             adapter=adapter)
+                             adapter=adapter, trust_remote_code=args.trust_remote_code)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

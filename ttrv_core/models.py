@@ -164,8 +164,8 @@ def _check_config(model_id: str, trust_remote_code: bool) -> Family:
         raise ModelLoadError(
             f"'{model_id}' needs trust_remote_code: its architecture '{model_type}' comes as custom code "
             "in the checkpoint (config auto_map), which is refused by default because it runs arbitrary "
-            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True); in the app, "
-            f"{TRUST_REMOTE_CODE_ENV}=1), or use a "
+            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True); "
+            f"the CLI: --trust-remote-code; the app: {TRUST_REMOTE_CODE_ENV}=1), or use a "
             "transformers-native checkpoint of a supported family (e.g. OpenGVLab/InternVL3-2B-hf); "
             f"supported: {supported()}")
     if model_type is None:
