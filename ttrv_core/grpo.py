@@ -168,17 +168,46 @@ class UpdateStats:
 def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
            mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
            eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
-    """One optimiser step on one prompt's G answers."""
+    """One optimiser step on one prompt's G answers.
+
+    When the G answers do not fit in one training forward (CUDA out of memory), the
+    step is redone in micro-batches of half as many answers (each with the prompt,
+    gradients accumulated: the same step), and the policy remembers the size that fit."""
     release()  # the sampling phase's static cache and CUDA graph: training needs the memory
-    with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
-        ref = reference_logprobs(policy, prompt, tokens, temperature, shared) if beta > 0 else old_logp
-        policy.model.train()
-        logp = answer_logprobs(policy, prompt, tokens, temperature, shared)
-        parts = grpo_loss(logp, old_logp, ref, adv, mask, eps_clip, dual_clip, beta)
+    g = tokens.shape[0]
+    while True:
+        chunk = min(policy.answers_per_forward or g, g)
+        try:
+            return _update(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
+                           eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, grad_clip=grad_clip, shared=shared)
+        except torch.OutOfMemoryError:
+            if chunk <= 1:
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            policy.answers_per_forward = (chunk + 1) // 2
+
+
+def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
+            mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, chunk: int, *, temperature: float,
+            eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
+    """The update over micro-batches of `chunk` answers: each part's token-mean loss weighted by
+    its share of the answer tokens, so the sum is the group's token-mean loss."""
     optimizer.zero_grad(set_to_none=True)
-    parts.loss.backward()
+    total = mask.sum().clamp(min=1.0)
+    sums = dict.fromkeys(("loss", "pg", "kl", "clip_frac", "ratio_mean"), 0.0)
+    for s in (slice(i, i + chunk) for i in range(0, tokens.shape[0], chunk)):
+        with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
+            ref = reference_logprobs(policy, prompt, tokens[s], temperature, shared) if beta > 0 else old_logp[s]
+            policy.model.train()
+            logp = answer_logprobs(policy, prompt, tokens[s], temperature, shared)
+            parts = grpo_loss(logp, old_logp[s], ref, adv[s], mask[s], eps_clip, dual_clip, beta)
+        w = float(mask[s].sum() / total)
+        (parts.loss * w).backward()
+        for k in sums:
+            sums[k] += w * (parts.loss.item() if k == "loss" else getattr(parts, k))
     params = [p for p in policy.model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
-    return UpdateStats(loss=parts.loss.item(), pg=parts.pg, kl=parts.kl, clip_frac=parts.clip_frac,
-                       ratio_mean=parts.ratio_mean, grad_norm=float(norm))
+    return UpdateStats(grad_norm=float(norm), **sums)

@@ -48,6 +48,7 @@ class Policy:
     max_pixels: int = 0     # images are downscaled to at most this many pixels (0: no limit)
     precision: str = "fp32"
     autocast_dtype: torch.dtype | None = None  # see autocast()
+    answers_per_forward: int = 0  # training forwards hold this many answers (0: all G); grpo.update halves it on OOM
 
     @property
     def compute_dtype(self) -> torch.dtype:
