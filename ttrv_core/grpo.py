@@ -21,6 +21,12 @@ path that forwards G full rows (tests/test_shared_prefix.py). Families whose
 model builds its own non-causal image mask (Gemma 3) share through the KV
 cache instead: the prompt is prefilled once and its cache replicated G times.
 
+Memory: when the G answers do not fit in one training forward (CUDA out of
+memory), `update` redoes the step over micro-batches of answers, each with the
+prompt, gradients accumulated (tests/test_microbatch.py); on CUDA the forwards
+run under bf16 autocast (models.Policy.autocast); gradient checkpointing is a
+config option.
+
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
 fine-tune, hence a larger learning rate (config.py).
