@@ -14,3 +14,20 @@ def tiny_models(tmp_path_factory):
     """model_type -> folder of a tiny random checkpoint (each built on first use, once per session)."""
     from tiny import TinyModels
     return TinyModels(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def oom_in_step_2(monkeypatch):
+    """engine._step raises CUDA's out-of-memory error in the run's second step (simulated)."""
+    import torch
+
+    import ttrv_core.engine as engine
+    real_step, calls = engine._step, []
+
+    def flaky_step(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(engine, "_step", flaky_step)

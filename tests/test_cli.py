@@ -84,21 +84,9 @@ def test_cli_zip_with_questions_inside(folder, tmp_path, capsys):
     assert (out / "input" / "set" / "questions.csv").exists()      # extracted inside the run folder only
 
 
-def test_cli_out_of_memory_mid_run_keeps_results(folder, tmp_path, capsys, monkeypatch):
+def test_cli_out_of_memory_mid_run_keeps_results(folder, tmp_path, capsys, oom_in_step_2):
     """A (simulated) GPU OOM in step 2: one sentence naming what to lower; step 1 and the
     before-evaluation stay in the run folder, and the adapter is saved."""
-    import torch
-
-    import ttrv_core.engine as engine
-    real_step, calls = engine._step, []
-
-    def flaky_step(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(*a, **kw)
-
-    monkeypatch.setattr(engine, "_step", flaky_step)
     out = tmp_path / "run"
     rc = main(["--images", str(folder), "--questions", str(folder / "questions.csv"), "--out", str(out),
                "--steps", "3", "--votes", "4", "--train", "2", "--prompts-per-step", "2", "--eval-votes", "4"])
