@@ -106,6 +106,23 @@ def lm_weight_bytes(policy) -> int:
     return n + head.numel() * head.element_size()
 
 
+def model_path(size: str, side: int, dev: torch.device) -> tuple[str, float]:
+    """The checkpoint to load (the bundled demo model, or random weights in a real shape)
+    and the seconds building it took."""
+    t = time.perf_counter()
+    path = DEMO_MODEL if size == "demo" else str(build_checkpoint(size, side, dev.type))
+    return path, time.perf_counter() - t
+
+
+def bench_image(size: str, side: int):
+    """The prompt's image and question: a digit for the demo model, else a noise image."""
+    from PIL import Image
+    if size == "demo":
+        from ttrv_core.cli import EXAMPLES
+        return Image.open(EXAMPLES / "digit_0000.png").convert("RGB"), "Which digit is shown in the image?"
+    return Image.effect_noise((side, side), 60).convert("RGB"), "Look at the given image and identify what it shows."
+
+
 class Meter:
     def __init__(self, dev: torch.device, repeats: int, out: str | None, tag: dict):
         self.dev, self.repeats, self.out, self.tag = dev, repeats, out, tag
@@ -153,9 +170,7 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
 
-    t = time.perf_counter()
-    path = DEMO_MODEL if a.size == "demo" else str(build_checkpoint(a.size, a.side, dev.type))
-    t_build = time.perf_counter() - t
+    path, t_build = model_path(a.size, a.side, dev)
     t = time.perf_counter()
     policy = load_policy(path, a.precision, str(dev), lora_r=16, lora_alpha=32)
     t_load = time.perf_counter() - t
@@ -166,14 +181,7 @@ def main() -> None:
     emit(a.out, what="load", build_s=round(t_build, 1), load_s=round(t_load, 1),
          params=sum(p.numel() for p in policy.base.parameters()), **tag)
 
-    from PIL import Image
-    if a.size == "demo":
-        from ttrv_core.cli import EXAMPLES
-        image = Image.open(EXAMPLES / "digit_0000.png").convert("RGB")
-        text = "Which digit is shown in the image?"
-    else:
-        image = Image.effect_noise((a.side, a.side), 60).convert("RGB")
-        text = "Look at the given image and identify what it shows."
+    image, text = bench_image(a.size, a.side)
     from ttrv_core.prompts import build_prompt
     prompt = prepare_prompt(policy, image, build_prompt("open", text))
     tag["prompt_tokens"] = prompt.length

@@ -64,23 +64,14 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # bench_step puts the repository root on sys.path
-from bench_step import SIZES, Meter, build_checkpoint, emit
+from bench_step import SIZES, Meter, bench_image, emit, model_path
 
-from ttrv_core.config import DEMO_MODEL, TTRVConfig
+from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.engine import _step, set_checkpointing
 from ttrv_core.models import _check_config, _load_kwargs, load_policy, resolve_precision
 from ttrv_core.prompts import extract_answer
 from ttrv_core.rewards import compute_rewards
-
-
-def bench_image(size: str, side: int):
-    """The prompt's image and question, as bench_step.py uses them."""
-    from PIL import Image
-    if size == "demo":
-        from ttrv_core.cli import EXAMPLES
-        return Image.open(EXAMPLES / "digit_0000.png").convert("RGB"), "Which digit is shown in the image?"
-    return Image.effect_noise((side, side), 60).convert("RGB"), "Look at the given image and identify what it shows."
 
 
 def measure_ours(policy, item: Item, cfg: TTRVConfig, m: Meter, skip: set[str]) -> dict[str, float | None]:
@@ -197,9 +188,7 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
 
-    t = time.perf_counter()
-    path = DEMO_MODEL if a.size == "demo" else str(build_checkpoint(a.size, a.side, dev.type))
-    t_build = time.perf_counter() - t
+    path, t_build = model_path(a.size, a.side, dev)
     prec = resolve_precision(a.precision, dev)
     policy = load_policy(path, prec, str(dev), lora_r=16, lora_alpha=32)
     tag = {"size": a.size, "precision": prec, "G": a.g, "L": a.tokens, "threads": torch.get_num_threads(),
