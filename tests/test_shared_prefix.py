@@ -4,6 +4,8 @@ Same sampled answers for one seed, same per-token log-probs, and the same
 GRPO loss and LoRA gradients (relative error <= 1e-5), for every family whose
 shared path is marked proven in families.FAMILIES.
 """
+import functools
+
 import pytest
 import torch
 from PIL import Image
@@ -112,3 +114,47 @@ def test_checkpointing_keeps_the_gradients(tiny_models):
     assert torch.allclose(loss, loss_c, rtol=1e-6)
     for n, g in grads.items():
         assert torch.allclose(g, grads_c[n], rtol=1e-5, atol=1e-8), n
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_image_encoded_once_per_prompt(tiny_models, model_type):
+    """On the shared paths the vision tower runs once per prompt: sampling, the
+    reference pass and the training forward reuse its outputs (rollout.Prompt.encoded),
+    while the naive path encodes the image in every row of every forward."""
+    pol = _policy(tiny_models[model_type])
+    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
+    inner = pol.base.base_model
+    calls = []
+    encode = inner.get_image_features
+
+    @functools.wraps(encode)  # keeps the signature the inputs are matched against
+    def counted(*a, **k):
+        calls.append(1)
+        return encode(*a, **k)
+    inner.get_image_features = counted
+    try:
+        ro = sample(pol, prompt, 4, max_new_tokens=3, generator=torch.Generator().manual_seed(0))
+        reference_logprobs(pol, prompt, ro.tokens, 1.0, shared=True)
+        answer_logprobs(pol, prompt, ro.tokens, 1.0, shared=True).sum().backward()
+        assert len(calls) == 1
+        assert "mm_encoder_outputs" in prompt.encoded(pol) and "pixel_values" not in prompt.encoded(pol)
+        calls.clear()
+        reference_logprobs(pol, prompt, ro.tokens, 1.0, shared=False)
+        assert len(calls) == 1  # one call over the G repeated images
+    finally:
+        del inner.get_image_features
+
+
+def test_trainable_vision_weights_keep_the_pixels(tiny_models, tmp_path):
+    """An adapter that trains weights in the vision tower (loaded from disk) must see
+    the pixels in every forward, or its gradients would stop at a cached encoding."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+    folder = tiny_models["qwen2_5_vl"]
+    base = AutoModelForImageTextToText.from_pretrained(folder)
+    get_peft_model(base, LoraConfig(r=2, target_modules=r".*visual.*\.qkv")).save_pretrained(tmp_path / "ad")
+    pol = load_policy(str(folder), precision="fp32", device="cpu", adapter=str(tmp_path / "ad"))
+    assert pol.vision_trainable
+    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
+    assert prompt.encoded(pol) is prompt.inputs
+    assert not _policy(folder).vision_trainable

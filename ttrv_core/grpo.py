@@ -99,7 +99,7 @@ def _packed_logits(policy: Policy, prompt: Prompt, tokens: torch.Tensor) -> torc
     ids = torch.cat([prompt.inputs["input_ids"], tokens.reshape(1, -1)], 1)          # (1, S)
     pos = prompt.answer_positions(g, length)                                           # (3, G, L) or (G, L)
     pos = torch.cat([prompt.positions, pos.reshape(*pos.shape[:-2], 1, -1)], -1)      # (3, 1, S) or (1, S)
-    inputs = {k: v for k, v in prompt.inputs.items() if k not in ("input_ids", "attention_mask")}
+    inputs = {k: v for k, v in prompt.encoded(policy).items() if k not in ("input_ids", "attention_mask")}
     if "mm_token_type_ids" in inputs:                                                  # answer tokens are text
         t = inputs["mm_token_type_ids"]
         inputs["mm_token_type_ids"] = torch.cat([t, t.new_zeros(1, g * length)], 1)

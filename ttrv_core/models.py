@@ -49,6 +49,7 @@ class Policy:
     precision: str = "fp32"
     autocast_dtype: torch.dtype | None = None  # see autocast()
     answers_per_forward: int = 0  # training forwards hold this many answers (0: all G); grpo.update halves it on OOM
+    vision_trainable: bool = False  # a loaded adapter trains weights outside the language model (rollout.Prompt.encoded)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -127,13 +128,16 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
         torch.set_num_threads(1)
     tok = processor.tokenizer
     eos = _eos_ids(base, tok)
+    lm = f".{family.lm_module}."
+    vision_trainable = any(p.requires_grad and lm not in n for n, p in model.named_parameters())
     vocab = base.get_output_embeddings().weight.shape[0]
     return Policy(model=model, base=base, processor=processor, family=family, device=dev,
                   eos_ids=torch.tensor(sorted(eos), device=dev),
                   suppress=_suppress_mask(tok, eos, vocab).to(dev),
                   pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos),
                   max_pixels=family.max_pixels if max_pixels is None else max_pixels, precision=prec,
-                  autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None)
+                  autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None,
+                  vision_trainable=vision_trainable)
 
 
 def save_adapter(policy: Policy, folder: str) -> None:

@@ -18,7 +18,8 @@ Departures from the authors' code (verl + vLLM):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -34,6 +35,7 @@ class Prompt:
     inputs: dict[str, torch.Tensor]  # input_ids (1, P), attention_mask, pixel_values, image_grid_thw, ...
     positions: torch.Tensor          # (3, 1, P) mrope or (1, P)
     next_position: int               # position of the first answer token
+    _images: dict | None = field(default=None, repr=False)  # the image encoder's outputs, once computed
 
     @property
     def length(self) -> int:
@@ -46,6 +48,25 @@ class Prompt:
         if self.positions.dim() == 3:
             return pos.view(1, 1, -1).expand(3, rows, -1)
         return pos.view(1, -1).expand(rows, -1)
+
+    def encoded(self, policy: Policy) -> dict[str, torch.Tensor]:
+        """The inputs for the shared paths, with the image encoded ONCE per prompt.
+
+        The vision tower and projector run the first time this is asked (under no
+        grad: their weights are frozen, the adapter is on the language model only)
+        and their outputs go to every later forward of this prompt as transformers'
+        `mm_encoder_outputs`, in place of the pixels: the sampling prefill, the
+        reference pass and the training forward share one image encoding instead of
+        running the vision tower three times (Qwen2.5-VL-3B: 32 vision blocks, ~3,700
+        operations and a GPU sync per block). Where that cannot be done (no
+        `mm_encoder_outputs` in the model's forward, or trainable vision weights from a
+        loaded adapter) the pixels go to every forward, as before."""
+        if self._images is None:
+            self._images = _encode_images(policy, self.inputs)
+        if not self._images:
+            return self.inputs
+        consumed, outputs = self._images["consumed"], self._images["outputs"]
+        return {**{k: v for k, v in self.inputs.items() if k not in consumed}, "mm_encoder_outputs": dict(outputs)}
 
     def repeated(self, rows: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Inputs and positions of `rows` copies of the prompt (the naive path).
@@ -66,6 +87,21 @@ def fit_image(image: Image.Image, max_pixels: int) -> Image.Image:
         return image
     s = (max_pixels / (w * h)) ** 0.5
     return image.resize((max(1, int(w * s)), max(1, int(h * s))), Image.BICUBIC)
+
+
+def _encode_images(policy: Policy, inputs: dict[str, torch.Tensor]) -> dict:
+    """{"outputs": {"image": encoder output}, "consumed": the input keys it used}, or {} when
+    the model cannot take pre-encoded images. As transformers' generate does before its
+    prefill (`_prepare_multimodal_encoder_kwargs_for_generation`): the base model's
+    get_image_features, called with the inputs its signature names."""
+    encode = getattr(policy.base.base_model, "get_image_features", None)
+    takes = "mm_encoder_outputs" in inspect.signature(policy.base.forward).parameters
+    if encode is None or not takes or "pixel_values" not in inputs or policy.vision_trainable:
+        return {}
+    kw = {k: inputs[k] for k in inspect.signature(encode).parameters if k != "kwargs" and k in inputs}
+    with torch.no_grad():
+        out = encode(**kw, return_dict=True)
+    return {"outputs": {"image": out}, "consumed": frozenset(kw)}
 
 
 def prepare_prompt(policy: Policy, image: Image.Image, text: str) -> Prompt:
@@ -109,7 +145,8 @@ def prefill(policy: Policy, prompt: Prompt, rows: int, shared: bool):
     """Forward the prompt; returns (last-position logits (rows, V), its cache: one
     row when shared (the decoder replicates it), else `rows` rows)."""
     if shared:
-        out = policy.model(**prompt.inputs, position_ids=prompt.positions, use_cache=True, logits_to_keep=1)
+        out = policy.model(**prompt.encoded(policy), position_ids=prompt.positions, use_cache=True,
+                           logits_to_keep=1)
         return out.logits[:, -1].expand(rows, -1), out.past_key_values
     inputs, pos = prompt.repeated(rows)
     out = policy.model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
