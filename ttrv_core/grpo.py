@@ -129,11 +129,12 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LossParts:
+    """The loss, and its parts as 0-d tensors (read back once per update: no GPU sync per forward)."""
     loss: torch.Tensor
-    pg: float
-    kl: float
-    clip_frac: float
-    ratio_mean: float
+    pg: torch.Tensor
+    kl: torch.Tensor
+    clip_frac: torch.Tensor
+    ratio_mean: torch.Tensor
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
@@ -148,16 +149,16 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     pg_loss = masked_mean(pg, mask)
     kl = masked_mean(low_var_kl(logp, ref_logp), mask)
     with torch.no_grad():
-        clip_frac = masked_mean((pg2 > pg1).float(), mask).item()
-        ratio_mean = masked_mean(ratio, mask).item()
-    return LossParts(loss=pg_loss + beta * kl, pg=pg_loss.item(), kl=kl.item(),
+        clip_frac = masked_mean((pg2 > pg1).float(), mask)
+        ratio_mean = masked_mean(ratio, mask)
+    return LossParts(loss=pg_loss + beta * kl, pg=pg_loss.detach(), kl=kl.detach(),
                      clip_frac=clip_frac, ratio_mean=ratio_mean)
 
 
 def reference_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temperature: float,
                        shared: bool) -> torch.Tensor:
     """Log-probs under the base policy: the adapter switched off, no grad."""
-    with torch.no_grad(), policy.model.disable_adapter():
+    with torch.no_grad(), policy.adapter_off():
         return answer_logprobs(policy, prompt, tokens, temperature, shared)
 
 
@@ -202,18 +203,21 @@ def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, to
     its share of the answer tokens, so the sum is the group's token-mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = mask.sum().clamp(min=1.0)
-    sums = dict.fromkeys(("loss", "pg", "kl", "clip_frac", "ratio_mean"), 0.0)
+    names = ("loss", "pg", "kl", "clip_frac", "ratio_mean")
+    sums = torch.zeros(len(names), dtype=torch.float64, device=tokens.device)
     for s in (slice(i, i + chunk) for i in range(0, tokens.shape[0], chunk)):
         with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
             ref = reference_logprobs(policy, prompt, tokens[s], temperature, shared) if beta > 0 else old_logp[s]
-            policy.model.train()
+            if not policy.model.training:  # train() walks every module: only when it changes something
+                policy.model.train()
             logp = answer_logprobs(policy, prompt, tokens[s], temperature, shared)
             parts = grpo_loss(logp, old_logp[s], ref, adv[s], mask[s], eps_clip, dual_clip, beta)
-        w = float(mask[s].sum() / total)
+        w = mask[s].sum() / total
         (parts.loss * w).backward()
-        for k in sums:
-            sums[k] += w * (parts.loss.item() if k == "loss" else getattr(parts, k))
-    params = [p for p in policy.model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            sums += w * torch.stack([getattr(parts, k).detach().double() for k in names])
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the trained ones, no walk
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
-    return UpdateStats(grad_norm=float(norm), **sums)
+    *values, grad_norm = torch.cat([sums, norm.double().view(1).to(sums.device)]).tolist()  # the one sync
+    return UpdateStats(grad_norm=grad_norm, **dict(zip(names, values)))
