@@ -8,10 +8,14 @@ For one image prompt, N votes and G trained answers:
   prefill_shared    the prompt's forward alone (to split sampling into prefill + ms per decoded token)
   sample_shared_generate   HF generate's loop over the same shared cache
   sample_shared_no_lora    sample_shared with the adapter switched off (the LoRA layers' cost)
+  sample_shared_peft       sample_shared with peft's LoRA forward instead of the fused one
   train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
                     gradient checkpointing on (how peers fit in memory)
   train_naive       the same without checkpointing (may run out of memory)
-  train_shared      the same update on the shared prefix: prompt + G answers packed in one row
+  train_shared      the same update on the shared prefix: prompt + G answers packed in one row,
+                    the image encoded once inside it (a fresh prompt each time: nothing cached)
+  train_shared_peft the same with peft's own LoRA forward instead of the fused one (ttrv_core/lora.py)
+  lora_check        fused vs peft LoRA: log-probs and LoRA gradients of one packed row (relative error)
   train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
 
@@ -27,6 +31,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
-from ttrv_core import decode, grpo  # noqa: E402
+from ttrv_core import decode, grpo, lora  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
@@ -237,22 +242,59 @@ def main() -> None:
 
     if "sample_shared_generate" not in skip:
         m("sample_shared_generate", shared_generate)
-    if "sample_shared_no_lora" not in skip:  # what the LoRA layers cost per decoded token
-        def no_lora():
-            with policy.model.disable_adapter():
+    def switched(name, on, off):
+        """sample_shared with the model changed: the kept decode graph was captured before, so it goes."""
+        def run():
+            decode.release()
+            on()
+            try:
                 sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True)
-        m("sample_shared_no_lora", no_lora)
+            finally:
+                off()
+                decode.release()
+        m(name, run)
+
+    if "sample_shared_no_lora" not in skip:  # what the LoRA layers cost per decoded token
+        ctx = []
+        switched("sample_shared_no_lora", lambda: ctx.append(policy.adapter_off()) or ctx[-1].__enter__(),
+                 lambda: ctx.pop().__exit__(None, None, None))
+    if "sample_shared_peft" not in skip:  # peft's LoRA forward in the decode graph instead of the fused one
+        switched("sample_shared_peft", lambda: lora.unfuse(policy.model), lambda: lora.fuse(policy.model))
 
     ro = sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen).take(a.g)
     tag["answer_tokens"] = int(ro.mask.sum())
     adv = group_advantages(torch.linspace(0, 1, a.g, device=dev))
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-5)
 
-    def upd(shared):
-        return lambda: update(policy, opt, prompt, ro.tokens, ro.mask, ro.logprobs, adv, temperature=1.0,
-                              eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
+    def upd(shared):  # a fresh prompt each time: the update encodes the image itself, as a step's first use would
+        return lambda: update(policy, opt, replace(prompt, _images=None), ro.tokens, ro.mask, ro.logprobs, adv,
+                              temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
+    def lora_check():
+        """Fused vs peft LoRA on the packed row: log-probs and LoRA gradients."""
+        got = {}
+        for fused in (True, False):
+            (lora.fuse if fused else lora.unfuse)(policy.model)
+            policy.model.zero_grad(set_to_none=True)
+            policy.model.train()
+            with policy.autocast():
+                lp = grpo.answer_logprobs(policy, prompt, ro.tokens, 1.0, shared=True)
+            (lp * adv.view(-1, 1) * ro.mask).sum().backward()
+            got[fused] = lp.detach().float(), torch.cat([p.grad.flatten().float() for p in policy.model.parameters()
+                                                         if p.grad is not None])
+        lora.fuse(policy.model)
+        policy.model.zero_grad(set_to_none=True)
+        (lf, gf), (lp_, gp) = got[True], got[False]
+        emit(a.out, what="lora_check", max_logprob_diff=float((lf - lp_).abs().max()),
+             grad_rel_err=float((gf - gp).norm() / gp.norm()), **tag)
+
+    if "lora_check" not in skip:
+        lora_check()
     m("train_shared", upd(True))
+    if "train_shared_peft" not in skip:
+        lora.unfuse(policy.model)
+        m("train_shared_peft", upd(True))
+        lora.fuse(policy.model)
     if "train_shared_cache" not in skip:  # the shared prefix through a G-fold replicated KV cache
         grpo.PACK_ANSWERS = False
         m("train_shared_cache", upd(True))

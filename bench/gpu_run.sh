@@ -14,13 +14,19 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft, bitsandbytes; print(torch.__version__, transformers.__version__, peft.__version__, bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 quiet() { grep -vE "Warning|warn|Loading weights|Writing model" | tee -a "$OUT/log.txt"; }
+SKIP3=${SKIP:-sample_naive,sample_shared_generate,sample_shared_no_lora,train_naive,train_shared_cache}
+SKIP7=${SKIP7:-$SKIP3,sample_shared_eager,sample_shared_peft,train_shared_peft}
 for size in ${SIZES:-3b 7b}; do
-  timeout ${STEP_TIMEOUT:-200} python3 bench/bench_step.py --size $size --precision 4bit --n 32 --g 16 --tokens 16 \
-    --side 448 --repeats 2 --skip ${SKIP:-sample_naive,sample_shared_generate,sample_shared_no_lora,train_naive} \
-    --out "$OUT/bench.jsonl" 2>&1 | quiet
-  if [ "$size" = 3b ] && [ "${TRL:-1}" = 1 ]; then
-    timeout ${TRL_TIMEOUT:-200} python3 bench/bench_trl.py --size 3b --precision 4bit --n 32 --g 16 --tokens 16 \
-      --side 448 --repeats 2 --warmup 1 --out "$OUT/trl.jsonl" 2>&1 | quiet
+  skip=$SKIP3; [ "$size" = 7b ] && skip=$SKIP7
+  start=$(date +%s)
+  timeout ${STEP_TIMEOUT:-180} python3 bench/bench_step.py --size $size --precision 4bit --n 32 --g 16 --tokens 16 \
+    --side 448 --repeats 2 --skip $skip --out "$OUT/bench.jsonl" 2>&1 | quiet
+  echo "bench_step $size: $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
+  if [ "$size" = 3b ] && [ "${TRL:-1}" = 1 ]; then  # TRL and our step in one process, after bench_step
+    start=$(date +%s)
+    timeout ${TRL_TIMEOUT:-170} python3 bench/bench_trl.py --size 3b --precision 4bit --n 32 --g 16 --tokens 16 \
+      --side 448 --repeats 2 --warmup 1 --skip ${TRL_SKIP:-ours_naive,ours_naive_n=g} --out "$OUT/trl.jsonl" 2>&1 | quiet
+    echo "bench_trl 3b: $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   fi
   rm -rf /tmp/ttrv_bench_${size}_448
 done
