@@ -15,6 +15,8 @@ For one image prompt, N votes and G trained answers:
   train_shared      the same update on the shared prefix: prompt + G answers packed in one row,
                     the image encoded once inside it (a fresh prompt each time: nothing cached)
   train_shared_peft the same with peft's own LoRA forward instead of the fused one (ttrv_core/lora.py)
+  train_shared_mlp  train_shared with each layer's MLP recomputed in backward (checkpointing.py)
+  train_shared_layers   train_shared with whole layers recomputed in backward
   lora_check        fused vs peft LoRA: log-probs and LoRA gradients of one packed row (relative error)
   train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
@@ -41,6 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
 from ttrv_core import decode, grpo, lora  # noqa: E402
+from ttrv_core.checkpointing import set_checkpointing  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
@@ -201,8 +204,14 @@ def main() -> None:
     # the default decode step (a CUDA graph on CUDA) against the eager one: greedy rows, same prompt
     ro = {mode: sample(policy, prompt, 4, max_new_tokens=a.tokens, greedy_rows=4, decode=mode)
           for mode in ("eager", "auto")}
-    emit(a.out, what="decode_check", same_tokens=ro["eager"].tokens.tolist() == ro["auto"].tokens.tolist(),
+    te, ta = ro["eager"].tokens, ro["auto"].tokens
+    same = (te == ta).all(0)                                        # per step, over the 4 greedy rows
+    first = int((~same).nonzero()[0]) if not bool(same.all()) else None
+    upto = slice(None) if first is None else slice(0, first + 1)   # up to and with the first divergence
+    emit(a.out, what="decode_check", same_tokens=te.tolist() == ta.tolist(), first_divergent_step=first,
          max_logprob_diff=float((ro["eager"].logprobs - ro["auto"].logprobs).abs().max()),
+         max_logprob_diff_until_divergence=float((ro["eager"].logprobs[:, upto] - ro["auto"].logprobs[:, upto])
+                                                 .abs().max()),
          graph_failed=sorted(decode._no_graph), static_failed=sorted(decode._no_static), **tag)
 
     if "sample_generate" not in skip:
@@ -271,8 +280,14 @@ def main() -> None:
                               temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
     def lora_check():
-        """Fused vs peft LoRA on the packed row: log-probs and LoRA gradients."""
+        """Fused vs peft LoRA on the packed row: log-probs and LoRA gradients, with lora_B
+        drawn at random for the check (a fresh adapter's B is 0: its LoRA term would vanish)."""
         got = {}
+        bs = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
+        kept = [p.detach().clone() for p in bs]
+        g = torch.Generator(device=dev).manual_seed(0)
+        for p in bs:
+            p.data.normal_(0, 0.02, generator=g)
         for fused in (True, False):
             (lora.fuse if fused else lora.unfuse)(policy.model)
             policy.model.zero_grad(set_to_none=True)
@@ -284,6 +299,8 @@ def main() -> None:
                                                          if p.grad is not None])
         lora.fuse(policy.model)
         policy.model.zero_grad(set_to_none=True)
+        for p, k in zip(bs, kept):
+            p.data.copy_(k)
         (lf, gf), (lp_, gp) = got[True], got[False]
         emit(a.out, what="lora_check", max_logprob_diff=float((lf - lp_).abs().max()),
              grad_rel_err=float((gf - gp).norm() / gp.norm()), **tag)
@@ -295,6 +312,11 @@ def main() -> None:
         lora.unfuse(policy.model)
         m("train_shared_peft", upd(True))
         lora.fuse(policy.model)
+    for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (checkpointing.py)
+        if f"train_shared_{mode}" not in skip:
+            set_checkpointing(policy, mode)
+            m(f"train_shared_{mode}", upd(True))
+            set_checkpointing(policy, "off")
     if "train_shared_cache" not in skip:  # the shared prefix through a G-fold replicated KV cache
         grpo.PACK_ANSWERS = False
         m("train_shared_cache", upd(True))

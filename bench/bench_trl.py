@@ -68,7 +68,8 @@ from bench_step import SIZES, Meter, bench_image, emit, model_path
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.engine import _step, set_checkpointing
+from ttrv_core.checkpointing import set_checkpointing
+from ttrv_core.engine import _step
 from ttrv_core.models import _check_config, _load_kwargs, load_policy, resolve_precision
 from ttrv_core.prompts import extract_answer
 from ttrv_core.rewards import compute_rewards
@@ -79,17 +80,19 @@ def measure_ours(policy, item: Item, cfg: TTRVConfig, m: Meter, skip: set[str]) 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
     out = {}
-    for name, n, shared, ckpt in (("ours_shared", cfg.n_votes, True, False),
-                                  ("ours_shared_n=g", cfg.n_train, True, False),
-                                  ("ours_shared_gc", cfg.n_votes, True, True),
-                                  ("ours_naive", cfg.n_votes, False, False),
-                                  ("ours_naive_n=g", cfg.n_train, False, False)):
+    for name, n, shared, ckpt in (("ours_shared", cfg.n_votes, True, "off"),
+                                  ("ours_shared_n=g", cfg.n_train, True, "off"),
+                                  ("ours_shared_mlp", cfg.n_votes, True, "mlp"),
+                                  ("ours_shared_mlp_n=g", cfg.n_train, True, "mlp"),
+                                  ("ours_shared_gc", cfg.n_votes, True, "layers"),
+                                  ("ours_naive", cfg.n_votes, False, "off"),
+                                  ("ours_naive_n=g", cfg.n_train, False, "off")):
         if name in skip or (name.endswith("n=g") and cfg.n_votes == cfg.n_train):
             continue
         c = cfg.with_(n_votes=n, shared_prefix=shared, gradient_checkpointing=ckpt)
         set_checkpointing(policy, ckpt)  # as engine.run does
         out[name] = m(name, lambda c=c: _step(1, 1, [item], policy, opt, c, gen), N=n)
-    set_checkpointing(policy, False)
+    set_checkpointing(policy, "off")
     return out
 
 

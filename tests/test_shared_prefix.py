@@ -94,26 +94,43 @@ def test_static_decode_equals_eager(tiny_models, model_type):
         assert torch.allclose(ros["static"].logprobs, ros["eager"].logprobs, atol=1e-5)
 
 
-def test_checkpointing_keeps_the_gradients(tiny_models):
-    """Gradient checkpointing (config.gradient_checkpointing) recomputes the packed
-    row's activations in the backward pass: same loss, same LoRA gradients."""
-    from ttrv_core.engine import set_checkpointing
+@pytest.mark.parametrize("mode", ["mlp", "layers"])
+def test_checkpointing_keeps_the_gradients(tiny_models, mode):
+    """Gradient checkpointing (config.gradient_checkpointing, checkpointing.py) recomputes
+    the packed row's MLPs or whole layers in the backward pass: same loss, same LoRA
+    gradients, and the recomputation does run."""
+    from ttrv_core.checkpointing import set_checkpointing
     pol = _policy(tiny_models["qwen2_5_vl"])
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
     ro = sample(pol, prompt, 6, temperature=1.3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))
     pol.model.train()
     loss, grads = _loss_and_grads(pol, prompt, ro, shared=True)
     calls = []
-    layer = pol.base.get_decoder().layers[0].mlp  # inside the checkpointed forward
-    hook = layer.register_forward_pre_hook(lambda *_: calls.append(1))  # the recompute may stop early
-    set_checkpointing(pol, True)
+    layer = pol.base.get_decoder().layers[0]
+    hooks = [m.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # the recompute may stop early
+             for m in (layer.mlp.down_proj, layer.self_attn.o_proj)]
+    set_checkpointing(pol, mode)
     loss_c, grads_c = _loss_and_grads(pol, prompt, ro, shared=True)
-    set_checkpointing(pol, False)
-    hook.remove()
-    assert len(calls) == 3  # reference pass, training forward, its recomputation in backward
+    set_checkpointing(pol, "off")
+    for h in hooks:
+        h.remove()
+    # reference pass, training forward, and its recomputation in backward: the MLP always, attention with layers
+    assert len(calls) == (5 if mode == "mlp" else 6), calls
     assert torch.allclose(loss, loss_c, rtol=1e-6)
     for n, g in grads.items():
         assert torch.allclose(g, grads_c[n], rtol=1e-5, atol=1e-8), n
+    assert type(layer.mlp).__name__ == type(layer.mlp).__mro__[0].__name__ and "Recomputed" not in type(layer.mlp).__name__
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_mlp_checkpointing_finds_every_layer(tiny_models, model_type):
+    from ttrv_core.checkpointing import _mlps, set_checkpointing
+    pol = _policy(tiny_models[model_type])
+    n_layers = len(pol.base.get_decoder().layers)
+    set_checkpointing(pol, "mlp")
+    assert len(_mlps(pol)) == n_layers and all("Recomputed" in type(m).__name__ for m in _mlps(pol))
+    set_checkpointing(pol, "off")
+    assert not any("Recomputed" in type(m).__name__ for m in _mlps(pol))
 
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import TTRVConfig
+from .config import CHECKPOINTING, TTRVConfig
 from .data import load_dataset
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
@@ -46,8 +46,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
     p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
-    p.add_argument("--checkpointing", action="store_true",
-                   help="gradient checkpointing: less GPU memory, slower steps (bench/RESULTS.md)")
+    p.add_argument("--checkpointing", nargs="?", const="layers", default="off", choices=CHECKPOINTING,
+                   help="gradient checkpointing: recompute each layer's MLP ('mlp') or whole layers "
+                        "('layers', the default when the flag is given alone): less GPU memory, slower "
+                        "steps (bench/RESULTS.md)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a checkpoint whose architecture ships as Python code (it runs that code)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")

@@ -13,6 +13,8 @@ from .rewards import REWARDS
 
 DEMO_MODEL = str(Path(__file__).resolve().parent.parent / "assets" / "demo_model")
 PRECISIONS = ("auto", "4bit", "bf16", "fp32")
+CHECKPOINTING = ("off", "mlp", "layers")
+"""Gradient checkpointing modes (checkpointing.py)."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,11 @@ class TTRVConfig:
     shared_prefix: bool = True
     """Prefill each image prompt once and share it across the N answers
     (sampling) and the G trained answers (training). False: full rows (reference)."""
-    gradient_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass of the training forward:
-    less GPU memory for a slower step (bench/RESULTS.md measures both on an H100)."""
+    gradient_checkpointing: str = "off"
+    """Recompute activations in the backward pass of the training forward: "off", "mlp"
+    (each layer's MLP) or "layers" (whole layers); less GPU memory for a slower step
+    (checkpointing.py; bench/RESULTS.md measures all three on an H100). True/False
+    (older run folders) mean "layers"/"off"."""
     collapse_guard: bool = True
     """Stop and roll back when most images get the same majority answer (guard.py; ours)."""
     single_copies: int = 4
@@ -94,6 +98,11 @@ class TTRVConfig:
     """Samples per item for maj@N / single@T evaluation; 0 means n_votes."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.gradient_checkpointing, bool):  # older configs
+            self.gradient_checkpointing = "layers" if self.gradient_checkpointing else "off"
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            raise ValueError(f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING)}, "
+                             f"got '{self.gradient_checkpointing}'")
         if self.n_train > self.n_votes:
             raise ValueError(f"n_train (G={self.n_train}) must be <= n_votes (N={self.n_votes})")
         if self.n_train < 2:

@@ -48,6 +48,7 @@ from .guard import CollapseGuard, concentration
 from .models import Policy
 from .prompts import extract_answer
 from .rewards import compute_rewards, vote_stats
+from .checkpointing import set_checkpointing
 from .rollout import prepare_prompt, sample
 
 
@@ -175,15 +176,6 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
     torch.set_rng_state(state.torch_rng)
     if guard and state.guard is not None:
         guard.load_state_dict(state.guard, state.guard_kept or [])
-
-
-def set_checkpointing(policy: Policy, on: bool) -> None:
-    """Gradient checkpointing of the language model's layers (training forwards only:
-    sampling runs in eval mode, where HF models skip it)."""
-    if on:
-        policy.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    elif policy.base.is_activation_checkpointing:
-        policy.base.activation_checkpointing_disable()
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):

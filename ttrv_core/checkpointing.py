@@ -1,0 +1,63 @@
+"""Gradient checkpointing of the training forward: none, the MLPs only, or whole layers.
+
+On the packed training row (grpo._packed_logits) a decoder layer keeps ~69 MB of
+activations for backward on the 3B shape (543 tokens, bf16), two thirds of it in
+the MLP: the gate and up projections' outputs (11,008 wide), the SiLU, their
+product, and the down projection's input. Three modes:
+
+off     keep everything: the fastest update, the most memory.
+mlp     recompute each layer's MLP in the backward pass from its input (2,048
+        wide), keeping attention's activations: about a third of the memory for
+        one more MLP forward per layer (bench/RESULTS.md measures both).
+layers  recompute whole decoder layers (transformers' activation checkpointing):
+        the least memory, the slowest.
+
+All three give the same gradients (tests/test_shared_prefix.py). Sampling runs in
+eval mode and without gradients, where nothing is recomputed.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from .config import CHECKPOINTING as MODES
+from .models import Policy
+
+
+def set_checkpointing(policy: Policy, mode: str | bool) -> None:
+    """Switch the policy's training forwards to `mode` (True: "layers", False: "off")."""
+    mode = {True: "layers", False: "off"}.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"checkpointing must be one of {', '.join(MODES)}, got '{mode}'")
+    if mode == "layers":
+        policy.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif policy.base.is_activation_checkpointing:
+        policy.base.activation_checkpointing_disable()
+    for mlp in _mlps(policy):
+        cls = type(mlp)
+        if mode == "mlp" and not isinstance(mlp, _Recomputed):
+            mlp.__class__ = _recomputed_class(cls)
+        elif mode != "mlp" and isinstance(mlp, _Recomputed):
+            mlp.__class__ = cls.__mro__[2]
+
+
+def _mlps(policy: Policy) -> list[torch.nn.Module]:
+    return [layer.mlp for layer in policy.base.get_decoder().layers if hasattr(layer, "mlp")]
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _recomputed_class(cls: type) -> type:
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(f"Recomputed{cls.__name__}", (_Recomputed, cls), {"__module__": __name__})
+    return _CLASSES[cls]
+
+
+class _Recomputed:
+    """Mixin over a decoder layer's MLP class: its forward checkpointed when training."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            return checkpoint(super().forward, x, *args, use_reentrant=False, **kwargs)
+        return super().forward(x, *args, **kwargs)
