@@ -8,14 +8,16 @@ For one image prompt, N votes and G trained answers:
   prefill_shared    the prompt's forward alone (to split sampling into prefill + ms per decoded token)
   sample_shared_generate   HF generate's loop over the same shared cache
   sample_shared_no_lora    sample_shared with the adapter switched off (the LoRA layers' cost)
-  sample_shared_recaptured sample_shared with the decode graph captured anew (a step's first prompt)
+  sample_shared_peft       sample_shared with peft's LoRA forward instead of the fused one
   train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
                     gradient checkpointing on (how peers fit in memory)
   train_naive       the same without checkpointing (may run out of memory)
   train_shared      the same update on the shared prefix: prompt + G answers packed in one row,
                     the image encoded once inside it (a fresh prompt each time: nothing cached)
+  train_shared_peft the same with peft's own LoRA forward instead of the fused one (ttrv_core/lora.py)
   train_shared_mlp  train_shared with each layer's MLP recomputed in backward (checkpointing.py)
   train_shared_layers   train_shared with whole layers recomputed in backward
+  lora_check        fused vs peft LoRA: log-probs and LoRA gradients of one packed row (relative error)
   train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
 
@@ -31,7 +33,6 @@ import json
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
-from ttrv_core import decode, grpo  # noqa: E402
+from ttrv_core import decode, grpo, lora  # noqa: E402
 from ttrv_core.checkpointing import set_checkpointing  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy  # noqa: E402
@@ -250,23 +251,24 @@ def main() -> None:
 
     if "sample_shared_generate" not in skip:
         m("sample_shared_generate", shared_generate)
-
-    def recaptured(name, context=nullcontext):
-        """sample_shared with its decode graph captured anew at each call (as a step's first
-        prompt does), in `context`; the kept graph goes before and after."""
+    def switched(name, on, off):
+        """sample_shared with the model changed: the kept decode graph was captured before, so it goes."""
         def run():
             decode.release()
+            on()
             try:
-                with context():
-                    sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True)
+                sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True)
             finally:
+                off()
                 decode.release()
         m(name, run)
 
-    if "sample_shared_recaptured" not in skip:
-        recaptured("sample_shared_recaptured")
     if "sample_shared_no_lora" not in skip:  # what the LoRA layers cost per decoded token
-        recaptured("sample_shared_no_lora", policy.adapter_off)
+        ctx = []
+        switched("sample_shared_no_lora", lambda: ctx.append(policy.adapter_off()) or ctx[-1].__enter__(),
+                 lambda: ctx.pop().__exit__(None, None, None))
+    if "sample_shared_peft" not in skip:  # peft's LoRA forward in the decode graph instead of the fused one
+        switched("sample_shared_peft", lambda: lora.unfuse(policy.model), lambda: lora.fuse(policy.model))
 
     ro = sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen).take(a.g)
     tag["answer_tokens"] = int(ro.mask.sum())
@@ -277,7 +279,39 @@ def main() -> None:
         return lambda: update(policy, opt, replace(prompt, _images=None), ro.tokens, ro.mask, ro.logprobs, adv,
                               temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
+    def lora_check():
+        """Fused vs peft LoRA on the packed row: log-probs and LoRA gradients, with lora_B
+        drawn at random for the check (a fresh adapter's B is 0: its LoRA term would vanish)."""
+        got = {}
+        bs = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
+        kept = [p.detach().clone() for p in bs]
+        g = torch.Generator(device=dev).manual_seed(0)
+        for p in bs:
+            p.data.normal_(0, 0.02, generator=g)
+        for fused in (True, False):
+            (lora.fuse if fused else lora.unfuse)(policy.model)
+            policy.model.zero_grad(set_to_none=True)
+            policy.model.train()
+            with policy.autocast():
+                lp = grpo.answer_logprobs(policy, prompt, ro.tokens, 1.0, shared=True)
+            (lp * adv.view(-1, 1) * ro.mask).sum().backward()
+            got[fused] = lp.detach().float(), torch.cat([p.grad.flatten().float() for p in policy.model.parameters()
+                                                         if p.grad is not None])
+        lora.fuse(policy.model)
+        policy.model.zero_grad(set_to_none=True)
+        for p, k in zip(bs, kept):
+            p.data.copy_(k)
+        (lf, gf), (lp_, gp) = got[True], got[False]
+        emit(a.out, what="lora_check", max_logprob_diff=float((lf - lp_).abs().max()),
+             grad_rel_err=float((gf - gp).norm() / gp.norm()), **tag)
+
+    if "lora_check" not in skip:
+        lora_check()
     m("train_shared", upd(True))
+    if "train_shared_peft" not in skip:
+        lora.unfuse(policy.model)
+        m("train_shared_peft", upd(True))
+        lora.fuse(policy.model)
     for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (checkpointing.py)
         if f"train_shared_{mode}" not in skip:
             set_checkpointing(policy, mode)

@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, transformers, peft, bitsandbytes; print(torch.__version__, transformers.__version__, peft.__version__, bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 quiet() { grep -vE "Warning|warn|Loading weights|Writing model" | tee -a "$OUT/log.txt"; }
 SKIP3=${SKIP:-sample_naive,sample_shared_generate,sample_shared_no_lora,train_naive,train_shared_cache}
-SKIP7=${SKIP7:-$SKIP3,sample_shared_eager,sample_shared_recaptured}
+SKIP7=${SKIP7:-$SKIP3,sample_shared_eager,sample_shared_peft,train_shared_peft}
 for size in ${SIZES:-3b 7b}; do
   skip=$SKIP3; [ "$size" = 7b ] && skip=$SKIP7
   start=$(date +%s)

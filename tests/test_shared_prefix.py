@@ -175,20 +175,3 @@ def test_trainable_vision_weights_keep_the_pixels(tiny_models, tmp_path):
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
     assert prompt.encoded(pol) is prompt.inputs
     assert not _policy(folder).vision_trainable
-
-
-def test_adapter_off_is_peft_disable_adapter(tiny_models):
-    """Policy.adapter_off (the reference pass) gives what peft's disable_adapter gives,
-    and leaves the adapter on, trainable, afterwards."""
-    pol = _policy(tiny_models["qwen2_5_vl"])
-    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
-    tokens = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    with torch.no_grad():
-        on = answer_logprobs(pol, prompt, tokens)
-        with pol.model.disable_adapter():
-            peft_off = answer_logprobs(pol, prompt, tokens)
-        with pol.adapter_off():
-            off = answer_logprobs(pol, prompt, tokens)
-        again = answer_logprobs(pol, prompt, tokens)
-    assert torch.equal(off, peft_off) and not torch.allclose(off, on) and torch.equal(again, on)
-    assert all(p.requires_grad for n, p in pol.model.named_parameters() if "lora_" in n)

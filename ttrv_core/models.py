@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import lora
 from .errors import ModelLoadError, explain_oom
 from .families import Family, family_of, supported
 
@@ -141,6 +142,8 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
     else:
         model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=family.lora_targets))
+    if lora.ENABLED:
+        lora.fuse(model)  # one autograd function per LoRA projection (lora.py)
     if dev.type == "cpu" and sum(p.numel() for p in base.parameters()) < SMALL_MODEL_PARAMS:
         # Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
         # busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
