@@ -16,6 +16,18 @@ def tiny_models(tmp_path_factory):
     return TinyModels(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: waking a second OpenMP thread costs more than it saves (bitsandbytes'
+    CPU kernels most of all), and far more when another process holds the other core.
+    Modules of tiny-model tests use it with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def oom_in_step_2(monkeypatch):
     """engine._step raises CUDA's out-of-memory error in the run's second step (simulated)."""

@@ -100,3 +100,20 @@ def test_cli_out_of_memory_mid_run_keeps_results(folder, tmp_path, capsys, oom_i
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 4 and all(r["before_greedy"] != "" for r in rows)
     assert (out / "checkpoints" / "step-000001" / "state.pt").exists()   # --resume can go on from step 1
+
+
+def test_checkpointing_flag_and_older_configs():
+    """--checkpointing alone means whole layers (as before), 'mlp' the MLPs only; run folders
+    written before the modes existed hold True / False, read as 'layers' / 'off'."""
+    from ttrv_core.cli import parser
+    from ttrv_core.config import TTRVConfig
+    p = parser()
+    assert p.parse_args([]).checkpointing == "off"
+    assert p.parse_args(["--checkpointing"]).checkpointing == "layers"
+    assert p.parse_args(["--checkpointing", "mlp"]).checkpointing == "mlp"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--checkpointing", "attention"])
+    assert TTRVConfig(gradient_checkpointing=True).gradient_checkpointing == "layers"
+    assert TTRVConfig(gradient_checkpointing=False).gradient_checkpointing == "off"
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        TTRVConfig(gradient_checkpointing="sometimes")

@@ -26,14 +26,7 @@ MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]
 QUESTION = "What is shown in the image?"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: waking a second OpenMP thread costs more than it saves (bitsandbytes'
-    CPU kernels most of all), and far more when another process holds the other core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _image(w: int = 50, h: int = 37) -> Image.Image:

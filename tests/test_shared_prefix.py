@@ -19,13 +19,7 @@ from ttrv_core.rollout import prepare_prompt, sample
 PROVEN = [t for f in FAMILIES if f.shared_prefix for t in f.model_types]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: a second OpenMP thread costs more than it saves (test_families.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _policy(folder):

@@ -98,8 +98,8 @@ class TTRVConfig:
     """Samples per item for maj@N / single@T evaluation; 0 means n_votes."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.gradient_checkpointing, bool):  # older configs
-            self.gradient_checkpointing = "layers" if self.gradient_checkpointing else "off"
+        if isinstance(self.gradient_checkpointing, bool):  # older configs (frozen: set through object)
+            object.__setattr__(self, "gradient_checkpointing", "layers" if self.gradient_checkpointing else "off")
         if self.gradient_checkpointing not in CHECKPOINTING:
             raise ValueError(f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING)}, "
                              f"got '{self.gradient_checkpointing}'")

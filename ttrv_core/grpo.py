@@ -21,11 +21,15 @@ path that forwards G full rows (tests/test_shared_prefix.py). Families whose
 model builds its own non-causal image mask (Gemma 3) share through the KV
 cache instead: the prompt is prefilled once and its cache replicated G times.
 
+The image is encoded once per prompt (rollout.Prompt.encoded): the reference
+pass and the training forward reuse the sampling prefill's vision-tower output.
+The reference pass switches the adapter off by flag (models.Policy.adapter_off).
+
 Memory: when the G answers do not fit in one training forward (CUDA out of
 memory), `update` redoes the step over micro-batches of answers, each with the
 prompt, gradients accumulated (tests/test_microbatch.py); on CUDA the forwards
-run under bf16 autocast (models.Policy.autocast); gradient checkpointing is a
-config option.
+run under bf16 autocast (models.Policy.autocast); gradient checkpointing of the
+MLPs or whole layers is a config option (checkpointing.py).
 
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
