@@ -27,9 +27,8 @@ from .config import CHECKPOINTING as MODES
 from .models import Policy
 
 
-def set_checkpointing(policy: Policy, mode: str | bool) -> None:
-    """Switch the policy's training forwards to `mode` (True: "layers", False: "off")."""
-    mode = {True: "layers", False: "off"}.get(mode, mode)
+def set_checkpointing(policy: Policy, mode: str) -> None:
+    """Switch the policy's training forwards to `mode` ("off", "mlp" or "layers")."""
     if mode not in MODES:
         raise ValueError(f"checkpointing must be one of {', '.join(MODES)}, got '{mode}'")
     if mode == "layers":

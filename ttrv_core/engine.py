@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from .checkpointing import set_checkpointing
 from .config import TTRVConfig
 from .data import Item
 from .errors import explain_oom
@@ -48,7 +49,6 @@ from .guard import CollapseGuard, concentration
 from .models import Policy
 from .prompts import extract_answer
 from .rewards import compute_rewards, vote_stats
-from .checkpointing import set_checkpointing
 from .rollout import prepare_prompt, sample
 
 

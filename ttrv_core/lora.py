@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 ENABLED = True
-"""Fuse the LoRA layers of models loaded by models.load_policy (bench/bench_step.py compares)."""
+"""Fuse the LoRA layers of models loaded by models.load_policy (False: peft's forward everywhere)."""
 
 
 def fuse(model: nn.Module) -> int:
