@@ -36,7 +36,7 @@ import gradio as gr
 import torch
 
 from ttrv_core import data, engine, families, models, plots, runs
-from ttrv_core.config import DEMO_MODEL, PRECISIONS, TTRVConfig
+from ttrv_core.config import CHECKPOINTING, DEMO_MODEL, PRECISIONS, TTRVConfig
 from ttrv_core.errors import TTRVError, is_oom, oom_message
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.problems import Problem
@@ -385,7 +385,8 @@ def preview(sess, source, example, uploads, folder, qmode, question, qfile, task
 
 def run(sess, source, example, uploads, folder, qmode, question, qfile, task, options, model, precision,
         single, single_item, n_votes, n_train, temperature, max_steps, epochs, lr, lora_r, alpha, beta,
-        reward, eval_votes, prompts_per_step, train_items, guard, hist_choice, request: gr.Request = None):
+        reward, eval_votes, prompts_per_step, train_items, guard, checkpointing, hist_choice,
+        request: gr.Request = None):
     """Stream a run: status, histogram, entropy, reward, compare, downloads after each event."""
     sess = Session.ensure(sess, request)
     out_dir = sess.new_run()
@@ -406,7 +407,7 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
                          epochs=int(epochs), lr=float(lr), lora_r=int(lora_r), lora_alpha=2 * int(lora_r),
                          alpha=float(alpha), beta=float(beta), reward=reward, eval_votes=int(eval_votes),
                          prompts_per_step=int(prompts_per_step), train_items=int(train_items),
-                         collapse_guard=bool(guard))
+                         collapse_guard=bool(guard), gradient_checkpointing=checkpointing or "off")
     except (ValueError, TypeError) as e:
         yield view(status_html(f"Settings: {e}", kind="error"), figs=False)
         return
@@ -472,7 +473,8 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
         (run_dir.root / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         msg = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
         if is_oom(e) and not isinstance(e, TTRVError):  # outside the engine's explain_oom blocks
-            msg = oom_message("running", cfg.n_votes, cfg.n_train, precision=cfg.precision)
+            msg = oom_message("running", cfg.n_votes, cfg.n_train, precision=cfg.precision,
+                              checkpointing=cfg.gradient_checkpointing)
         done = f"\nThe results so far ({len(sess.steps)} step(s)) are below and in the downloads." \
             if sess.evals else ""
         gr.Warning(f"Run failed: {msg.splitlines()[0]}")
@@ -567,8 +569,12 @@ def build() -> gr.Blocks:
                                     info="preset models only on this public Space" if PUBLIC else
                                     "a preset, or type any Hugging Face model id or local folder")
                 note = gr.Markdown(model_note(model.value))
-                precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
-                                     info="auto = 4-bit NF4 on CUDA, fp32 on CPU")
+                with gr.Row():
+                    precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
+                                         info="auto = 4-bit NF4 on CUDA, fp32 on CPU")
+                    checkpointing = gr.Radio(list(CHECKPOINTING), value="off", label="Gradient checkpointing",
+                                             info="less GPU memory, slower steps: mlp recomputes the MLPs "
+                                                  "(3B: 4.9 instead of 6.5 GiB), layers whole layers")
                 with gr.Row():
                     single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
@@ -634,7 +640,8 @@ def build() -> gr.Blocks:
               [question.submit, options.submit], **preview_event, api_name=False)
         run_btn.click(run, [state] + data_inputs + [model, precision, single, single_item, n_votes, n_train,
                                                     temperature, max_steps, epochs, lr, lora_r, alpha, beta, reward,
-                                                    eval_votes, prompts_per_step, train_items, guard, hist_choice],
+                                                    eval_votes, prompts_per_step, train_items, guard,
+                                                    checkpointing, hist_choice],
                       [state, status, hist_plot, entropy_plot, reward_plot, accuracy, table, files, data_info],
                       api_name="run", show_progress="hidden")
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")

@@ -80,6 +80,14 @@ def unpack(result):
                 info=info)
 
 
+def test_checkpointing_choice_reaches_the_run(app_url, upload):
+    """The app's gradient-checkpointing choice is the run's (config.json), and the run completes."""
+    out = unpack(client(app_url).predict(**run_args(upload, max_steps=1, checkpointing="mlp"), api_name="/run"))
+    assert 'data-kind="done"' in out["status"]
+    config = json.loads(next(f for f in out["files"] if f.name == "config.json").read_text())["config"]
+    assert config["gradient_checkpointing"] == "mlp"
+
+
 def test_full_run_over_http(app_url, upload):
     c = client(app_url)
     out = unpack(c.predict(**run_args(upload), api_name="/run"))

@@ -215,3 +215,10 @@ def test_cli_flag_passes_the_gate(tmp_path, capsys):
     assert "needs trust_remote_code" in capsys.readouterr().err
     assert main(args + ["--trust-remote-code"]) == 2
     assert "architecture 'internvl_chat' is not supported" in capsys.readouterr().err
+
+
+def test_oom_message_suggests_checkpointing_in_training_only():
+    assert "gradient checkpointing 'mlp' or 'layers') (now off)" in oom_message("training", 8, 4, checkpointing="off")
+    assert "gradient checkpointing" in oom_message("training", 8, 4, checkpointing="mlp")
+    assert "gradient checkpointing" not in oom_message("training", 8, 4, checkpointing="layers")
+    assert "gradient checkpointing" not in oom_message("evaluating", 8)  # no training there

@@ -141,6 +141,7 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
             stopped = True
             break
         with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
+                         checkpointing=cfg.gradient_checkpointing,
                          max_pixels=policy.max_pixels, precision=policy.precision):
             ev = _step(step, len(schedule), batch, policy, opt, cfg, gen)
         sched.step()

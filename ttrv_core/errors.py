@@ -35,7 +35,8 @@ def is_oom(e: BaseException) -> bool:
 
 
 def oom_message(stage: str, n_votes: int | None = None, n_train: int | None = None,
-                max_pixels: int | None = None, precision: str | None = None) -> str:
+                max_pixels: int | None = None, precision: str | None = None,
+                checkpointing: str | None = None) -> str:
     """What to lower, with the values in force where known.
 
     >>> oom_message("sampling", n_votes=32, n_train=16).splitlines()[0]
@@ -49,6 +50,9 @@ def oom_message(stage: str, n_votes: int | None = None, n_train: int | None = No
         f"- trained answers G (n_train){now(n_train)}: the training forward holds G answers",
         f"- image size (max_pixels){now(max_pixels)}: image tokens make most of the prompt",
     ]
+    if checkpointing in ("off", "mlp"):  # known for training stages only
+        lines.append(f"- or recompute activations in training (gradient checkpointing 'mlp' or 'layers')"
+                     f"{now(checkpointing)}")
     if precision != "4bit":
         lines.append(f"- or load the model in 4-bit (precision '4bit'){now(precision)}, or pick a smaller model")
     else:
