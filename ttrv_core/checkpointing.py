@@ -24,6 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .config import CHECKPOINTING as MODES
+from .mixins import add_mixin, remove_mixin
 from .models import Policy
 
 
@@ -36,24 +37,11 @@ def set_checkpointing(policy: Policy, mode: str) -> None:
     elif policy.base.is_activation_checkpointing:
         policy.base.activation_checkpointing_disable()
     for mlp in _mlps(policy):
-        cls = type(mlp)
-        if mode == "mlp" and not isinstance(mlp, _Recomputed):
-            mlp.__class__ = _recomputed_class(cls)
-        elif mode != "mlp" and isinstance(mlp, _Recomputed):
-            mlp.__class__ = cls.__mro__[2]
+        (add_mixin if mode == "mlp" else remove_mixin)(mlp, _Recomputed)
 
 
 def _mlps(policy: Policy) -> list[torch.nn.Module]:
     return [layer.mlp for layer in policy.base.get_decoder().layers if hasattr(layer, "mlp")]
-
-
-_CLASSES: dict[type, type] = {}
-
-
-def _recomputed_class(cls: type) -> type:
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Recomputed{cls.__name__}", (_Recomputed, cls), {"__module__": __name__})
-    return _CLASSES[cls]
 
 
 class _Recomputed:

@@ -31,35 +31,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .mixins import add_mixin, remove_mixin
+
 ENABLED = True
 """Fuse the LoRA layers of models loaded by models.load_policy (False: peft's forward everywhere)."""
 
 
 def fuse(model: nn.Module) -> int:
     """Give every peft LoRA Linear / Linear4bit in `model` the fused forward (in place: the
-    module's class becomes a subclass of its own). Returns how many were fused."""
+    module's class becomes a subclass of its own, mixins.py). Returns how many were fused."""
     n = 0
     for module in model.modules():
         cls = type(module)
         if cls.__name__ in ("Linear", "Linear4bit") and cls.__module__.startswith("peft.tuners.lora"):
-            module.__class__ = _fused_class(cls)
+            add_mixin(module, _Fused)
             n += 1
     return n
 
 
 def unfuse(model: nn.Module) -> None:
     for module in model.modules():
-        if isinstance(module, _Fused):
-            module.__class__ = type(module).__mro__[2]
-
-
-_CLASSES: dict[type, type] = {}
-
-
-def _fused_class(cls: type) -> type:
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Fused{cls.__name__}", (_Fused, cls), {"__module__": __name__})
-    return _CLASSES[cls]
+        remove_mixin(module, _Fused)
 
 
 class _Fused:
