@@ -10,6 +10,12 @@ answers o_i of a prompt with rewards r_i and answer tokens t:
     kl_it    = exp(ref - logp) - (ref - logp) - 1          (k3, "low_var_kl", clamped to [-10, 10])
     loss     = token-mean(pg) + beta * token-mean(kl)       over all answer tokens of the group
 
+Both log-ratios are taken at answer tokens only and clamped to [-20, 20] before
+any exp, as verl clamps them: a padded position's log-prob can be -1e4, and
+exp of it, times the zero gradient of a mask or a clamp, is NaN in backward,
+which clip_grad_norm_ then spreads to every LoRA weight. With beta = 0 the
+KL term and the reference pass are skipped.
+
 The reference policy is the same model with the LoRA adapter disabled: no
 second copy of the weights.
 
@@ -125,9 +131,26 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 estimator of KL(pi || ref), clamped as verl does."""
-    d = ref_logp - logp
+LOG_RATIO_CLAMP = 20.0
+"""Log-ratios are clamped to [-20, 20] before exp, as verl does: exp stays finite in bf16."""
+
+
+def masked_log_ratio(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(G, L) a - b at answer tokens, 0 at padding, clamped to +-20: safe to exp.
+
+    Masking goes first: a padded position's -1e4 never reaches an exp, whose
+    backward would multiply the mask's zero gradient by inf (NaN)."""
+    d = torch.where(mask.bool(), a - b, torch.zeros_like(a))
+    return d.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+
+
+def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(pi || ref) per token, 0 at padding, clamped as verl does.
+
+    >>> low_var_kl(torch.tensor([[-1.0, -1e4]]), torch.tensor([[-2.0, -3.0]]), torch.tensor([[1.0, 0.0]]))
+    tensor([[0.3679, 0.0000]])
+    """
+    d = masked_log_ratio(ref_logp, logp, mask)
     return (torch.exp(d) - d - 1).clamp(-10, 10)
 
 
@@ -141,22 +164,28 @@ class LossParts:
     ratio_mean: torch.Tensor
 
 
-def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor,
               mask: torch.Tensor, eps_clip: float = 0.2, dual_clip: float = 3.0, beta: float = 0.001) -> LossParts:
-    """Token-mean clipped-ratio loss with dual clip and k3 KL. Shapes (G, L); adv (G,)."""
+    """Token-mean clipped-ratio loss with dual clip and k3 KL. Shapes (G, L); adv (G,).
+
+    ref_logp may be None when beta = 0: no KL term at all (its metric is 0).
+    Tests with hand-computed values: tests/test_grpo_loss.py."""
     a = adv.unsqueeze(1)                                                   # (G, 1)
-    ratio = torch.exp(logp - old_logp)
+    ratio = torch.exp(masked_log_ratio(logp, old_logp, mask))              # 1 at padding
     pg1 = -a * ratio
     pg2 = -a * ratio.clamp(1 - eps_clip, 1 + eps_clip)
     clipped = torch.maximum(pg1, pg2)
     pg = torch.where(a < 0, torch.minimum(clipped, -a * dual_clip), clipped)
     pg_loss = masked_mean(pg, mask)
-    kl = masked_mean(low_var_kl(logp, ref_logp), mask)
+    if beta > 0:
+        kl = masked_mean(low_var_kl(logp, ref_logp, mask), mask)
+        loss = pg_loss + beta * kl
+    else:
+        kl, loss = torch.zeros((), dtype=pg_loss.dtype, device=pg_loss.device), pg_loss
     with torch.no_grad():
         clip_frac = masked_mean((pg2 > pg1).float(), mask)
         ratio_mean = masked_mean(ratio, mask)
-    return LossParts(loss=pg_loss + beta * kl, pg=pg_loss.detach(), kl=kl.detach(),
-                     clip_frac=clip_frac, ratio_mean=ratio_mean)
+    return LossParts(loss=loss, pg=pg_loss.detach(), kl=kl.detach(), clip_frac=clip_frac, ratio_mean=ratio_mean)
 
 
 def reference_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temperature: float,
@@ -211,7 +240,7 @@ def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, to
     sums = torch.zeros(len(names), dtype=torch.float64, device=tokens.device)
     for s in (slice(i, i + chunk) for i in range(0, tokens.shape[0], chunk)):
         with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
-            ref = reference_logprobs(policy, prompt, tokens[s], temperature, shared) if beta > 0 else old_logp[s]
+            ref = reference_logprobs(policy, prompt, tokens[s], temperature, shared) if beta > 0 else None
             if not policy.model.training:  # train() walks every module: only when it changes something
                 policy.model.train()
             logp = answer_logprobs(policy, prompt, tokens[s], temperature, shared)
