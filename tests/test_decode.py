@@ -37,12 +37,14 @@ def test_kept_decoder_is_freed_with_its_model():
 def test_bf16_autocast_path():
     """The GPU path computes under bf16 autocast (Policy.autocast): sampling with the
     static decoder, the packed training row and the update run through it (here on
-    the CPU), the first update's ratio stays ~1 and the LoRA weights stay fp32."""
+    the CPU). The sampler's log-probs are within 0.05 of the training forward's; with
+    pi_old recomputed by that forward (grpo.old_logprobs) the first update's ratio is
+    exactly 1 and nothing is clipped; the LoRA weights stay fp32."""
     import torch
     from PIL import Image
 
     from ttrv_core.config import DEMO_MODEL
-    from ttrv_core.grpo import answer_logprobs, group_advantages, update
+    from ttrv_core.grpo import answer_logprobs, group_advantages, old_logprobs, update
     from ttrv_core.models import load_policy
     from ttrv_core.rollout import prepare_prompt, sample
 
@@ -55,9 +57,10 @@ def test_bf16_autocast_path():
     assert (lp * ro.mask - ro.logprobs).abs().max() < 0.05
     lora = {n: p.detach().clone() for n, p in pol.model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=1e-3)
-    st = update(pol, opt, prompt, ro.tokens, ro.mask, ro.logprobs, group_advantages(torch.linspace(0, 1, 8)),
+    old = old_logprobs(pol, prompt, ro.tokens, ro.mask, 1.0, True)
+    st = update(pol, opt, prompt, ro.tokens, ro.mask, old, group_advantages(torch.linspace(0, 1, 8)),
                 temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=True)
-    assert torch.isfinite(torch.tensor(st.loss)) and abs(st.ratio_mean - 1) < 0.05
+    assert torch.isfinite(torch.tensor(st.loss)) and st.ratio_mean == 1.0 and st.clip_frac == 0.0
     after = dict(pol.model.named_parameters())
     assert all(after[n].dtype == torch.float32 for n in lora)
     assert any(not torch.equal(after[n], v) for n, v in lora.items())

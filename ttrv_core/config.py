@@ -90,6 +90,10 @@ class TTRVConfig:
     (each layer's MLP) or "layers" (whole layers); less GPU memory for a slower step
     (checkpointing.py; bench/RESULTS.md measures all three on an H100). True/False
     (older run folders) mean "layers"/"off"."""
+    recompute_old_logprobs: bool = True
+    """GRPO's pi_old from one no-grad pass of the training forward per prompt before the
+    step's updates (verl), so the first ratio of a step is exactly 1 in bf16 too; False: the
+    sampler's log-probs (no extra pass; grpo.py)."""
     collapse_guard: bool = True
     """Stop and roll back when most images get the same majority answer (guard.py; ours)."""
     single_copies: int = 4

@@ -44,7 +44,7 @@ from .data import Item
 from .errors import explain_oom
 from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
-from .grpo import group_advantages, update
+from .grpo import group_advantages, old_logprobs, update
 from .guard import CollapseGuard, concentration
 from .models import Policy
 from .prompts import extract_answer
@@ -210,10 +210,14 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
                        None if ref is None else st.majority == ref)
         work.append((prompt, g, adv, iv, rewards, None if ref is None else st.counts.get(ref, 0) / len(votes)))
     t1 = time.time()
-    ups = [update(policy, opt, prompt, g.tokens, g.mask, g.logprobs, adv, temperature=cfg.temperature,
+    shared = cfg.shared_prefix and policy.family.shared_prefix
+    # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
+    olds = [old_logprobs(policy, prompt, g.tokens, g.mask, cfg.temperature, shared)
+            if cfg.recompute_old_logprobs else g.logprobs for prompt, g, *_ in work]
+    ups = [update(policy, opt, prompt, g.tokens, g.mask, old, adv, temperature=cfg.temperature,
                   eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
-                  shared=cfg.shared_prefix and policy.family.shared_prefix)
-           for prompt, g, adv, *_ in work]
+                  shared=shared)
+           for (prompt, g, adv, *_), old in zip(work, olds)]
     t2 = time.time()
     ivs = [w[3] for w in work]
     all_r = [r for w in work for r in w[4]]

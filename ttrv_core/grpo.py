@@ -16,6 +16,14 @@ exp of it, times the zero gradient of a mask or a clamp, is NaN in backward,
 which clip_grad_norm_ then spreads to every LoRA weight. With beta = 0 the
 KL term and the reference pass are skipped.
 
+pi_old (`old_logprobs`): the step's policy, recomputed as verl does, with the
+training forward's numerics (the packed row, the same autocast, the adapter
+on) in one no-grad pass per prompt before the step's first update; so the
+first update of a step starts at ratio 1 exactly, clip_frac 0, in bf16 too.
+The sampler's own log-probs (bf16 decode with a KV cache, a CUDA graph on
+CUDA) differ from the training forward's by up to a few hundredths per token
+in bf16; config.recompute_old_logprobs = False uses them instead (cheaper).
+
 The reference policy is the same model with the LoRA adapter disabled: no
 second copy of the weights.
 
@@ -193,6 +201,24 @@ def reference_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, tem
     """Log-probs under the base policy: the adapter switched off, no grad."""
     with torch.no_grad(), policy.adapter_off():
         return answer_logprobs(policy, prompt, tokens, temperature, shared)
+
+
+def old_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, mask: torch.Tensor, temperature: float,
+                 shared: bool) -> torch.Tensor:
+    """(G, L) log-probs of the step's policy (the adapter on, no grad) with the numerics of the
+    training forward in `update`: the same path, mode, autocast and micro-batches. As verl
+    recomputes them before its updates; at the first update of a step, ratio = 1 exactly.
+    0 at padding, as the sampler's."""
+    release()  # the sampling phase's static cache and CUDA graph: as `update` does
+    if not policy.model.training:  # as _update: train mode (no dropout in the adapter)
+        policy.model.train()
+    g = tokens.shape[0]
+    chunk = min(policy.answers_per_forward or g, g)
+    with torch.no_grad(), policy.autocast():
+        parts = [answer_logprobs(policy, prompt, tokens[i:i + chunk], temperature, shared)
+                 for i in range(0, g, chunk)]
+    lp = torch.cat(parts)
+    return torch.where(mask.bool(), lp, torch.zeros_like(lp))
 
 
 @dataclass

@@ -9,12 +9,15 @@ stream, so for one seed they sample the same answers (up to float rounding in
 the prefill). On CUDA, 4-bit and bf16 models sample under bf16 autocast
 (models.Policy.autocast), as they train.
 
-Departures from the authors' code (verl + vLLM):
-1. Special tokens other than EOS are never sampled (DESIGN.md section 5); the
-   stored log-probs are those of the unmasked policy at temperature T, so the
-   first GRPO ratio is exactly 1 as in verl.
-2. The old-policy log-probs come from the sampling pass itself, not from a
-   second forward of the actor.
+The log-probs a Rollout stores are the sampler's, of the unmasked policy at
+temperature T. GRPO's pi_old is recomputed from the training forward by
+default, as verl does (grpo.old_logprobs, config.recompute_old_logprobs): the
+decode's numerics (a KV cache, bf16, a CUDA graph) differ from the packed
+training row's by up to a few hundredths per token in bf16, which would start
+every step at a ratio off 1.
+
+Departure from the authors' code (verl + vLLM): special tokens other than EOS
+are never sampled (DESIGN.md section 5).
 """
 from __future__ import annotations
 
@@ -131,7 +134,7 @@ class Rollout:
     """N sampled answers to one prompt."""
     tokens: torch.Tensor    # (N, L) answer tokens, pad after EOS
     mask: torch.Tensor      # (N, L) 1.0 on answer tokens (EOS included), 0.0 after
-    logprobs: torch.Tensor  # (N, L) log-probs at temperature T under the sampling policy
+    logprobs: torch.Tensor  # (N, L) log-probs at temperature T under the sampling policy, by the sampler's numerics
     texts: list[str]        # decoded answers, special tokens dropped
 
     def take(self, g: int) -> "Rollout":
