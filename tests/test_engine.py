@@ -55,7 +55,11 @@ def test_run_events_and_update(tiny_models, items):
             assert key in s.metrics
     assert any(isinstance(e, Progress) for e in events)
     after = lora_state(policy)
-    assert any(not torch.equal(before[n], after[n]) for n in before)  # the adapter learned something
+    # lora_B starts at 0, where weight decay cannot move it: it moves iff a step had a gradient (on
+    # this random model all votes often differ: equal rewards, zero advantages, no gradient). The
+    # update's sign and the null update are tested in test_grpo_update.py.
+    moved = any(not torch.equal(after[n], before[n]) for n in before if "lora_B" in n)
+    assert moved == any(s.metrics["grad/norm"] > 0 for s in steps)
     end = events[-1]
     assert not end.stopped and "before/entropy" in end.summary and "after/greedy_acc" in end.summary
 
