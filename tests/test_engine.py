@@ -1,4 +1,6 @@
 """The engine loop on a tiny random model: event sequence, metrics, stop, single-example mode."""
+import math
+
 import pytest
 import torch
 from PIL import Image
@@ -20,6 +22,11 @@ def items(tmp_path):
         Image.new("RGB", (30 + i, 20), (60 * i, 30, 90)).save(p)
         out.append(Item(p.name, p, "What is it?", answer="red" if i else None))
     return out
+
+
+def nats(counts: dict) -> float:
+    n = sum(counts.values())
+    return -sum(c / n * math.log(c / n) for c in counts.values())
 
 
 def lora_state(policy):
@@ -53,6 +60,18 @@ def test_run_events_and_update(tiny_models, items):
         for key in ("reward/mean", "answers/entropy", "answers/majority_share", "loss/kl", "loss/pg",
                     "time/sample_s", "time/train_s", "grad/norm", "lr"):
             assert key in s.metrics
+        # entropy: H / ln N per image (monotone in concentration); the paper's H / ln M beside it
+        for iv in s.items:
+            assert iv.entropy == pytest.approx(nats(iv.counts) / math.log(cfg.n_votes))
+            m = len(iv.counts)
+            assert iv.entropy_paper == pytest.approx(nats(iv.counts) / math.log(m) if m > 1 else 0.0)
+        assert s.metrics["answers/entropy"] == pytest.approx(sum(iv.entropy for iv in s.items) / len(s.items))
+        assert s.metrics["answers/entropy_paper"] == pytest.approx(
+            sum(iv.entropy_paper for iv in s.items) / len(s.items))
+    for e in evals:
+        assert all(it.entropy == pytest.approx(nats(it.counts) / math.log(cfg.n_votes)) for it in e.items)
+        assert e.metrics["eval/entropy"] == pytest.approx(sum(it.entropy for it in e.items) / 3)
+        assert e.metrics["eval/entropy_paper"] == pytest.approx(sum(it.entropy_paper for it in e.items) / 3)
     assert any(isinstance(e, Progress) for e in events)
     after = lora_state(policy)
     # lora_B starts at 0, where weight decay cannot move it: it moves iff a step had a gradient (on

@@ -34,6 +34,7 @@ from ttrv_core.rewards import (
     normalized_entropy,
     ttrv_marginal_reward,
     ttrv_reward,
+    vote_entropy,
     vote_stats,
 )
 
@@ -151,7 +152,7 @@ def test_vote_stats_agree_with_rewards(v):
     s = vote_stats(v)
     assert s.majority == majority_answer(v) and s.counts == dict(Counter(v))
     assert s.majority_share == max(frequency_reward(v)) and s.n_distinct == len(set(v))
-    assert s.entropy_norm == normalized_entropy(v)
+    assert s.entropy_paper == normalized_entropy(v) and s.entropy == vote_entropy(v)
     assert list(s.counts.values()) == sorted(s.counts.values(), reverse=True)
 
 

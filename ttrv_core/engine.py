@@ -206,8 +206,8 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=policy.device), cfg.adv_eps)
         st = vote_stats(votes)
         ref = item.reference
-        iv = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy_norm, mean(rewards),
-                       None if ref is None else st.majority == ref)
+        iv = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
+                       None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper)
         work.append((prompt, g, adv, iv, rewards, None if ref is None else st.counts.get(ref, 0) / len(votes)))
     t1 = time.time()
     shared = cfg.shared_prefix and policy.family.shared_prefix
@@ -225,6 +225,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         "reward/mean": mean(all_r),
         "reward/std": float(torch.tensor(all_r).std()) if len(all_r) > 1 else 0.0,
         "answers/entropy": mean(iv.entropy for iv in ivs),
+        "answers/entropy_paper": mean(iv.entropy_paper for iv in ivs),
         "answers/majority_share": mean(iv.majority_share for iv in ivs),
         "answers/distinct": mean(len(iv.counts) for iv in ivs),
         "loss/total": mean(u.loss for u in ups),

@@ -5,7 +5,8 @@ sample at the run's temperature. Where the user gave an answer:
     greedy_acc  the greedy answer is correct
     maj_acc     the majority of the N samples is correct   (maj@N)
     single_acc  the share of the N samples that are correct (expected single-sample accuracy at T)
-Label-free, always: mean normalised entropy and majority share.
+Label-free, always: mean entropy of the votes (H / ln N; the paper's H / ln M as
+eval/entropy_paper) and majority share.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, generator: torch.
     votes = [extract_answer(item.task, t, item.options) for t in ro.texts[1:]]
     st = vote_stats(votes)
     ref = item.reference
-    ev = ItemEval(item.id, greedy, ro.texts[0], st.majority, st.majority_share, st.entropy_norm,
-                  st.counts, ref)
+    ev = ItemEval(item.id, greedy, ro.texts[0], st.majority, st.majority_share, st.entropy,
+                  st.counts, ref, entropy_paper=st.entropy_paper)
     if ref is not None:
         ev.greedy_correct = greedy == ref
         ev.majority_correct = st.majority == ref
@@ -57,6 +58,7 @@ def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
     if not evals:
         return {}
     m = {"eval/entropy": mean(e.entropy for e in evals),
+         "eval/entropy_paper": mean(e.entropy_paper for e in evals),
          "eval/majority_share": mean(e.majority_share for e in evals),
          "eval/items": float(len(evals))}
     labeled = [e for e in evals if e.reference is not None]

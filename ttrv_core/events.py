@@ -4,6 +4,12 @@ Metric keys are namespaced and stable: reward/*, answers/*, loss/*, grad/*,
 time/*, acc/* (acc/* only where the user gave answers; they are never used
 for rewards).
 
+Entropy of the votes: `answers/entropy` and `eval/entropy` are H / ln N (N votes),
+which falls whenever votes move to a more common answer; `answers/entropy_paper`
+and `eval/entropy_paper` are the paper's H / ln M (M distinct answers), the number
+its reward uses, which can rise as the answers sharpen ([.9, .05, .05] gives 0.36,
+[.9, .1] gives 0.47). Logs written before this change hold H / ln M under `entropy`.
+
 A resumed run (runs.py, `--resume`) appends to the same log: a second
 run_start with `resumed_from` = the step it continues after, then the steps
 that follow. A step event carries `snapshot`, a way to read the training state
@@ -23,9 +29,10 @@ class ItemVotes:
     counts: dict[str, int]     # answer -> votes, most common first
     majority: str
     majority_share: float
-    entropy: float             # normalised, H / ln M
+    entropy: float             # H / ln N over the N votes: 0 = all agree, 1 = all differ; falls as votes concentrate
     reward_mean: float
     majority_correct: bool | None = None
+    entropy_paper: float | None = None  # the paper's H / ln M (M distinct answers; the ttrv reward's), not monotone
 
 
 @dataclass
@@ -36,12 +43,13 @@ class ItemEval:
     greedy_text: str           # its raw text
     majority: str
     majority_share: float
-    entropy: float
+    entropy: float             # H / ln N, as ItemVotes.entropy
     counts: dict[str, int]
     reference: str | None = None
     greedy_correct: bool | None = None
     majority_correct: bool | None = None
     single_acc: float | None = None   # share of the N samples that are correct
+    entropy_paper: float | None = None  # the paper's H / ln M, as ItemVotes.entropy_paper
 
 
 @dataclass

@@ -3,7 +3,9 @@
     histogram   answer frequencies of one image (or of each step's first image),
                 before training, at each step that sampled it, and after;
                 a slider moves over these snapshots (the latest is shown)
-    entropy     normalised answer entropy per step: the mean, and each image
+    entropy     answer entropy H / ln N per step (N votes; 0 = all agree): the
+                mean, and each image. Not the paper's H / ln M, which can rise
+                while the answers sharpen (events.py)
     reward      reward and majority share per step; accuracy per step where
                 the user gave answers (evaluation only, never a reward)
 
@@ -116,7 +118,7 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
 
 def entropy(steps: Sequence[StepEvent], before: EvalResult | None = None,
             after: EvalResult | None = None) -> go.Figure:
-    """Normalised entropy of the answers per step: mean line, one dot per image.
+    """Entropy of the answers per step, H / ln N over the N votes: mean line, one dot per image.
 
     Eval entropies (mean over all images) are drawn at step 0 (before) and
     after the last step (after), where they exist.
@@ -135,8 +137,8 @@ def entropy(steps: Sequence[StepEvent], before: EvalResult | None = None,
     fig.add_scatter(x=[s.step for s in steps], y=[s.metrics.get("answers/entropy") for s in steps],
                     mode="lines+markers", name="mean", line=dict(color=BLUE, width=3))
     _eval_points(fig, steps, before, after, "eval/entropy", "mean over all images (eval)", BLUE)
-    fig.update_layout(**_LAYOUT, title="Entropy of the answers (normalised, 0 = all votes agree)",
-                      xaxis=_step_axis(steps), yaxis=dict(title="H / ln M", range=[-0.03, 1.03]))
+    fig.update_layout(**_LAYOUT, title="Entropy of the answers (H / ln N, 0 = all votes agree)",
+                      xaxis=_step_axis(steps), yaxis=dict(title="H / ln N (N votes)", range=[-0.03, 1.03]))
     return fig
 
 

@@ -5,7 +5,7 @@ with distinct answers k = 1..M and shares p_k = count_k / N:
 
     frequency   r1(a_i) = count(a_i) / N
     majority    1 if a_i is the majority answer else 0          (TTRL)
-    entropy     H_norm = -sum_k p_k ln p_k / ln M   (0 when M = 1)
+    entropy     H_norm = -sum_k p_k ln p_k / ln M   (0 when M = 1; `normalized_entropy`)
     ttrv        r(a_i) = r1(a_i) - alpha * H_norm,   alpha = 0.75
 
 The paper writes r2 = sum_k p_k log p_k and r = r1 + alpha * r2, the same
@@ -27,6 +27,11 @@ distribution. The term differs between answers, so it survives the
 group normalisation; it is a concave reshaping of r1 that favours the
 majority more strongly when the distribution is flat. The factor N / ln N
 puts it on the scale of r1 (a leave-one-out difference is O(1/N)).
+
+H / ln M is the paper's normalisation and only the reward uses it. It is not
+monotone in how concentrated the votes are (an answer that drops out lowers M
+and can raise it), so what runs report and plot is H / ln N (`vote_entropy`),
+N the number of votes.
 
 Ties for the majority are broken by first appearance among the votes (the
 authors use Counter.most_common, which does the same).
@@ -95,6 +100,21 @@ def normalized_entropy(votes: Sequence[str]) -> float:
     return entropy(votes) / math.log(m) if m > 1 else 0.0
 
 
+def vote_entropy(votes: Sequence[str]) -> float:
+    """H / ln N over the N votes (0 when N <= 1): 0 when all agree, 1 when all differ.
+
+    The measure plotted and reported (`answers/entropy`, `eval/entropy`). Unlike the
+    paper's H / ln M it never rises when a vote moves to a more common answer (H is
+    Schur-concave and N is fixed); H / ln M can, when an answer drops out and M falls:
+
+    >>> [round(f(v), 2) for v in (18 * ["A"] + ["B", "C"], 18 * ["A"] + 2 * ["B"])
+    ...  for f in (normalized_entropy, vote_entropy)]
+    [0.36, 0.13, 0.47, 0.11]
+    """
+    n = len(votes)
+    return entropy(votes) / math.log(n) if n > 1 else 0.0
+
+
 def ttrv_reward(votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
     """r = r1 - alpha * H_norm, with its components (see the module NOTE).
 
@@ -153,7 +173,8 @@ class VoteStats:
     counts: dict[str, int]
     majority: str
     majority_share: float
-    entropy_norm: float
+    entropy: float             # H / ln N (vote_entropy): what is plotted and reported
+    entropy_paper: float       # H / ln M (normalized_entropy): the paper's, what the ttrv reward uses
     n_distinct: int
 
 
@@ -161,4 +182,4 @@ def vote_stats(votes: Sequence[str]) -> VoteStats:
     counts = dict(Counter(votes).most_common())
     maj = majority_answer(votes)
     return VoteStats(counts=counts, majority=maj, majority_share=counts[maj] / len(votes),
-                     entropy_norm=normalized_entropy(votes), n_distinct=len(counts))
+                     entropy=vote_entropy(votes), entropy_paper=normalized_entropy(votes), n_distinct=len(counts))
