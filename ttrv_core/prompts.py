@@ -79,6 +79,11 @@ def extract_letter(reply: str, n_options: int = 4) -> str:
 
     strip; drop trailing '.' and '/', and a leading ':'; uppercase; take the
     LAST standalone letter among the option letters; else keep the cleaned string.
+    The authors' quirks stay: "C. B" reads as B, and the article "a" in a sentence
+    reads as A. One departure, where their code has no rule (it knows A-D only):
+    with 9 or more options, the pronoun "I" (followed by an apostrophe or by a
+    word: "I think", "I'm") is not read as option I, nor the letter of a
+    contraction as an option ("I'm": M, "it's": S).
 
     >>> extract_letter(" The answer is B.")
     'B'
@@ -88,11 +93,23 @@ def extract_letter(reply: str, n_options: int = 4) -> str:
     'KOALA'
     >>> extract_letter("")
     ''
+    >>> extract_letter("B, I think", 9), extract_letter("The answer is I", 9)
+    ('B', 'I')
     """
     s = reply.strip().rstrip("./").lstrip(":").strip().upper()
     letters = "|".join(LETTERS[: max(n_options, 1)])
-    found = re.findall(rf"\b({letters})\b", s)
-    return found[-1] if found else s
+    found = [m for m in re.finditer(rf"\b({letters})\b", s) if n_options < 9 or not _a_word(s, m)]
+    return found[-1][1] if found else s
+
+
+_APOSTROPHES = ("'", "\u2019")
+_AFTER_PRONOUN_I = re.compile(r"['\u2019]|\s+[A-Z]{2,}")  # "I'M", "I THINK"
+
+
+def _a_word(s: str, m: re.Match) -> bool:
+    """The standalone letter m of s is the pronoun I or a contraction's letter ("I'M": M)."""
+    pronoun = m[1] == "I" and _AFTER_PRONOUN_I.match(s, m.end()) is not None
+    return pronoun or s[m.start() - 1:m.start()] in _APOSTROPHES
 
 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -109,9 +126,10 @@ def normalize_open(reply: str) -> str:
     """Normalise a short open answer so equal answers count as one vote.
 
     Lowercase; drop punctuation (a decimal point between digits is kept) and
-    apostrophes; drop articles; number words zero..twenty become digits; a
-    decimal's trailing zeros go (so a reference "7.0" meets a vote "7");
-    collapse whitespace.
+    apostrophes; drop articles, i.e. "a", "an", "the" followed by another word
+    (a last word is kept: "A" is the answer 'a', "plan A" is 'plan a'); number
+    words zero..twenty become digits; a decimal's trailing zeros go (so a
+    reference "7.0" meets a vote "7"); collapse whitespace.
 
     >>> normalize_open("  The Seven. ")
     '7'
@@ -121,9 +139,11 @@ def normalize_open(reply: str) -> str:
     'red car'
     >>> normalize_open("7.0"), normalize_open("2.50 kg"), normalize_open("10")
     ('7', '2.5 kg', '10')
+    >>> normalize_open("A"), normalize_open("Plan A.")
+    ('a', 'plan a')
     """
-    s = _PUNCT.sub(" ", reply.strip().lower()).replace("'", "")
-    words = [_NUMBER_WORDS.get(w, w) for w in s.split() if w not in _ARTICLES]
+    s = _PUNCT.sub(" ", reply.strip().lower()).replace("'", "").split()
+    words = [_NUMBER_WORDS.get(w, w) for i, w in enumerate(s) if w not in _ARTICLES or i == len(s) - 1]
     return " ".join(_DECIMAL.sub(lambda m: m[1] + (m[2] or ""), w) for w in words)
 
 
