@@ -248,6 +248,7 @@ def describe(ds: data.Dataset, where: str) -> str:
 def adapt(cfg: TTRVConfig, items: list, single: str | None, run_dir: runs.RunDir, should_stop):
     """Load a fresh policy (a new LoRA adapter per run) and run TTRV, recording into run_dir."""
     policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
+                                max_pixels=cfg.max_pixels or None,
                                 trust_remote_code=models.remote_code_allowed() and not PUBLIC)
     yield from runs.record(engine.run(cfg, policy, items, single=single, should_stop=should_stop),
                            run_dir, policy, items)
@@ -385,7 +386,7 @@ def preview(sess, source, example, uploads, folder, qmode, question, qfile, task
 
 def run(sess, source, example, uploads, folder, qmode, question, qfile, task, options, model, precision,
         single, single_item, n_votes, n_train, temperature, max_steps, epochs, lr, lora_r, alpha, beta,
-        reward, eval_votes, prompts_per_step, train_items, guard, checkpointing, hist_choice,
+        reward, eval_votes, prompts_per_step, train_items, guard, checkpointing, hist_choice, max_pixels=0,
         request: gr.Request = None):
     """Stream a run: status, histogram, entropy, reward, compare, downloads after each event."""
     sess = Session.ensure(sess, request)
@@ -404,7 +405,7 @@ def run(sess, source, example, uploads, folder, qmode, question, qfile, task, op
     try:
         cfg = TTRVConfig(model=(model or "").strip() or DEMO_MODEL, precision=precision, n_votes=int(n_votes),
                          n_train=int(n_train), temperature=float(temperature), max_steps=int(max_steps),
-                         epochs=int(epochs), lr=float(lr), lora_r=int(lora_r), lora_alpha=2 * int(lora_r),
+                         epochs=int(epochs), lr=float(lr), lora_r=int(lora_r), max_pixels=int(max_pixels or 0),
                          alpha=float(alpha), beta=float(beta), reward=reward, eval_votes=int(eval_votes),
                          prompts_per_step=int(prompts_per_step), train_items=int(train_items),
                          collapse_guard=bool(guard), gradient_checkpointing=checkpointing or "off")
@@ -603,6 +604,8 @@ def build() -> gr.Blocks:
                     with gr.Row():
                         alpha = gr.Number(DEFAULTS.alpha, label="alpha: entropy weight")
                         beta = gr.Number(DEFAULTS.beta, label="beta: KL weight")
+                        max_pixels = gr.Number(DEFAULTS.max_pixels, precision=0, label="Max pixels per image "
+                                               "(0 = the model's default; lower it if memory runs out)")
                     reward = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward", info=REWARD_HELP)
                     guard = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=GUARD_HELP)
                 with gr.Row():
@@ -641,7 +644,7 @@ def build() -> gr.Blocks:
         run_btn.click(run, [state] + data_inputs + [model, precision, single, single_item, n_votes, n_train,
                                                     temperature, max_steps, epochs, lr, lora_r, alpha, beta, reward,
                                                     eval_votes, prompts_per_step, train_items, guard,
-                                                    checkpointing, hist_choice],
+                                                    checkpointing, hist_choice, max_pixels],
                       [state, status, hist_plot, entropy_plot, reward_plot, accuracy, table, files, data_info],
                       api_name="run", show_progress="hidden")
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")

@@ -80,12 +80,25 @@ def unpack(result):
                 info=info)
 
 
-def test_checkpointing_choice_reaches_the_run(app_url, upload):
-    """The app's gradient-checkpointing choice is the run's (config.json), and the run completes."""
-    out = unpack(client(app_url).predict(**run_args(upload, max_steps=1, checkpointing="mlp"), api_name="/run"))
+def test_settings_reach_the_run(app_url, upload, monkeypatch):
+    """The app's gradient-checkpointing choice and image-size limit are the run's (config.json),
+    the LoRA alpha is the config's rule (2 x rank), both reach the model, and the run completes."""
+    import app
+    seen, real = {}, app.models.load_policy
+
+    def load(*a, **kw):
+        pol = real(*a, **kw)
+        seen.update(lora_alpha=a[4], max_pixels=pol.max_pixels)
+        return pol
+
+    monkeypatch.setattr(app.models, "load_policy", load)
+    args = run_args(upload, max_steps=1, checkpointing="mlp", max_pixels=32 * 32)
+    out = unpack(client(app_url).predict(**args, api_name="/run"))
     assert 'data-kind="done"' in out["status"]
     config = json.loads(next(f for f in out["files"] if f.name == "config.json").read_text())["config"]
     assert config["gradient_checkpointing"] == "mlp"
+    assert config["lora_alpha"] == 2 * SHORT["lora_r"] and config["max_pixels"] == 32 * 32
+    assert seen == {"lora_alpha": 2 * SHORT["lora_r"], "max_pixels": 32 * 32}
 
 
 def test_full_run_over_http(app_url, upload):

@@ -30,8 +30,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "dig
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
          "max-new-tokens": "max_new_tokens", "reward": "reward", "alpha": "alpha", "beta": "beta",
          "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
-         "prompts-per-step": "prompts_per_step", "lora-r": "lora_r", "seed": "seed", "precision": "precision",
-         "eval-votes": "eval_votes", "single-copies": "single_copies"}
+         "prompts-per-step": "prompts_per_step", "lora-r": "lora_r", "lora-alpha": "lora_alpha", "seed": "seed",
+         "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
+         "max-pixels": "max_pixels"}
+ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",
+              "max_steps": "by --epochs", "train_items": "all"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,13 +59,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
-    defaults = TTRVConfig()
+    # the fields' declared defaults: TTRVConfig() resolves some (lora_alpha 0 -> 2 x lora_r)
+    defaults = {f.name: f.default for f in fields(TTRVConfig)}
     types = {f.name: f.type for f in fields(TTRVConfig)}
     for flag, name in FLAGS.items():
         kind = {"int": int, "float": float}.get(types[name], str)
         extra = {"choices": REWARDS} if name == "reward" else {}
-        p.add_argument(f"--{flag}", type=kind, default=getattr(defaults, name), dest=name,
-                       help=f"(default: {getattr(defaults, name)})", **extra)
+        zero = f" = {ZERO_MEANS[name]}" if name in ZERO_MEANS and defaults[name] == 0 else ""
+        p.add_argument(f"--{flag}", type=kind, default=defaults[name], dest=name,
+                       help=f"(default: {defaults[name]}{zero})", **extra)
     return p
 
 
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter = str(point.checkpoint / "adapter") if point else None
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
-                             adapter=adapter, trust_remote_code=args.trust_remote_code)
+                             adapter=adapter, max_pixels=cfg.max_pixels or None,
+                             trust_remote_code=args.trust_remote_code)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,8 +76,9 @@ class TTRVConfig:
     """If > 0, run exactly this many steps (epochs repeat as needed), instead of `epochs`."""
     lora_r: int = 16
     """LoRA rank, language-model projections only (vision tower frozen, paper)."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator (peft convention alpha/r = 2)."""
+    lora_alpha: int = 0
+    """LoRA scaling numerator; 0 means 2 x lora_r (the common alpha/r = 2), resolved here, once,
+    for every front end. The stored config holds the value used (older run folders: 32)."""
 
     # --- run ---
     seed: int = 0
@@ -90,6 +91,10 @@ class TTRVConfig:
     (each layer's MLP) or "layers" (whole layers); less GPU memory for a slower step
     (checkpointing.py; bench/RESULTS.md measures all three on an H100). True/False
     (older run folders) mean "layers"/"off"."""
+    max_pixels: int = 0
+    """Images are downscaled (aspect kept) to at most this many pixels before the processor;
+    0 = the model family's default (families.py). Image tokens make most of a prompt: the
+    first thing to lower when memory runs out (errors.py)."""
     recompute_old_logprobs: bool = True
     """GRPO's pi_old from one no-grad pass of the training forward per prompt before the
     step's updates (verl), so the first ratio of a step is exactly 1 in bf16 too; False: the
@@ -120,6 +125,11 @@ class TTRVConfig:
         for name in ("prompts_per_step", "epochs", "max_new_tokens", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("lora_alpha", "max_pixels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: the default)")
+        if self.lora_alpha == 0:  # the one place the rule lives (frozen: set through object)
+            object.__setattr__(self, "lora_alpha", 2 * self.lora_r)
 
     @property
     def votes_for_eval(self) -> int:
@@ -135,4 +145,12 @@ class TTRVConfig:
         return asdict(self)
 
     def with_(self, **kw) -> "TTRVConfig":
+        """A copy with some fields changed. An alpha that follows the 2 x rank rule keeps
+        following it when only the rank changes.
+
+        >>> TTRVConfig(lora_r=8).with_(lora_r=4).lora_alpha, TTRVConfig(lora_alpha=5).with_(lora_r=4).lora_alpha
+        (8, 5)
+        """
+        if "lora_r" in kw and "lora_alpha" not in kw and self.lora_alpha == 2 * self.lora_r:
+            kw["lora_alpha"] = 0
         return replace(self, **kw)

@@ -10,6 +10,9 @@ and `eval/entropy_paper` are the paper's H / ln M (M distinct answers), the numb
 its reward uses, which can rise as the answers sharpen ([.9, .05, .05] gives 0.36,
 [.9, .1] gives 0.47). Logs written before this change hold H / ln M under `entropy`.
 
+An error ends a run by an exception from the engine (the CLI and the app turn it
+into a message); RunEnd marks a run that ended, stopped or not.
+
 A resumed run (runs.py, `--resume`) appends to the same log: a second
 run_start with `resumed_from` = the step it continues after, then the steps
 that follow. A step event carries `snapshot`, a way to read the training state
@@ -95,7 +98,6 @@ class RunEnd:
     stopped: bool              # True when a stop was asked for before the last step
     seconds: float
     summary: dict[str, float]  # before/* and after/* of the eval metrics
-    error: str | None = None
     guard: str | None = None   # what the collapse guard did, if it fired
     type: str = "run_end"
 
