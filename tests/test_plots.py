@@ -107,7 +107,9 @@ def test_load_events_reads_a_run_log_back(tmp_path):
         f.write(json.dumps({"type": "run_end", "stopped": False}) + "\n")
     steps, evals = plots.load_events(tmp_path)
     assert steps == STEPS and evals["before"] == BEFORE and evals["after"] == AFTER
-    assert plots.histogram(plots.snapshots(steps, "a", evals["before"], evals["after"])).to_json()
+    fig = plots.histogram(plots.snapshots(steps, "a", evals["before"], evals["after"]))
+    assert fig.to_json() == plots.histogram(plots.snapshots(STEPS, "a", BEFORE, AFTER)).to_json()
+    assert [list(t.x) for t in fig.data] == [["1", "7"], ["1", "7"], ["1"], ["1"]]
 
 
 def test_histogram_keeps_the_top_answers_and_pools_the_rest():
