@@ -321,9 +321,7 @@ class TinyModels(dict):
         self.root = Path(root)
 
     def __missing__(self, model_type: str) -> Path:
-        try:
-            self[model_type] = BUILDERS[model_type](self.root / model_type)
-        except ImportError as e:  # transformers without the architecture, SmolVLM without num2words
-            import pytest
-            pytest.skip(f"{model_type}: {e}")
+        # an ImportError (transformers without the architecture, SmolVLM without num2words) is an
+        # error: a skip here would quietly drop a family's tests
+        self[model_type] = BUILDERS[model_type](self.root / model_type)
         return self[model_type]
