@@ -206,7 +206,8 @@ def _show(events, n_items: int) -> None:
 def _line(phase: str, m: dict) -> str:
     parts = [f"{phase:>6}:"]
     for key, name in (("eval/greedy_acc", "greedy"), ("eval/single_acc", "single@T"), ("eval/maj_acc", "maj@N"),
-                      ("eval/entropy", "entropy"), ("eval/majority_share", "maj share")):
+                      ("eval/greedy_invalid", "invalid greedy"), ("eval/entropy", "entropy"),
+                      ("eval/majority_share", "maj share")):
         if key in m:
             parts.append(f"{name} {m[key]:.3f}")
     return "  ".join(parts)

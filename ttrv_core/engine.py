@@ -47,7 +47,7 @@ from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, St
 from .grpo import group_advantages, old_logprobs, update
 from .guard import CollapseGuard, concentration
 from .models import Policy
-from .prompts import extract_answer
+from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
 from .rollout import prepare_prompt, sample
 
@@ -128,7 +128,9 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
     # label-free baseline: how concentrated the adapted items' majority answers were before training
     baseline = concentration([e.majority for e in before.items if e.item_id in train_ids]) if before else None
-    guard = CollapseGuard(baseline=baseline) if cfg.collapse_guard else None
+    # K for the guard's chance level: the fewest options among the adapted items (0: open answers)
+    n_answers = min((len(i.options) for i in train_items if i.task != "open"), default=0)
+    guard = CollapseGuard(baseline=baseline, n_answers=n_answers) if cfg.collapse_guard else None
     if resume:
         _restore(resume.state, opt, sched, gen, guard)
     elif guard:
@@ -207,7 +209,8 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         st = vote_stats(votes)
         ref = item.reference
         iv = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
-                       None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper)
+                       None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper,
+                       invalid=1 - mean(float(is_valid(item.task, v, item.options)) for v in votes))
         work.append((prompt, g, adv, iv, rewards, None if ref is None else st.counts.get(ref, 0) / len(votes)))
     t1 = time.time()
     shared = cfg.shared_prefix and policy.family.shared_prefix
@@ -227,6 +230,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         "answers/entropy": mean(iv.entropy for iv in ivs),
         "answers/entropy_paper": mean(iv.entropy_paper for iv in ivs),
         "answers/majority_share": mean(iv.majority_share for iv in ivs),
+        "answers/invalid": mean(iv.invalid for iv in ivs),
         "answers/distinct": mean(len(iv.counts) for iv in ivs),
         "loss/total": mean(u.loss for u in ups),
         "loss/pg": mean(u.pg for u in ups),

@@ -5,7 +5,10 @@ sample at the run's temperature. Where the user gave an answer:
     greedy_acc  the greedy answer is correct
     maj_acc     the majority of the N samples is correct   (maj@N)
     single_acc  the share of the N samples that are correct (expected single-sample accuracy at T)
-Label-free, always: mean entropy of the votes (H / ln N; the paper's H / ln M as
+    valid_acc   the share of the valid samples that are correct (a reply with no valid
+                answer counts as wrong in the three above, as in the authors' evaluation)
+Label-free, always: the share of items whose greedy reply is not a valid answer
+(greedy_invalid) and of invalid samples (invalid, prompts.is_valid); mean entropy of the votes (H / ln N; the paper's H / ln M as
 eval/entropy_paper) and majority share.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .data import Item
 from .errors import explain_oom
 from .events import ItemEval
 from .models import Policy
-from .prompts import extract_answer
+from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
 from .rollout import prepare_prompt, sample
 
@@ -36,10 +39,15 @@ def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, generator: torch.
     ref = item.reference
     ev = ItemEval(item.id, greedy, ro.texts[0], st.majority, st.majority_share, st.entropy,
                   st.counts, ref, entropy_paper=st.entropy_paper)
+    valid = [is_valid(item.task, v, item.options) for v in votes]
+    ev.greedy_valid = is_valid(item.task, greedy, item.options)
+    ev.invalid = 1 - sum(valid) / len(votes)
     if ref is not None:
         ev.greedy_correct = greedy == ref
         ev.majority_correct = st.majority == ref
         ev.single_acc = st.counts.get(ref, 0) / len(votes)
+        if any(valid):
+            ev.valid_acc = sum(v == ref for v, ok in zip(votes, valid) if ok) / sum(valid)
     return ev
 
 
@@ -60,11 +68,16 @@ def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
     m = {"eval/entropy": mean(e.entropy for e in evals),
          "eval/entropy_paper": mean(e.entropy_paper for e in evals),
          "eval/majority_share": mean(e.majority_share for e in evals),
+         "eval/greedy_invalid": mean(float(not e.greedy_valid) for e in evals),
+         "eval/invalid": mean(e.invalid for e in evals),
          "eval/items": float(len(evals))}
     labeled = [e for e in evals if e.reference is not None]
     if labeled:
         m["eval/greedy_acc"] = mean(float(e.greedy_correct) for e in labeled)
         m["eval/maj_acc"] = mean(float(e.majority_correct) for e in labeled)
         m["eval/single_acc"] = mean(e.single_acc for e in labeled)
+        valid = [e.valid_acc for e in labeled if e.valid_acc is not None]
+        if valid:
+            m["eval/valid_acc"] = mean(valid)
         m["eval/labeled"] = float(len(labeled))
     return m

@@ -4,6 +4,11 @@ Metric keys are namespaced and stable: reward/*, answers/*, loss/*, grad/*,
 time/*, acc/* (acc/* only where the user gave answers; they are never used
 for rewards).
 
+Invalid replies (label-free, prompts.is_valid): `answers/invalid` is the share of
+a step's votes that name no valid answer (no option letter in a multiple-choice
+reply, no class name, an empty open answer); `eval/greedy_invalid` the share of
+items whose greedy reply is invalid, `eval/invalid` the share of sampled replies.
+
 Entropy of the votes: `answers/entropy` and `eval/entropy` are H / ln N (N votes),
 which falls whenever votes move to a more common answer; `answers/entropy_paper`
 and `eval/entropy_paper` are the paper's H / ln M (M distinct answers), the number
@@ -36,6 +41,7 @@ class ItemVotes:
     reward_mean: float
     majority_correct: bool | None = None
     entropy_paper: float | None = None  # the paper's H / ln M (M distinct answers; the ttrv reward's), not monotone
+    invalid: float = 0.0       # share of the votes with no valid answer (prompts.is_valid): label-free
 
 
 @dataclass
@@ -53,6 +59,9 @@ class ItemEval:
     majority_correct: bool | None = None
     single_acc: float | None = None   # share of the N samples that are correct
     entropy_paper: float | None = None  # the paper's H / ln M, as ItemVotes.entropy_paper
+    greedy_valid: bool = True  # the greedy reply is a valid answer (prompts.is_valid): label-free
+    invalid: float = 0.0       # share of the N samples with no valid answer
+    valid_acc: float | None = None    # share of the valid samples that are correct (None: no valid sample)
 
 
 @dataclass

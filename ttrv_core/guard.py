@@ -8,8 +8,12 @@ the same answer (in the paper's own logs Resisc45 fell 83.6 -> 24.6, DTD 46.8
 -> 0.0; here the demo model goes to one digit for every image).
 
 Rule: over a window of the last WINDOW steps (each item's latest majority),
-the run is unhealthy when concentration >= max(FLOOR, baseline + MARGIN);
-one step's 8 items are too few to judge. After PATIENCE unhealthy windows in
+the run is unhealthy when concentration >= max(FLOOR, baseline + MARGIN,
+1 / K + MARGIN), K the number of answers an item can have (its options, for
+multiple choice and classification; none for open answers): with 4 options,
+a quarter of the items share an answer by chance alone, and a window of
+about 20 items often puts 0.4 of them on one letter with no collapse at all.
+One step's 8 items are too few to judge. After PATIENCE unhealthy windows in
 a row the guard fires: the LoRA weights go back to the oldest of the last
 WINDOW healthy states (kept in memory; LoRA weights are small) and training
 stops. The guard needs MIN_ITEMS distinct items in the window, so it is
@@ -47,6 +51,7 @@ def concentration(majorities: Sequence[str]) -> float:
 @dataclass
 class CollapseGuard:
     baseline: float | None = None   # concentration over the adapted items before training
+    n_answers: int = 0              # K: the answers an item can have (options); 0 = open-ended
     unhealthy: int = 0
     fired_at: int | None = None
     restored_step: int = 0
@@ -54,7 +59,8 @@ class CollapseGuard:
     _healthy: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False)  # (step, weights)
 
     def threshold(self) -> float:
-        return max(FLOOR, (self.baseline or 0.0) + MARGIN)
+        chance = 1 / self.n_answers if self.n_answers else 0.0
+        return max(FLOOR, (self.baseline or 0.0) + MARGIN, chance + MARGIN)
 
     def keep(self, step: int, model: torch.nn.Module) -> None:
         """Remember the trainable (LoRA) weights after `step` as a healthy state."""
@@ -93,7 +99,7 @@ class CollapseGuard:
 
     def state_dict(self) -> dict:
         """Everything but the kept weights (those are `kept`), as plain data."""
-        return {"baseline": self.baseline, "unhealthy": self.unhealthy, "fired_at": self.fired_at,
+        return {"baseline": self.baseline, "n_answers": self.n_answers, "unhealthy": self.unhealthy, "fired_at": self.fired_at,
                 "restored_step": self.restored_step, "window": [dict(d) for d in self._window]}
 
     @property
@@ -103,6 +109,7 @@ class CollapseGuard:
 
     def load_state_dict(self, state: dict, kept: Sequence[tuple[int, dict[str, torch.Tensor]]]) -> None:
         self.baseline, self.unhealthy = state["baseline"], state["unhealthy"]
+        self.n_answers = state.get("n_answers", 0)  # checkpoints written before it existed
         self.fired_at, self.restored_step = state["fired_at"], state["restored_step"]
         self._window.clear()
         self._window.extend(state["window"])

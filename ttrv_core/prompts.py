@@ -182,6 +182,28 @@ def extract_answer(task: Task, reply: str, options: Sequence[str] = ()) -> str:
     return normalize_open(reply)
 
 
+def is_valid(task: Task, answer: str, options: Sequence[str] = ()) -> bool:
+    """Whether an extracted answer is a reply of the asked form: one of the option
+    letters (choice), one of the class names (classify), anything non-empty (open).
+
+    A reply that is not (a sentence with no option letter, ".", an empty reply) is
+    what the authors' evaluation counts as wrong whatever it says, and what TTRV's
+    gain on small models mostly removes (DESIGN.md section 7).
+
+    >>> is_valid("choice", extract_answer("choice", "It is the digit seven.", "abcd"), "abcd")
+    False
+    >>> is_valid("choice", extract_answer("choice", "C.", "abcd"), "abcd")
+    True
+    >>> is_valid("open", extract_answer("open", "."))
+    False
+    """
+    if task == "choice":
+        return answer in LETTERS[:len(options) or 4]
+    if task == "classify":
+        return answer in options
+    return answer != ""
+
+
 def canonical_reference(task: Task, answer: str, options: Sequence[str] = ()) -> str:
     """A user-given reference answer in the same space as extracted votes.
 

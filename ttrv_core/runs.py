@@ -39,7 +39,7 @@ from typing import Iterator, Sequence
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
-from .events import EvalResult, Event, ItemEval, RunEnd, StepEvent, eval_from_json, to_json
+from .events import EvalResult, Event, ItemEval, RunEnd, RunStart, StepEvent, eval_from_json, to_json
 from .models import Policy, save_adapter
 from .problems import Problem
 
@@ -50,8 +50,11 @@ STATE_FORMAT = 1
 class ResumeError(TTRVError):
     """A run folder cannot be resumed; the message says why."""
 
-RESULT_COLUMNS = ("item", "question", "reference", "before_greedy", "after_greedy", "before_majority",
-                  "after_majority", "before_share", "after_share", "changed", "before_correct", "after_correct")
+RESULT_COLUMNS = ("item", "question", "reference", "adapted_on", "before_greedy", "after_greedy", "before_reply",
+                  "after_reply", "before_valid", "after_valid", "before_majority", "after_majority", "before_share",
+                  "after_share", "changed", "before_correct", "after_correct")
+"""results.csv: *_greedy is the extracted greedy answer, *_reply the raw greedy text it came from,
+*_valid whether it is a valid answer (prompts.is_valid); adapted_on marks the items trained on."""
 
 
 class RunDir:
@@ -131,8 +134,9 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def write_results(self, items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> list[dict]:
-        rows = results_table(items, before, after)
+    def write_results(self, items: Sequence[Item], before: EvalResult | None, after: EvalResult | None,
+                      adapted_on: Sequence[str] = ()) -> list[dict]:
+        rows = results_table(items, before, after, adapted_on)
         with open(self.root / "results.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
             w.writeheader()
@@ -145,16 +149,20 @@ class RunDir:
         self._events.close()
 
 
-def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> list[dict]:
-    """One row per item: answers and majority shares before and after."""
+def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None,
+                  adapted_on: Sequence[str] = ()) -> list[dict]:
+    """One row per item: greedy answers (extracted and raw) and majority shares before and after."""
     b = {e.item_id: e for e in before.items} if before else {}
     a = {e.item_id: e for e in after.items} if after else {}
+    trained = set(adapted_on)
     rows = []
     for it in items:
         eb, ea = b.get(it.id), a.get(it.id)
         rows.append({
-            "item": it.id, "question": it.question, "reference": it.reference,
+            "item": it.id, "question": it.question, "reference": it.reference, "adapted_on": it.id in trained,
             "before_greedy": eb.greedy if eb else None, "after_greedy": ea.greedy if ea else None,
+            "before_reply": eb.greedy_text if eb else None, "after_reply": ea.greedy_text if ea else None,
+            "before_valid": eb.greedy_valid if eb else None, "after_valid": ea.greedy_valid if ea else None,
             "before_majority": eb.majority if eb else None, "after_majority": ea.majority if ea else None,
             "before_share": round(eb.majority_share, 4) if eb else None,
             "after_share": round(ea.majority_share, 4) if ea else None,
@@ -175,8 +183,11 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
     After each step the checkpoint is written before the step's event. `before`: the
     before-evaluation of a resumed run (it is in the log already, not in this stream)."""
     evals: dict[str, EvalResult] = {"before": before} if before else {}
+    adapted_on: list[str] = []
     try:
         for ev in events:
+            if isinstance(ev, RunStart):
+                adapted_on = ev.train_ids
             if isinstance(ev, StepEvent) and ev.snapshot is not None:
                 run_dir.save_checkpoint(policy, ev.snapshot(), to_json(ev))
             run_dir.append(ev)
@@ -189,7 +200,7 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
             yield ev
     finally:
         run_dir.save_adapter(policy)
-        run_dir.write_results(items, evals.get("before"), evals.get("after"))
+        run_dir.write_results(items, evals.get("before"), evals.get("after"), adapted_on)
         run_dir.close()
 
 
