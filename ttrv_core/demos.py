@@ -1,0 +1,80 @@
+"""The bundled demos: a tiny model, the example set it answers, and what to expect.
+
+One table (DEMOS); the app's menu, its header and the CLI's defaults read it,
+and nowhere else names a bundled model. Every model here was built offline by a
+script in assets/ (its model card, assets/<folder>/README.md, states how and the
+build criteria it met); the numbers in `expect` come from docs/RESULTS.md
+(`python -m ttrv_core.experiments`), means over 3 seeds on the held-out set.
+
+    format   the default. Reads the digit well but answers the paper's recognition
+             prompt with the bare letter only part of the time; otherwise with a
+             sentence that names no option. The authors' small models behave so
+             (DESIGN.md section 7): TTRV's reward favours the letter, the habit
+             carries over to every image, and greedy accuracy rises.
+    clean    the control: the same build with the letter reply everywhere. The
+             regime of Qwen2.5-VL in the authors' logs: nothing to correct.
+    open     the first demo model: open answers ("Which digit is shown?"), one
+             clean token. TTRV leaves its greedy accuracy where it was.
+
+`settings` are the TTRVConfig fields a demo changes from the paper's defaults,
+chosen on the build's validation split (never on the held-out example set);
+docs/RESULTS.md says how.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass(frozen=True)
+class Demo:
+    key: str
+    label: str
+    """Menu label."""
+    folder: str
+    """Model folder under assets/."""
+    examples: str
+    """Example set under assets/examples/ that the model answers."""
+    task: str
+    """Task format of that example set (prompts.TASKS)."""
+    expect: str
+    """One sentence: what TTRV does to this model, from measured numbers."""
+    settings: dict = field(default_factory=dict)
+    """TTRVConfig overrides for this demo (chosen on the validation split)."""
+
+    @property
+    def model(self) -> str:
+        return str(ASSETS / self.folder)
+
+    @property
+    def example_dir(self) -> Path:
+        return ASSETS / "examples" / self.examples
+
+
+DEMOS: tuple[Demo, ...] = (
+    Demo("format", "Demo: digits, reply format half-learned (TTRV's regime)", "demo_choice", "digits_choice",
+         "choice", expect="(measured in docs/RESULTS.md)"),
+    Demo("clean", "Control: digits, clean letter replies (nothing to correct)", "demo_choice_clean",
+         "digits_choice", "choice", expect="(measured in docs/RESULTS.md)"),
+    Demo("open", "Demo: digits, open answers (the first demo model)", "demo_model", "digits", "open",
+         expect="(measured in docs/RESULTS.md)"),
+)
+DEFAULT = DEMOS[0]
+
+
+def by_model(model: str) -> Demo | None:
+    """The demo whose model folder this is, or None (a hub id, another folder)."""
+    try:
+        path = Path(model).resolve()
+    except OSError:
+        return None
+    return next((d for d in DEMOS if Path(d.model).resolve() == path), None)
+
+
+def by_key(key: str) -> Demo:
+    for d in DEMOS:
+        if d.key == key:
+            return d
+    raise ValueError(f"no bundled demo '{key}'; expected one of {', '.join(d.key for d in DEMOS)}")
