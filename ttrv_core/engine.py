@@ -13,9 +13,17 @@ evaluates on all of them. Answers the user supplied are used for evaluation
 and per-step accuracy only; rewards never see them. Single-example mode trains on one chosen item
 repeated `single_copies` times and evaluates on all items (paper section 5).
 
-A stop request (`should_stop()` returning True) ends training after the
-current step; the after-evaluation still runs so that the comparison exists
-(unless no step ran). The collapse guard (guard.py, on by default) may end
+A stop takes effect within one prompt, in every phase. `should_stop()` returns
+how many stops were asked for (True counts as one):
+  - during the before-evaluation, a stop ends the run: nothing is trained and
+    nothing evaluated after (the evaluation so far is yielded, partial);
+  - during training, a stop ends training before the next prompt; a step cut
+    short is undone (its LoRA weights restored; no event), so the adapter holds
+    the completed steps. The after-evaluation still runs, so that the
+    comparison exists (unless no step ran), until a further stop is asked for;
+  - an evaluation cut short yields an EvalResult over the items it reached
+    (`eval/items` says how many), and RunEnd.stopped is True.
+The collapse guard (guard.py, on by default) may end
 training early and roll the adapter back; RunEnd.guard says so.
 
 Each StepEvent carries `snapshot()`, the TrainState right after that step
@@ -118,7 +126,10 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     if resume:
         before = resume.before
     else:
-        before = (yield from _evaluate_phase("before", policy, items, cfg)) if evaluate_before else None
+        before = (yield from _evaluate_phase("before", policy, items, cfg, should_stop)) if evaluate_before else None
+    if should_stop() and not resume:  # stopped before training: nothing to train or to evaluate again
+        yield RunEnd(stopped=True, seconds=time.time() - t_run, summary=_summary(before, None))
+        return
 
     torch.manual_seed(cfg.seed)
     set_checkpointing(policy, cfg.gradient_checkpointing)
@@ -145,7 +156,10 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
                          checkpointing=cfg.gradient_checkpointing,
                          max_pixels=policy.max_pixels, precision=policy.precision):
-            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen)
+            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen, should_stop)
+        if ev is None:  # a stop within the step, which was undone
+            stopped = True
+            break
         sched.step()
         done = step
         if guard:
@@ -157,13 +171,21 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         if guard and guard.fired_at:
             break
 
-    # a stop before the first step leaves the model as it was: nothing to evaluate again
-    after = (yield from _evaluate_phase("after", policy, items, cfg)) if done else None
-    summary = {f"{r.phase}/{k[5:]}": v for r in (before, after) if r for k, v in r.metrics.items()}
+    # a stop before the first step leaves the model as it was: nothing to evaluate again.
+    # The stop that ended training does not end this evaluation; a further one does.
+    seen = int(should_stop()) if stopped else 0
+    after = (yield from _evaluate_phase("after", policy, items, cfg, lambda: int(should_stop()) > seen)) \
+        if done else None
+    stopped = stopped or bool(done) and (after is None or len(after.items) < len(items))
+    summary = _summary(before, after)
     if guard and guard.fired_at:
         summary["guard/fired_step"] = float(guard.fired_at)
     yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary,
                  guard=guard.message() if guard else None)
+
+
+def _summary(before: EvalResult | None, after: EvalResult | None) -> dict[str, float]:
+    return {f"{r.phase}/{k[5:]}": v for r in (before, after) if r for k, v in r.metrics.items()}
 
 
 def _snapshot(step: int, opt, sched, gen: torch.Generator, guard: CollapseGuard | None) -> TrainState:
@@ -181,24 +203,35 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
         guard.load_state_dict(state.guard, state.guard_kept or [])
 
 
-def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig):
+def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig,
+                    should_stop: Callable[[], bool] = lambda: False):
+    """Evaluate items in order, with about 20 progress events (the first item's included, so that
+    a live view has votes at once); a stop ends it before the next item: the result then covers
+    the items so far (None if there are none)."""
     evals = []
     every = max(1, len(items) // 20)
+    if should_stop():  # before the first item: nothing evaluated, no result
+        return None
     # the same random stream before and after, so differences come from the model
     for i, ev in enumerate(evaluate(policy, items, cfg, seed=cfg.seed + 1), 1):
         evals.append(ev)
-        if i % every == 0 or i == len(items):
-            yield Progress(phase, i, len(items))
+        if i == 1 or i % every == 0 or i == len(items):
+            yield Progress(phase, i, len(items), latest=ev)
+        if i < len(items) and should_stop():
+            break
     result = EvalResult(phase, evals, summarize(evals))
     yield result
     return result
 
 
 def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-          gen: torch.Generator) -> StepEvent:
+          gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
+    """One step; None when a stop came before its last update (the step is then undone)."""
     t0 = time.time()
     work = []  # (prompt, rollout of G, advantages, ItemVotes)
     for item in batch:
+        if should_stop():  # nothing updated yet
+            return None
         prompt = prepare_prompt(policy, item.image(), item.prompt)
         ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gen,
                     shared=cfg.shared_prefix and policy.family.shared_prefix)
@@ -217,10 +250,18 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
     olds = [old_logprobs(policy, prompt, g.tokens, g.mask, cfg.temperature, shared)
             if cfg.recompute_old_logprobs else g.logprobs for prompt, g, *_ in work]
-    ups = [update(policy, opt, prompt, g.tokens, g.mask, old, adv, temperature=cfg.temperature,
-                  eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
-                  shared=shared)
-           for (prompt, g, adv, *_), old in zip(work, olds)]
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    kept = [p.detach().clone() for p in params]  # the LoRA weights before the step, to undo it on a stop
+    ups = []
+    for (prompt, g, adv, *_), old in zip(work, olds):
+        if should_stop():
+            with torch.no_grad():
+                for p, k in zip(params, kept):
+                    p.copy_(k)
+            return None
+        ups.append(update(policy, opt, prompt, g.tokens, g.mask, old, adv, temperature=cfg.temperature,
+                          eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
+                          shared=shared))
     t2 = time.time()
     ivs = [w[3] for w in work]
     all_r = [r for w in work for r in w[4]]

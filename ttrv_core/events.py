@@ -22,7 +22,8 @@ A resumed run (runs.py, `--resume`) appends to the same log: a second
 run_start with `resumed_from` = the step it continues after, then the steps
 that follow. A step event carries `snapshot`, a way to read the training state
 right after that step for a checkpoint; it is never serialised and is valid
-only until the engine is resumed (the engine clears it then).
+only until the engine is resumed (the engine clears it then). Likewise a
+progress event carries `latest`, the item evaluated last (for a live view), not logged.
 """
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ class Progress:
     done: int
     total: int
     type: str = "progress"
+    # the item evaluated last, so a live view can show votes before the phase ends; not part of the log
+    latest: ItemEval | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -104,7 +107,7 @@ class StepEvent:
 
 @dataclass
 class RunEnd:
-    stopped: bool              # True when a stop was asked for before the last step
+    stopped: bool              # True when a stop cut the run short (training or an evaluation; engine.py)
     seconds: float
     summary: dict[str, float]  # before/* and after/* of the eval metrics
     guard: str | None = None   # what the collapse guard did, if it fired
@@ -115,8 +118,13 @@ Event = RunStart | Progress | EvalResult | StepEvent | RunEnd
 
 
 def to_json(event: Event) -> dict:
-    d = asdict(replace(event, snapshot=None) if isinstance(event, StepEvent) else event)
+    if isinstance(event, StepEvent):
+        event = replace(event, snapshot=None)
+    elif isinstance(event, Progress):
+        event = replace(event, latest=None)
+    d = asdict(event)
     d.pop("snapshot", None)
+    d.pop("latest", None)
     return d
 
 

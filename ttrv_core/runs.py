@@ -4,7 +4,8 @@
     problems.txt    input problems (file: message), if any
     events.jsonl    one JSON object per event, flushed as each arrives
     results.csv     before/after per item (also results.json)
-    adapter/        the LoRA adapter in peft format (base model id in its config)
+    adapter/        the LoRA adapter in peft format (base model id in its config), with a
+                    model card (README.md, card.py); only when something was trained
     checkpoints/step-NNNNNN/   the state after the last completed step, while the
                     run is unfinished (killed, stopped, failed); removed when it ends:
         adapter/        the LoRA weights then, in peft format
@@ -15,7 +16,9 @@
 
 `record` wraps the engine's event stream: the caller iterates it exactly as
 the bare stream, and the folder is complete even when the caller stops early
-(the adapter and the results so far are written in a `finally`).
+(the adapter and the results so far are written in a `finally`). A run stopped
+or failed before its first step leaves no adapter (it would be the untrained
+LoRA init), and one that evaluated nothing no results files.
 
 Surviving a kill (kill -9 at any moment): after each step the checkpoint is
 written into `step-NNNNNN.tmp/`, fsynced and renamed into place (atomic); the
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from . import card
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
@@ -184,23 +188,30 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
     before-evaluation of a resumed run (it is in the log already, not in this stream)."""
     evals: dict[str, EvalResult] = {"before": before} if before else {}
     adapted_on: list[str] = []
+    start, steps, end = None, 0, None
     try:
         for ev in events:
             if isinstance(ev, RunStart):
-                adapted_on = ev.train_ids
+                adapted_on, start, steps = ev.train_ids, ev, max(steps, ev.resumed_from)
+            if isinstance(ev, StepEvent):
+                steps = ev.step
             if isinstance(ev, StepEvent) and ev.snapshot is not None:
                 run_dir.save_checkpoint(policy, ev.snapshot(), to_json(ev))
             run_dir.append(ev)
             if isinstance(ev, EvalResult):
                 evals[ev.phase] = ev
             if isinstance(ev, RunEnd):
+                end = ev
                 run_dir.write_json("summary.json", ev.summary)
                 if not ev.stopped:  # finished: nothing left to resume
                     run_dir.drop_checkpoints()
             yield ev
     finally:
-        run_dir.save_adapter(policy)
-        run_dir.write_results(items, evals.get("before"), evals.get("after"), adapted_on)
+        if steps:  # the policy holds trained weights (this run's steps, or those of the run it resumes)
+            run_dir.save_adapter(policy)
+            card.write(run_dir.root / "adapter", start, steps, end, items, evals.get("before"), evals.get("after"))
+        if evals:
+            run_dir.write_results(items, evals.get("before"), evals.get("after"), adapted_on)
         run_dir.close()
 
 

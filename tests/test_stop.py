@@ -1,0 +1,155 @@
+"""Stop takes effect within one prompt, in every phase (engine.run), and what the run folder then
+holds (runs.record): no untrained adapter, a partial evaluation said to be partial, a step cut
+short undone. On a tiny random model; the stop is asked from inside the work it should cut short."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import ttrv_core.engine as engine
+import ttrv_core.evaluate as evaluate
+from ttrv_core.config import TTRVConfig
+from ttrv_core.data import Item
+from ttrv_core.events import EvalResult, RunEnd, StepEvent
+from ttrv_core.models import load_policy
+from ttrv_core.runs import RunDir, record
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SMALL = dict(model="x", n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=3, lr=1e-2, seed=1, max_steps=3)
+
+
+@pytest.fixture(scope="module")
+def policy_path(tiny_models):
+    return str(tiny_models["qwen2_5_vl"])
+
+
+@pytest.fixture
+def items(tmp_path):
+    out = []
+    for i in range(6):
+        p = tmp_path / f"im{i}.png"
+        Image.new("RGB", (28 + i, 20), (40 * i, 30, 90)).save(p)
+        out.append(Item(p.name, p, "What is it?", answer="red"))
+    return out
+
+
+def lora(policy):
+    return {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+
+
+class Counter:
+    """Counts calls of an engine function; asks for a stop (another press each time) at given calls."""
+
+    def __init__(self, monkeypatch, module, name, stop_at=()):
+        self.calls, self.stops, self.stop_at, real = 0, 0, set(stop_at), getattr(module, name)
+
+        def counted(*a, **kw):
+            self.calls += 1
+            out = real(*a, **kw)
+            if self.calls in self.stop_at:
+                self.stops += 1
+            return out
+        monkeypatch.setattr(module, name, counted)
+
+    def __call__(self):
+        return self.stops
+
+
+def test_stop_in_the_before_evaluation_ends_the_run_within_one_image(policy_path, items, monkeypatch, tmp_path):
+    evals = Counter(monkeypatch, evaluate, "evaluate_item", stop_at={2})
+    policy = load_policy(policy_path, "fp32", "cpu")
+    run_dir = RunDir(tmp_path / "run")
+    events = list(record(engine.run(TTRVConfig(**SMALL), policy, items, should_stop=evals), run_dir, policy, items))
+    assert evals.calls == 2                                           # not one image more
+    before = [e for e in events if isinstance(e, EvalResult)]
+    assert [(e.phase, len(e.items), e.metrics["eval/items"]) for e in before] == [("before", 2, 2.0)]
+    assert not any(isinstance(e, StepEvent) for e in events)
+    assert isinstance(events[-1], RunEnd) and events[-1].stopped
+    # nothing was trained: no adapter (it would be the untrained LoRA init), the partial results are kept
+    assert not (run_dir.root / "adapter").exists()
+    rows = json.loads((run_dir.root / "results.json").read_text())["items"]
+    assert sum(r["before_greedy"] is not None for r in rows) == 2
+
+
+def test_stop_before_anything_is_evaluated_leaves_no_results(policy_path, items, tmp_path):
+    policy = load_policy(policy_path, "fp32", "cpu")
+    run_dir = RunDir(tmp_path / "run")
+    events = list(record(engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: 1), run_dir, policy,
+                         items))
+    assert [type(e).__name__ for e in events] == ["RunStart", "RunEnd"] and events[-1].stopped
+    assert not (run_dir.root / "adapter").exists() and not (run_dir.root / "results.csv").exists()
+
+
+@pytest.mark.parametrize("where, stop_at", [("sampling", {4}), ("updates", {2})])
+def test_stop_within_a_step_undoes_it_and_still_evaluates(policy_path, items, monkeypatch, where, stop_at):
+    """Step 1 samples prompts 1-3 and updates on them; step 2 samples prompts 4-6. A stop after
+    the 4th sampling (in step 2) or after the 2nd update (in step 1) ends training before the next
+    prompt; the step it cut short leaves no trace in the weights; the after-evaluation still runs."""
+    if where == "sampling":
+        counter = Counter(monkeypatch, engine, "sample", stop_at=stop_at)
+    else:
+        counter = Counter(monkeypatch, engine, "update", stop_at=stop_at)
+    policy = load_policy(policy_path, "fp32", "cpu")
+    start, after_step = lora(policy), {}
+    events = []
+    for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=counter, evaluate_before=False):
+        events.append(ev)
+        if isinstance(ev, StepEvent):
+            after_step[ev.step] = lora(policy)
+    steps = [e.step for e in events if isinstance(e, StepEvent)]
+    if where == "sampling":
+        assert counter.calls == 4 and steps == [1]                  # the 5th prompt was never sampled
+        kept = after_step[1]
+    else:
+        assert counter.calls == 2 and steps == []                   # the 3rd update never ran
+        kept = start
+    now = lora(policy)
+    assert all(torch.equal(now[n], kept[n]) for n in now)           # the cut step is undone, bit for bit
+    after = [e for e in events if isinstance(e, EvalResult) and e.phase == "after"]
+    if steps:
+        assert len(after) == 1 and len(after[0].items) == len(items)  # one stop: the evaluation still runs
+    else:
+        assert after == []                                            # nothing trained: nothing to evaluate
+    assert events[-1].stopped
+
+
+def test_a_second_stop_ends_the_after_evaluation_within_one_image(policy_path, items, monkeypatch):
+    """Stop in training (press 1), then again in the after-evaluation (press 2): it ends at once,
+    over the images evaluated so far, and the run says it was stopped."""
+    policy = load_policy(policy_path, "fp32", "cpu")
+    presses = [0]
+    evals = Counter(monkeypatch, evaluate, "evaluate_item")
+    events = []
+    for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: presses[0], evaluate_before=False):
+        events.append(ev)
+        if isinstance(ev, StepEvent):
+            presses[0] = 1                                            # training stops after step 1
+        if ev.type == "progress" and ev.phase == "after":
+            presses[0] = 2                                            # the first progress is the first image
+    after = next(e for e in events if isinstance(e, EvalResult) and e.phase == "after")
+    assert len(after.items) == 1 and evals.calls == 1 and after.metrics["eval/items"] == 1.0
+    assert events[-1].stopped and [e.step for e in events if isinstance(e, StepEvent)] == [1]
+
+
+def test_a_boolean_stop_still_means_stop_training_then_evaluate(policy_path, items):
+    """should_stop returning True (the CLI, older callers) stops training; the after-evaluation runs."""
+    policy = load_policy(policy_path, "fp32", "cpu")
+    seen = []
+    events = [ev for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: bool(seen),
+                                      evaluate_before=False) if not (isinstance(ev, StepEvent) and seen.append(ev))]
+    after = [e for e in events if isinstance(e, EvalResult)]
+    assert len(seen) == 1 and len(after) == 1 and len(after[0].items) == len(items) and events[-1].stopped
+
+
+def test_the_adapter_carries_a_model_card(policy_path, items, tmp_path):
+    policy = load_policy(policy_path, "fp32", "cpu")
+    run_dir = RunDir(tmp_path / "run")
+    cfg = TTRVConfig(**SMALL | {"model": policy_path, "max_steps": 1})
+    list(record(engine.run(cfg, policy, items), run_dir, policy, items))
+    card = (run_dir.root / "adapter" / "README.md").read_text()
+    assert policy_path not in card and f"Base model: `{Path(policy_path).name}`" in card   # a local folder: its name
+    assert "What is it?" in card and items[0].prompt in card                # the question and its suffix
+    assert "| n_votes | 4 |" in card and "| lr | 0.01 |" in card
+    assert "| accuracy, greedy answer |" in card and "| images evaluated | 6 | 6 |" in card
