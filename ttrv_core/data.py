@@ -45,6 +45,7 @@ SYSTEM_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx",
 COLUMNS = {"image": ("image", "file", "filename", "file_name", "path", "image_path"),
            "question": ("question", "prompt"), "options": ("options", "choices"), "answer": ("answer", "label")}
 EXPECTED = "image, question[, options][, answer]"
+NO_QUESTION = "no question given and no questions file"
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,9 @@ def _canonical(key) -> str:
     return next((c for c, names in COLUMNS.items() if key in names), key)
 
 
-def _jsonl_rows(text: str, name: str) -> tuple[list[dict], list[Problem]]:
-    rows, problems = [], []
+def _jsonl_rows(text: str, name: str) -> tuple[list[dict], list[str], list[Problem]]:
+    """Rows (canonical column names, '_line'), the keys as written, and problems."""
+    rows, names, problems = [], {}, []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -177,7 +179,8 @@ def _jsonl_rows(text: str, name: str) -> tuple[list[dict], list[Problem]]:
             problems.append(Problem(name, f"line {n}: not a JSON object (got {type(row).__name__}); skipped"))
             continue
         rows.append({_canonical(k): v for k, v in row.items()} | {"_line": n})
-    return rows, problems
+        names.update(dict.fromkeys(map(str, row)))
+    return rows, list(names), problems
 
 
 def _delimiter(text: str) -> tuple[str, str, int]:
@@ -193,6 +196,7 @@ def _delimiter(text: str) -> tuple[str, str, int]:
 
 
 def _csv_rows(text: str, name: str) -> tuple[list[dict], list[str], list[Problem]]:
+    """Rows (canonical column names, '_line'), the header as written, and problems."""
     delimiter, text, skipped = _delimiter(text.replace("\r\n", "\n").replace("\r", "\n"))  # old Macs: \r
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows, problems, header = [], [], []
@@ -200,7 +204,7 @@ def _csv_rows(text: str, name: str) -> tuple[list[dict], list[str], list[Problem
         for fields in reader:
             n = reader.line_num + skipped  # the record's last line in the file
             if not header:
-                header = [_canonical(h) for h in fields]
+                header, written = [_canonical(h) for h in fields], fields
             elif any(f.strip() for f in fields[len(header):]):
                 problems.append(Problem(name, f"line {n}: {len(fields)} fields but the header has {len(header)} "
                                               "(quote fields that contain the separator); skipped"))
@@ -208,29 +212,31 @@ def _csv_rows(text: str, name: str) -> tuple[list[dict], list[str], list[Problem
                 rows.append(dict(zip(header, fields)) | {"_line": n})
     except csv.Error as e:
         problems.append(Problem(name, f"line {reader.line_num + skipped}: {e}; the rest of the file is skipped"))
-    return rows, header, problems
+    return rows, written if header else [], problems
 
 
-def _read_rows(qfile: Path) -> tuple[list[dict] | None, set[str], list[Problem]]:
-    """Rows (canonical column names, '_line'), the columns seen, and problems; rows None if unreadable."""
+def _read_rows(qfile: Path) -> tuple[list[dict] | None, dict[str, str], list[Problem]]:
+    """Rows (canonical column names, '_line'), the columns seen (canonical name -> as the file
+    wrote it), and problems; rows None if unreadable."""
     try:
         size = qfile.stat().st_size
         if size > MAX_FILE_MB * MB:
-            return None, set(), [Problem(qfile.name, f"file is {megabytes(size)}; the limit is {MAX_FILE_MB} MB")]
+            return None, {}, [Problem(qfile.name, f"file is {megabytes(size)}; the limit is {MAX_FILE_MB} MB")]
         raw = qfile.read_bytes()
     except FileNotFoundError:
-        return None, set(), [Problem(qfile.name, "questions file not found")]
+        return None, {}, [Problem(qfile.name, "questions file not found")]
     except OSError as e:
-        return None, set(), [Problem(qfile.name, f"cannot read questions file ({e.strerror or e})")]
+        return None, {}, [Problem(qfile.name, f"cannot read questions file ({e.strerror or e})")]
     text, problems = _decode(raw, qfile.name)
     if text is None:
-        return None, set(), problems
+        return None, {}, problems
     if qfile.suffix.lower() in (".jsonl", ".json"):
-        rows, more = _jsonl_rows(text, qfile.name)
-        columns = set().union(*rows) - {"_line"} if rows else set()
+        rows, names, more = _jsonl_rows(text, qfile.name)
     else:
-        rows, header, more = _csv_rows(text, qfile.name)
-        columns = set(header)
+        rows, names, more = _csv_rows(text, qfile.name)
+    columns = {}
+    for name in names:
+        columns.setdefault(_canonical(name), str(name).strip())
     return rows, columns, problems + more
 
 
@@ -328,7 +334,7 @@ def _items_from_file(qfile: Path, readable: dict[str, Path], unreadable: set[str
     if not rows:
         return [], problems + [Problem(name, "questions file has no rows" if columns else "questions file is empty")]
     if "image" not in columns:
-        found = ", ".join(sorted(c for c in columns if c)) or "none"
+        found = ", ".join(name for name in columns.values() if name) or "none"  # as the file wrote them
         return [], problems + [Problem(name, f"missing column 'image' (found: {found}; expected: {EXPECTED})")]
     if "question" not in columns and task == "open" and not (question or "").strip():
         return [], problems + [Problem(name, "no column 'question' and no question given for all images")]
@@ -359,19 +365,22 @@ def _items_from_file(qfile: Path, readable: dict[str, Path], unreadable: set[str
 # --------------------------------------------------------------------------- the dataset
 
 def load_dataset(images: Path, question: str | None = None, questions_file: Path | None = None,
-                 task: Task = "open", options: tuple[str, ...] = ()) -> Dataset:
-    """Items for every readable image that has a question; a Problem for everything else."""
+                 task: Task = "open", options: tuple[str, ...] = (), label: str | None = None) -> Dataset:
+    """Items for every readable image that has a question; a Problem for everything else.
+
+    label: how problems name the image folder (default: its path; the app names the upload)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
     ds = Dataset()
     images = Path(images)
+    where = label or str(images)
     if not images.is_dir():
-        ds.problems.append(Problem(str(images), "image folder not found"))
+        ds.problems.append(Problem(where, "image folder not found"))
         return ds
     ds.problems += unsupported_images(images)
     paths = find_images(images)
     if not paths:
-        ds.problems.append(Problem(str(images), "no images found (looked for " + ", ".join(sorted(IMAGE_EXTS)) + ")"))
+        ds.problems.append(Problem(where, "no images found (looked for " + ", ".join(sorted(IMAGE_EXTS)) + ")"))
         return ds
     readable, problems = _check_images(images, paths)
     ds.problems += problems
@@ -381,11 +390,12 @@ def load_dataset(images: Path, question: str | None = None, questions_file: Path
         items, problems = _items_from_file(Path(questions_file), readable, unreadable, question, task, options)
         ds.items, ds.problems = items, ds.problems + problems
     elif not (question or "").strip() and task == "open":
-        ds.problems.append(Problem(str(images), "no question given and no questions file"))
+        ds.problems.append(Problem(where, NO_QUESTION))
     elif task != "open" and not options:
-        ds.problems.append(Problem(str(images), f"task '{task}' needs options (none given)"))
+        ds.problems.append(Problem("options", f"task '{task}' needs options (none given): list them for all "
+                                              "images, or give a questions file with an options column"))
     elif len(options) > len(LETTERS):
-        ds.problems.append(Problem(str(images), f"{len(options)} options; at most {len(LETTERS)}"))
+        ds.problems.append(Problem("options", f"{len(options)} options; at most {len(LETTERS)}"))
     else:
         ds.items = [Item(rel, p, (question or "").strip(), task, options) for rel, p in readable.items()]
     return ds
