@@ -188,17 +188,18 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer() -> Qwen2Tokenizer:
-    """Byte-level BPE (any text tokenizes, no unknowns), Qwen2's pipeline, specials at the end."""
+def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = VOCAB_SIZE) -> Qwen2Tokenizer:
+    """Byte-level BPE (any text tokenizes, no unknowns), Qwen2's pipeline, specials at the end.
+    corpus: the texts to learn merges from (default: tokenizer_corpus())."""
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(tokenizer_corpus(), trainer)
+    bpe.train_from_iterator(tokenizer_corpus() if corpus is None else corpus, trainer)
     trained = json.loads(bpe.to_str())["model"]
     vocab = dict(trained["vocab"])
     vocab.update({t: len(vocab) + i for i, t in enumerate(SPECIAL_TOKENS)})  # as Qwen: after the BPE ids

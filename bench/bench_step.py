@@ -41,7 +41,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from ttrv_core.config import DEMO_MODEL, TTRVConfig  # noqa: E402
+from ttrv_core.config import TTRVConfig  # noqa: E402
+from ttrv_core.demos import by_key  # noqa: E402
+
+DEMO = by_key("open")  # "demo" here: the open-answer digits model every recorded number used
 from ttrv_core import decode, grpo, lora  # noqa: E402
 from ttrv_core.checkpointing import set_checkpointing  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
@@ -118,7 +121,7 @@ def model_path(size: str, side: int, dev: torch.device) -> tuple[str, float]:
     """The checkpoint to load (the bundled demo model, or random weights in a real shape)
     and the seconds building it took."""
     t = time.perf_counter()
-    path = DEMO_MODEL if size == "demo" else str(build_checkpoint(size, side, dev.type))
+    path = DEMO.model if size == "demo" else str(build_checkpoint(size, side, dev.type))
     return path, time.perf_counter() - t
 
 
@@ -126,8 +129,7 @@ def bench_image(size: str, side: int):
     """The prompt's image and question: a digit for the demo model, else a noise image."""
     from PIL import Image
     if size == "demo":
-        from ttrv_core.cli import EXAMPLES
-        return Image.open(EXAMPLES / "digit_0000.png").convert("RGB"), "Which digit is shown in the image?"
+        return Image.open(DEMO.example_dir / "digit_0000.png").convert("RGB"), "Which digit is shown in the image?"
     return Image.effect_noise((side, side), 60).convert("RGB"), "Look at the given image and identify what it shows."
 
 

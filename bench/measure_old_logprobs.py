@@ -1,6 +1,6 @@
 """Not a test: the pi_old recompute (grpo.old_logprobs) measured side by side on the demo model, CPU.
 
-    python tests/measure_old_logprobs.py [steps] [repeats]      (defaults 6 and 3)
+    python bench/measure_old_logprobs.py [steps] [repeats]      (defaults 6 and 3)
 
 Paper defaults (N 32, G 16, 8 prompts a step), in fp32, bf16 and bf16 autocast (the CUDA path's
 numerics, models.Policy.autocast, on the CPU); recompute_old_logprobs True and False alternated,
@@ -19,12 +19,14 @@ def main(steps: int = 6, repeats: int = 3) -> None:
     import torch
 
     from ttrv_core import engine
-    from ttrv_core.cli import EXAMPLES
-    from ttrv_core.config import DEMO_MODEL, TTRVConfig
+    from ttrv_core.config import TTRVConfig
     from ttrv_core.data import load_dataset
+    from ttrv_core.demos import by_key
     from ttrv_core.events import StepEvent
     from ttrv_core.models import load_policy
 
+    demo = by_key("open")  # the open-answer digits model, on which this was first measured
+    EXAMPLES, DEMO_MODEL = demo.example_dir, demo.model
     items = load_dataset(EXAMPLES, None, EXAMPLES / "questions.csv", "open").items[:40]
     calls, spent = [], []
     real_update, real_old = engine.update, engine.old_logprobs

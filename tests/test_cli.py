@@ -5,8 +5,11 @@ import shutil
 
 import pytest
 
-from ttrv_core.cli import EXAMPLES, main
+from ttrv_core.cli import main
 from ttrv_core.config import DEMO_MODEL
+from ttrv_core.demos import by_key
+
+EXAMPLES = by_key("open").example_dir  # the open-answer digits
 
 
 @pytest.fixture
@@ -117,3 +120,31 @@ def test_checkpointing_flag_and_older_configs():
     assert TTRVConfig(gradient_checkpointing=False).gradient_checkpointing == "off"
     with pytest.raises(ValueError, match="gradient_checkpointing"):
         TTRVConfig(gradient_checkpointing="sometimes")
+
+
+def test_cli_defaults_run_the_format_demo_and_report_invalid_replies(tmp_path):
+    """`python -m ttrv_core --out DIR` runs the default demo (demos.DEFAULT: the multiple-choice digits
+    model with the half-learned reply format) with its settings; a flag given wins over them. The
+    summary holds the label-free share of invalid greedy replies before and after, and results.csv
+    the raw greedy replies."""
+    from ttrv_core.demos import DEFAULT
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--limit", "16", "--steps", "2", "--eval-votes", "4", "--votes", "8",
+                 "--train", "4"]) == 0
+    meta = json.load(open(out / "config.json"))
+    assert meta["demo"] == DEFAULT.key == "format" and meta["task"] == "choice"
+    assert meta["config"]["model"] == DEFAULT.model and meta["config"]["lr"] == DEFAULT.settings["lr"]
+    assert meta["config"]["max_steps"] == 2 and meta["config"]["n_votes"] == 8    # the flags given
+    summary = json.load(open(out / "summary.json"))
+    for key in ("before/greedy_invalid", "after/greedy_invalid", "before/invalid", "after/valid_acc"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 16 and {"before_reply", "after_reply", "adapted_on"} <= set(rows[0])
+    # the validity column says what the authors' extraction makes of each raw reply
+    from ttrv_core.prompts import extract_answer, is_valid
+    options = [str(d) for d in range(10)]
+    for r in rows:
+        assert r["before_valid"] == str(is_valid("choice", extract_answer("choice", r["before_reply"], options),
+                                                 options))
+    assert summary["before/greedy_invalid"] == pytest.approx(
+        sum(r["before_valid"] == "False" for r in rows) / 16)

@@ -1,4 +1,5 @@
-"""The experiment runner on a tiny grid (--quick): table, figures and schema; corruptions are deterministic."""
+"""The experiment runner on a tiny grid (--quick), one per demo: table, figures and schema, the
+summary across demos; corruptions are deterministic."""
 import csv
 import json
 
@@ -6,20 +7,41 @@ import pytest
 from PIL import Image
 
 from ttrv_core import experiments as X
+from ttrv_core.config import TTRVConfig
+from ttrv_core.demos import by_key
 from ttrv_core.corruptions import CORRUPTIONS, corrupt
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def grids(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp")
     rc = X.main(["--quick", "--seeds", "0", "--out", str(out), "--no-png"])
     assert rc == 0
     return out
 
 
+@pytest.fixture(scope="module")
+def quick(grids):
+    return grids / "format"
+
+
+def test_each_demo_has_its_grid_and_the_summary_has_both(grids):
+    assert X.DEFAULT_DEMOS == ("format", "clean")
+    summary = (grids / "summary.md").read_text()
+    for demo in X.DEFAULT_DEMOS:
+        res = json.loads((grids / demo / "results.json").read_text())
+        assert res["demo"] == demo and res["config_base"]["model"] == by_key(demo).model
+        assert res["config_base"]["lr"] == by_key(demo).settings.get("lr", TTRVConfig.lr)
+        assert f"| {demo} | reward ttrv | 1 |" in summary
+        for r in res["runs"]:   # label-free: the share of greedy replies that name no option
+            assert 0.0 <= r["before_greedy_invalid"] <= 1.0 and 0.0 <= r["after_greedy_invalid"] <= 1.0
+            assert all(0.0 <= s["answers/invalid"] <= 1.0 for s in r["steps"])
+
+
 FIGURE_TITLES = {"change": "Accuracy change after TTRV", "steps": "Accuracy per step on the adapted items",
                  "lr_sweep": "Learning-rate sweep", "shift": "Corrupted inputs: greedy accuracy",
-                 "guard": "Collapse guard: greedy change", "single": "Single-example mode: change on all items"}
+                 "guard": "Collapse guard: greedy change", "single": "Single-example mode: change on all items",
+                 "valid_votes": "Share of the votes that are a valid answer"}
 
 
 def test_quick_grid_writes_table_and_figures(quick):
@@ -62,19 +84,20 @@ def test_cached_before_eval_matches_and_rewards_agree(quick):
     # a run whose guard did not fire trains exactly as with the guard off
     by = {r["setting"]: r for r in runs}
     assert by["reward ttrv"]["guard_fired_step"] == ""
-    assert by["reward ttrv"]["after_greedy_acc"] == by["lr 1e-4, guard off"]["after_greedy_acc"]
+    lr = X.sci(res["config_base"]["lr"])
+    assert by["reward ttrv"]["after_greedy_acc"] == by[f"lr {lr}, guard off"]["after_greedy_acc"]
 
 
 def test_report_only_rebuilds_from_runs_jsonl(quick):
     before = (quick / "table.csv").read_text()
     (quick / "table.csv").unlink()
-    assert X.main(["--quick", "--out", str(quick), "--no-png", "--report-only"]) == 0
+    assert X.main(["--quick", "--demos", "format", "--out", str(quick.parent), "--no-png", "--report-only"]) == 0
     assert (quick / "table.csv").read_text() == before
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_corruptions_are_deterministic_and_change_the_image(name):
-    im = Image.open(X.EXAMPLES / "digit_0000.png").convert("RGB")
+    im = Image.open(by_key("open").example_dir / "digit_0000.png").convert("RGB")
     a, b = corrupt(im, name, "digit_0000.png"), corrupt(im, name, "digit_0000.png")
     assert a.size == im.size and a.mode == "RGB"
     assert a.tobytes() == b.tobytes() != im.tobytes()

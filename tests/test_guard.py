@@ -67,3 +67,38 @@ def test_silent_on_single_example():
     for step in range(1, 10):
         g.check(step, {"one.png": "3"}, m)                    # one image repeated: not a signal
     assert g.fired_at is None
+
+
+def test_chance_level_of_few_options_is_not_collapse():
+    """With 4 options a quarter of the items share an answer by chance; 0.44 of a 32-item window on
+    one letter is no collapse (the old floor of 0.4 fired on it), 0.9 is. Open answers keep the floor."""
+    assert CollapseGuard(baseline=0.1).threshold() == 0.4
+    four = CollapseGuard(baseline=0.1, n_answers=4)
+    assert four.threshold() == 0.5
+    assert CollapseGuard(baseline=0.1, n_answers=10).threshold() == 0.4
+
+    def step_items(step, share):   # 8 items; about `share` of them answer "A", the rest B, C, D in turn
+        k = 3 + step % 2 if share < 0.5 else round(8 * share)   # 3 and 4 in turn: 0.44 of a window
+        return {f"s{step}_{i}": "A" if i < k else "BCD"[i % 3] for i in range(8)}
+
+    for guard, fires in ((CollapseGuard(baseline=0.1), True), (CollapseGuard(baseline=0.1, n_answers=4), False)):
+        m = Tiny()
+        guard.keep(0, m)
+        for step in range(1, 4 * WINDOW):
+            guard.check(step, step_items(step, 0.45), m)
+        assert (guard.fired_at is not None) == fires
+    m = Tiny()
+    four.keep(0, m)
+    for step in range(1, 4 * WINDOW):
+        four.check(step, step_items(step, 0.9), m)
+    assert four.fired_at is not None
+
+
+def test_guard_state_keeps_its_number_of_answers():
+    g = CollapseGuard(baseline=0.2, n_answers=4)
+    h = CollapseGuard()
+    h.load_state_dict(g.state_dict(), [])
+    assert h.n_answers == 4 and h.threshold() == g.threshold()
+    old = {k: v for k, v in g.state_dict().items() if k != "n_answers"}   # a checkpoint from before
+    h.load_state_dict(old, [])
+    assert h.n_answers == 0

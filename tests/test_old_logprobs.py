@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from ttrv_core import engine
-from ttrv_core.cli import EXAMPLES
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
 from ttrv_core.data import load_dataset
+from ttrv_core.demos import by_key
 from ttrv_core.events import StepEvent
 from ttrv_core.models import load_policy
+
+EXAMPLES = by_key("open").example_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

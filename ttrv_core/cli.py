@@ -1,6 +1,9 @@
 """Headless TTRV runs: `python -m ttrv_core --images DIR --questions FILE --out DIR`.
 
-With no --images, runs on the bundled digits example set and the demo model.
+With no --images, runs a bundled demo (ttrv_core/demos.py; --demo, default: the
+multiple-choice digits model whose reply format is half learned): its model,
+its example set, its task and its settings; a flag given on the command line
+wins over the demo's setting.
 `python -m ttrv_core --resume DIR` continues a run that was killed or stopped,
 from its checkpoint after the last completed step (runs.py), with the settings
 and images in DIR/config.json; it appends to the same events.jsonl.
@@ -17,14 +20,13 @@ from tqdm import tqdm
 
 from .config import CHECKPOINTING, TTRVConfig
 from .data import load_dataset
+from .demos import DEFAULT, DEMOS, by_key
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
 from .models import ModelLoadError, load_policy
 from .prompts import TASKS
 from .rewards import REWARDS
 from .uploads import collect_uploads
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "digits"
 
 # config fields exposed as flags: flag -> field
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
@@ -39,12 +41,15 @@ ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ttrv_core", description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, help="folder (or .zip) of images (default: the bundled digits example set)")
+    p.add_argument("--images", type=Path, help="folder (or .zip) of images (default: the --demo's example set)")
+    p.add_argument("--demo", choices=[d.key for d in DEMOS], default=DEFAULT.key,
+                   help="with no --images, the bundled demo to run: " + "; ".join(
+                       f"{d.key} = {d.label}" for d in DEMOS) + " (default: %(default)s)")
     p.add_argument("--question", help="one question for every image")
     p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer]")
-    p.add_argument("--task", choices=TASKS, default="open", help="answer format (default: open)")
+    p.add_argument("--task", choices=TASKS, help="answer format (default: open; the demo's with no --images)")
     p.add_argument("--options", default="", help="options / class names for every image, separated by '|'")
-    p.add_argument("--model", default=TTRVConfig.model, help="hub id or folder (default: bundled demo model)")
+    p.add_argument("--model", help=f"hub id or folder (default: the demo's model, {Path(TTRVConfig.model).name})")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (default: runs/latest)")
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
@@ -66,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
         kind = {"int": int, "float": float}.get(types[name], str)
         extra = {"choices": REWARDS} if name == "reward" else {}
         zero = f" = {ZERO_MEANS[name]}" if name in ZERO_MEANS and defaults[name] == 0 else ""
-        p.add_argument(f"--{flag}", type=kind, default=defaults[name], dest=name,
+        # None: not given (the demo's setting, else the config's default, applies)
+        p.add_argument(f"--{flag}", type=kind, default=None, dest=name,
                        help=f"(default: {defaults[name]}{zero})", **extra)
     return p
 
@@ -126,19 +132,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _new_setup(args):
     """Config, items and the config.json record of a new run, from the flags."""
-    if args.images is None:
-        args.images, args.questions = EXAMPLES, args.questions or EXAMPLES / "questions.csv"
+    demo = by_key(args.demo) if args.images is None else None
+    if demo:
+        args.images, args.questions = demo.example_dir, args.questions or demo.example_dir / "questions.csv"
+    task = args.task or (demo.task if demo else "open")
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())
-    cfg = TTRVConfig(model=args.model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
-                     gradient_checkpointing=args.checkpointing,
-                     **{name: getattr(args, name) for name in FLAGS.values()})
+    given = {name: v for name in FLAGS.values() if (v := getattr(args, name)) is not None}
+    cfg = TTRVConfig(model=args.model or (demo.model if demo else TTRVConfig.model), shared_prefix=not args.naive,
+                     collapse_guard=not args.no_guard, gradient_checkpointing=args.checkpointing,
+                     **{**(demo.settings if demo else {}), **given})
     problems = []
     if args.images.suffix.lower() == ".zip" and args.images.is_file():
         args.images, found, problems = collect_uploads([str(args.images)], args.out / "input")
         args.questions = args.questions or (None if args.question else found)
     meta = {"config": cfg.to_dict(), "images": str(args.images),
             "questions": str(args.questions) if args.questions else None, "question": args.question,
-            "task": args.task, "options": list(options), "single": args.single, "limit": args.limit}
+            "task": task, "options": list(options), "single": args.single, "limit": args.limit,
+            "demo": demo.key if demo else None}
     ds = _dataset(meta)
     ds.problems = problems + ds.problems
     return cfg, ds, meta, None

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
+from .demos import by_key
 from .rewards import REWARDS
 
-DEMO_MODEL = str(Path(__file__).resolve().parent.parent / "assets" / "demo_model")
+DEMO_MODEL = by_key("open").model
+"""The bundled demo model the config defaults to (demos.py), a folder under assets/."""
 PRECISIONS = ("auto", "4bit", "bf16", "fp32")
 CHECKPOINTING = ("off", "mlp", "layers")
 """Gradient checkpointing modes (checkpointing.py)."""

@@ -1,17 +1,25 @@
-"""Experiment runner: a grid of TTRV settings over seeds on a labeled image set,
-written as one results table (CSV/JSON/Markdown) and plotly figures.
+"""Experiment runner: a grid of TTRV settings over seeds on labelled image sets,
+written as results tables (CSV/JSON/Markdown) and plotly figures.
 
-    python -m ttrv_core.experiments                     # the full grid, seeds 0 1 2, on the bundled digits
+    python -m ttrv_core.experiments                     # both multiple-choice demos, seeds 0 1 2
+    python -m ttrv_core.experiments --demos open        # the first demo model (open answers)
     python -m ttrv_core.experiments --quick --seeds 0   # a tiny grid (seconds): smoke test
     python -m ttrv_core.experiments --groups reward lr --out runs/exp
+    python -m ttrv_core.experiments --images DIR --task choice --model M   # your own labelled set
+
+Each demo (ttrv_core/demos.py: a bundled model, its example set and its settings)
+is one grid, written to OUT/<demo>/; OUT/summary.md puts their headline rows
+side by side. Default: `format` (the model whose reply format is half learned)
+and `clean` (its control, which replies cleanly).
 
 Groups (each a list of settings; every setting runs once per seed):
     reward   the defaults with each reward: majority (TTRL), frequency, ttrv (paper,
              alpha 0.75), ttrv_marginal (ours). Also gives the base model's greedy,
              single@T and maj@N (the before-evaluation).
-    lr       learning-rate sweep, reward ttrv, collapse guard off: where collapse starts
+    lr       learning-rate sweep (LR_FACTORS x the grid's lr), reward ttrv, collapse guard
+             off: where collapse starts
     guard    the collapse guard on vs off where collapse is induced (adapt on all items,
-             and high learning rates); the guard-off twins of the high-lr rows are in `lr`
+             and 10x / 30x the lr); the guard-off twins of the high-lr rows are in `lr`
     single   single-example mode (4 copies of one image) on SINGLE_IMAGES chosen images
     shift    test-time corruptions (corruptions.py): base vs after TTRV, per corruption
 
@@ -23,7 +31,7 @@ the guard is off or in single-example mode (the guard needs MIN_ITEMS distinct
 items). Where it is measured again, it is compared with the cached one
 (`before_check` in results.json: the largest difference of any eval metric).
 
-Outputs in --out (written by report.py): runs.csv (one row per run), table.csv
+Outputs in OUT/<demo>/ (written by report.py): runs.csv (one row per run), table.csv
 and table.md (mean and sample std over the runs of each setting), results.json
 (both, per-step metrics, checks, timing), figures/*.html and, where plotly's
 image export works (kaleido + a Chrome), figures/*.png.
@@ -45,19 +53,24 @@ import torch
 from .config import TTRVConfig
 from .corruptions import CORRUPTIONS, corrupted_items
 from .data import Item, load_dataset
+from .demos import DEMOS, by_key
 from .engine import run
 from .events import EvalResult, RunEnd, RunStart, StepEvent
 from .grpo import group_advantages
 from .guard import concentration
 from .models import Policy, load_policy
-from .report import ACCS, Outcome, load_outcomes, markdown, sci, write_outputs
+from .prompts import TASKS
+from .report import ACCS, LABEL_FREE, Outcome, load_outcomes, markdown, sci, summary_markdown, write_outputs
 from .rewards import compute_rewards
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "digits"
+ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("reward", "lr", "guard", "single", "shift")
+DEFAULT_DEMOS = ("format", "clean")
 SINGLE_IMAGES = 10
+LR_FACTORS = (0.3, 1, 3, 10, 30)
+"""The learning-rate sweep, as multiples of the grid's own lr; the guard runs at 10x and 30x."""
 STEP_KEYS = ("acc/majority", "acc/single", "answers/entropy", "answers/majority_share", "reward/mean",
-             "loss/total", "loss/pg", "guard/concentration")
+             "loss/total", "loss/pg", "guard/concentration", "answers/invalid")
 QUICK = dict(n_votes=4, n_train=2, eval_votes=4, max_steps=2, prompts_per_step=4, train_items=8)
 """--quick: a handful of votes and two steps per run, on QUICK_ITEMS items."""
 QUICK_ITEMS = 12
@@ -75,21 +88,23 @@ class Setting:
         return TTRVConfig(**{**base, **dict(self.overrides), "seed": seed})
 
 
-def grid(items: Sequence[Item], groups: Sequence[str] = GROUPS, quick: bool = False) -> list[Setting]:
-    """The settings of each group, in run order."""
+def grid(items: Sequence[Item], groups: Sequence[str] = GROUPS, quick: bool = False,
+         lr: float = TTRVConfig.lr) -> list[Setting]:
+    """The settings of each group, in run order. `lr`: the grid's own learning rate (a demo's
+    setting, or the default); the sweep and the guard's high-lr rows are multiples of it."""
     off = ("collapse_guard", False)
-    lrs = (1e-4, 1e-3) if quick else (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+    lrs = [round(lr * k, 12) for k in ((1, 10) if quick else LR_FACTORS)]
     n_single = 1 if quick else SINGLE_IMAGES
     out = []
     if "reward" in groups:
         rewards = ("ttrv", "frequency") if quick else ("ttrv", "frequency", "majority", "ttrv_marginal")
         out += [Setting("reward", f"reward {r}", (("reward", r),)) for r in rewards]
     if "lr" in groups:
-        out += [Setting("lr", f"lr {sci(lr)}, guard off", (("lr", lr), off)) for lr in lrs]
+        out += [Setting("lr", f"lr {sci(x)}, guard off", (("lr", x), off)) for x in lrs]
     if "guard" in groups:
-        out += [Setting("guard", f"all items, lr 1e-4, guard {g}", (("train_items", 0), ("collapse_guard", g == "on")))
-                for g in ("off", "on")]
-        out += [Setting("guard", f"lr {sci(lr)}, guard on", (("lr", lr),)) for lr in lrs if lr >= 1e-3]
+        out += [Setting("guard", f"all items, lr {sci(lr)}, guard {g}",
+                        (("train_items", 0), ("collapse_guard", g == "on"))) for g in ("off", "on")]
+        out += [Setting("guard", f"lr {sci(x)}, guard on", (("lr", x),)) for x in lrs if x >= 10 * lr]
     if "single" in groups:
         chosen = [items[i * len(items) // n_single].id for i in range(n_single)]
         out += [Setting("single", f"single {c}", single=c) for c in chosen]
@@ -102,7 +117,7 @@ def grid(items: Sequence[Item], groups: Sequence[str] = GROUPS, quick: bool = Fa
 
 def _eval_row(prefix: str, ev: EvalResult | dict) -> dict:
     m = ev.metrics if isinstance(ev, EvalResult) else ev
-    return {f"{prefix}_{k}": m.get(f"eval/{k}", math.nan) for k in (*ACCS, "concentration")}
+    return {f"{prefix}_{k}": m.get(f"eval/{k}", math.nan) for k in (*ACCS, *LABEL_FREE)}
 
 
 def _with_concentration(ev: EvalResult) -> dict:
@@ -177,7 +192,7 @@ def run_setting(s: Setting, seed: int, items: Sequence[Item], base: dict, cached
            "corruption": s.corruption or "", "reward": cfg.reward, "lr": cfg.lr, "train_items": cfg.train_items,
            "guard": cfg.collapse_guard, "before_source": "measured" if "before" in evals else "cached",
            **_eval_row("before", before), **_eval_row("after", after)}
-    for k in (*ACCS, "concentration"):
+    for k in (*ACCS, *LABEL_FREE):
         row[f"d_{k}"] = 100 * (row[f"after_{k}"] - row[f"before_{k}"])   # points
     row.update(steps_done=len(steps), total_steps=start.total_steps,
                guard_fired_step=end.summary.get("guard/fired_step", ""),
@@ -233,43 +248,67 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"tiny grid: {QUICK_ITEMS} items, {QUICK}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    ap.add_argument("--demos", nargs="+", choices=[d.key for d in DEMOS], default=list(DEFAULT_DEMOS),
+                    help="bundled demos (model + example set + settings, ttrv_core/demos.py), each its own grid "
+                         "in OUT/<demo>/ (default: %(default)s)")
     ap.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
-    ap.add_argument("--images", type=Path, default=EXAMPLES, help="labeled image folder (default: bundled digits)")
-    ap.add_argument("--questions", type=Path, help="questions file with answers (default: IMAGES/questions.csv)")
+    ap.add_argument("--images", type=Path, help="your own labelled image folder instead of the demos (OUT/custom/)")
+    ap.add_argument("--questions", type=Path, help="its questions file with answers (default: IMAGES/questions.csv)")
+    ap.add_argument("--task", choices=TASKS, default="open", help="its task format (default: open)")
+    ap.add_argument("--model", default=TTRVConfig.model, help="the model for --images (default: the demo model)")
     ap.add_argument("--no-png", action="store_true", help="figures as HTML only")
-    ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from OUT/runs.jsonl")
+    ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from OUT/*/runs.jsonl")
     a = ap.parse_args(argv)
     from .cli import quiet
     quiet()
-    ds = load_dataset(a.images, questions_file=a.questions or a.images / "questions.csv")
-    items = ds.items[:QUICK_ITEMS] if a.quick else ds.items
-    if not items or any(it.reference is None for it in items):
-        print("error: the experiments need labeled items (an answer for every image)", file=sys.stderr)
-        return 2
-    base = dict(QUICK) if a.quick else {}
-    a.out.mkdir(parents=True, exist_ok=True)
+    if a.images:
+        targets = [("custom", a.images, a.questions or a.images / "questions.csv", a.task, {"model": a.model})]
+    else:
+        targets = [(d.key, d.example_dir, d.example_dir / "questions.csv", d.task, {"model": d.model, **d.settings})
+                   for d in map(by_key, a.demos)]
+    command = "python -m ttrv_core.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    tables = {}
+    for name, images, questions, task, base in targets:
+        ds = load_dataset(images, questions_file=questions, task=task)
+        items = ds.items[:QUICK_ITEMS] if a.quick else ds.items
+        if not items or any(it.reference is None for it in items):
+            print(f"error: the experiments need labeled items (an answer for every image in {images})",
+                  file=sys.stderr)
+            return 2
+        base = {**base, **QUICK} if a.quick else base
+        print(f"== {name}: {base['model']} on {images} ({task})", flush=True)
+        tables[name] = _grid_outputs(a, name, items, base, command)
+    summary = summary_markdown(tables)
+    (a.out / "summary.md").write_text(summary)
+    print("\n" + summary)
+    return 0
+
+
+def _grid_outputs(a, name: str, items: Sequence[Item], base: dict, command: str) -> list[dict]:
+    """Run (or reload, --report-only) one grid into OUT/name/ and write its report; returns its table."""
+    out = a.out / name
+    out.mkdir(parents=True, exist_ok=True)
     code, load_start = _git_state(), list(_loadavg())   # as the grid starts: files may change while it runs
     t0 = time.time()
     if a.report_only:
-        outcomes = load_outcomes(a.out / "runs.jsonl")
+        outcomes = load_outcomes(out / "runs.jsonl")
     else:
-        settings = grid(items, a.groups, a.quick)
+        settings = grid(items, a.groups, a.quick, base.get("lr", TTRVConfig.lr))
         print(f"{len(settings)} settings x {len(a.seeds)} seeds = {len(settings) * len(a.seeds)} runs on "
-              f"{len(items)} items -> {a.out}", flush=True)
-        outcomes = run_grid(settings, a.seeds, items, base, a.out, log=lambda s: print(s, flush=True))
+              f"{len(items)} items -> {out}", flush=True)
+        outcomes = run_grid(settings, a.seeds, items, base, out, log=lambda s: print(s, flush=True))
     wall = time.time() - t0
-    meta = {"command": "python -m ttrv_core.experiments " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "seeds": a.seeds, "items": len(items), "images": str(a.images), "quick": a.quick,
+    meta = {"command": command, "demo": name, "seeds": a.seeds, "items": len(items), "quick": a.quick,
             "config_base": TTRVConfig(**base).to_dict(), "wall_seconds": None if a.report_only else round(wall, 1),
             "runs_seconds_sum": round(sum(o.row["seconds"] for o in outcomes), 1),
             "code": code,
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpus": torch.get_num_threads(), "platform": platform.platform(),
                         "loadavg_start": load_start, "loadavg_end": list(_loadavg())}}
-    if a.report_only and (a.out / "results.json").is_file():   # keep what describes the grid's own run
-        old = json.loads((a.out / "results.json").read_text())
+    if a.report_only and (out / "results.json").is_file():   # keep what describes the grid's own run
+        old = json.loads((out / "results.json").read_text())
         meta.update({k: old[k] for k in ("command", "seeds", "wall_seconds", "code", "machine") if k in old})
-    res = write_outputs(a.out, outcomes, meta, png=not a.no_png)
+    res = write_outputs(out, outcomes, meta, png=not a.no_png)
     checks = res["checks"]
     print("\n" + markdown(res["table"]))
     for d in res["ttrv_vs_frequency"]:
@@ -280,15 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"before-eval re-measured {checks['before_evals_measured_again']} times, largest difference from the "
           f"cached one {checks['before_check_max_abs_diff']:.2g}")
     print(f"figures: {res['png']}\n{len(outcomes)} runs" + ("" if a.report_only else f" in {wall / 60:.1f} min")
-          + f"; written to {a.out}")
-    return 0
+          + f"; written to {out}")
+    return res["table"]
 
 
 def _git_state() -> str:
     """HEAD and whether tracked files differ from it (numbers depend on the code that made them)."""
     import subprocess
     try:
-        git = ["git", "-C", str(EXAMPLES.parents[2])]
+        git = ["git", "-C", str(ROOT)]
         head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True).stdout.split("\n")

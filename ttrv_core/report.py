@@ -17,6 +17,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 ACCS = ("greedy_acc", "single_acc", "maj_acc")
+LABEL_FREE = ("concentration", "greedy_invalid")
+"""Eval metrics that need no labels: the share of images on the most common greedy answer, and the
+share whose greedy reply is no valid answer (prompts.is_valid)."""
 
 
 def sci(x: float) -> str:
@@ -63,7 +66,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     out = []
     for g, name, rs in groups:
         t = {"group": g, "setting": name, "runs": len(rs)}
-        for k in (*ACCS, "concentration"):
+        for k in (*ACCS, *LABEL_FREE):
             for p in ("before", "after"):
                 t[f"{p}_{k}_mean"], t[f"{p}_{k}_std"] = _ms([r[f"{p}_{k}"] for r in rs])
             t[f"d_{k}_mean"], t[f"d_{k}_std"] = _ms([r[f"d_{k}"] for r in rs])
@@ -125,6 +128,18 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
                 "step", "accuracy")
         fig.update_xaxes(title="step")
         figs["steps"] = fig
+    if any("answers/invalid" in s for o in reward_runs for s in o.steps):
+        fig = go.Figure()
+        for i, name in enumerate(dict.fromkeys(o.row["setting"] for o in reward_runs)):
+            runs = [o for o in reward_runs if o.row["setting"] == name]
+            steps = sorted({s["step"] for o in runs for s in o.steps})
+            ys = [statistics.mean(1 - s["answers/invalid"] for o in runs for s in o.steps if s["step"] == st)
+                  for st in steps]
+            fig.add_scatter(x=steps, y=ys, mode="lines+markers", name=name,
+                            line=dict(color=PALETTE[i % len(PALETTE)], dash=DASHES[i % len(DASHES)]))
+        _layout(fig, "Share of the votes that are a valid answer, per step (label-free; mean over seeds)",
+                "step", "valid votes / all votes")
+        figs["valid_votes"] = fig
     lr_rows = [t for t in table if t["group"] == "lr"]
     if lr_rows:
         lrs = [float(t["setting"].split()[1].rstrip(",")) for t in lr_rows]
@@ -198,12 +213,31 @@ def _fmt(t: dict, k: str, pts: bool = False) -> str:
 
 def markdown(table: Sequence[dict]) -> str:
     head = ("| group | setting | runs | greedy before -> after | Δ greedy | Δ single@T | Δ maj@N "
-            "| concentration after | guard fired | s/run |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "| invalid greedy before -> after | concentration after | guard fired | s/run |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {t['group']} | {t['setting']} | {t['runs']} | {_fmt(t, 'before_greedy_acc')} -> "
              f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | {_fmt(t, 'd_single_acc', True)} | "
-             f"{_fmt(t, 'd_maj_acc', True)} | {_fmt(t, 'after_concentration')} | {t['guard_fired']}"
+             f"{_fmt(t, 'd_maj_acc', True)} | {_fmt(t, 'before_greedy_invalid')} -> {_fmt(t, 'after_greedy_invalid')} "
+             f"| {_fmt(t, 'after_concentration')} | {t['guard_fired']}"
              f"{' (' + t['guard_fired_steps'] + ')' if t['guard_fired_steps'] else ''} | {t['seconds_mean']:.1f} |"
              for t in table]
+    return head + "\n".join(lines) + "\n"
+
+
+def summary_markdown(tables: dict[str, Sequence[dict]]) -> str:
+    """The headline rows of each grid side by side: the default setting (reward ttrv), the pooled
+    single-example row, the learning rates and the guard."""
+    head = ("| demo | setting | runs | greedy before -> after | Δ greedy | invalid greedy before -> after "
+            "| Δ maj@N | guard fired |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for name, table in tables.items():
+        for t in table:
+            pooled = t["group"] == "single" and t["setting"].startswith("single example, all")
+            if t["setting"] == "reward ttrv" or pooled or t["group"] in ("lr", "guard"):
+                lines.append(f"| {name} | {t['setting']} | {t['runs']} | {_fmt(t, 'before_greedy_acc')} -> "
+                             f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | "
+                             f"{_fmt(t, 'before_greedy_invalid')} -> {_fmt(t, 'after_greedy_invalid')} | "
+                             f"{_fmt(t, 'd_maj_acc', True)} | {t['guard_fired']} |")
     return head + "\n".join(lines) + "\n"
 
 
