@@ -2,8 +2,10 @@
 
 Uploads a handful of digit PNGs (plus one broken file) with a questions CSV,
 runs a few steps on the bundled demo model, and checks the returned table,
-plot data and downloads; then the stop path, a failing model (and a good run
-after it), out of memory mid-run, per-session state and its clean-up.
+plot data and downloads (the adapter's model card too); then the stop path, a
+failing model and bad settings after a good run (the page keeps the good one),
+own images with a typed question, out of memory mid-run, per-session state and
+its clean-up, and the Spaces decorator.
 """
 import csv
 import json
@@ -68,8 +70,11 @@ def client(url):
 def run_args(files, **over):
     from gradio_client import handle_file
     return dict(source="My images", example=None, uploads=[handle_file(str(p)) for p in files], folder=None,
-                qmode="A questions file", question="", qfile=None, task="open", options="",
-                hist_choice="(each step's first image)") | SHORT | over
+                question="", qfile=None, task="open", options="", custom="",
+                hist_choice="the first image step 1 trains on") | SHORT | over
+
+
+KEPT = {"__type__": "update"}   # an output the server left as it was (gr.skip)
 
 
 def unpack(result):
@@ -108,55 +113,71 @@ def test_full_run_over_http(app_url, upload):
     assert 'data-kind="done"' in out["status"] and "Done: 2 steps" in out["status"]
     assert "6 image(s) ready" in out["info"] and "used for evaluation only" in out["info"]
     assert "broken.png" in out["info"] and "cannot read image" in out["info"]   # shown, and the rest still ran
+    assert "Skipped" in out["info"] and "the other images still run" in out["info"]
 
     rows, headers = out["table"]["data"], out["table"]["headers"]
     assert len(rows) == 6
     col = {h: i for i, h in enumerate(headers)}
-    assert {"image", "question", "before", "after", "changed", "majority share before",
-            "majority share after", "correct before", "correct after"} <= set(col)
+    assert {"image", "file", "adapted on", "answer (evaluation only)", "before", "after", "majority share",
+            "changed"} <= set(col)
+    assert "question" not in col                                      # one question for all: said once
     assert all(r[col["image"]].startswith("<img src=\"data:image/") for r in rows)
     assert all(r[col["before"]] != "" and r[col["after"]] != "" for r in rows)
-    assert all(0 < float(r[col["majority share after"]]) <= 1 for r in rows)
-    assert all(r[col["correct after"]] in ("✓", "✗") for r in rows)
+    assert all(("✓" in r[col["after"]]) != ("✗" in r[col["after"]]) for r in rows)   # correct or not, shown
+    assert all(" → " in r[col["majority share"]] for r in rows)
     assert all(r[col["adapted on"]] == "●" for r in rows)             # 6 images: all adapted on
-    assert "Accuracy" in out["accuracy"] and "→" in out["accuracy"]
+    assert "What changed:" in out["accuracy"] and "| greedy accuracy |" in out["accuracy"]
+    assert "| invalid greedy replies |" in out["accuracy"]
 
-    # the histogram: a slider over before, steps 1-2, after; the latest shown; shares sum to 1
+    # the histogram follows one image: before, the steps that sampled it, after; the latest shown
     hist = out["hist"]
     labels = [s["label"] for s in hist["layout"]["sliders"][0]["steps"]]
     assert labels[0] == "before" and labels[-1] == "after" and "step 1" in labels
+    titles = [s["args"][1]["title.text"] for s in hist["layout"]["sliders"][0]["steps"]]
+    assert len({t.split(": ")[1].split(",")[0] for t in titles}) == 1        # one image throughout
     shown = [t for t in hist["data"] if t["visible"]]
     assert len(shown) == 1 and sum(shown[0]["y"]) == pytest.approx(1.0)
-    # entropy: the mean line has one point per step; reward: accuracy per step (answers were given)
+    assert "green: the reference answer" in hist["layout"]["annotations"][0]["text"]   # the colours, explained
+    # entropy: the mean line has one point per step; reward: accuracy and validity per step
     mean = next(t for t in out["entropy"]["data"] if t["name"] == "mean")
     assert mean["x"] == [1, 2] and all(0 <= y <= 1 for y in mean["y"])
     names = [t["name"] for t in out["reward"]["data"]]
-    assert "reward (mean)" in names and "majority share" in names and "accuracy: majority of the votes" in names
+    assert {"reward (mean)", "majority share", "votes with no valid answer", "accuracy: majority of the votes"} \
+        <= set(names)
 
     names = {f.name: f for f in out["files"]}
     assert {"results.csv", "results.json", "adapter.zip", "events.jsonl"} <= set(names)
     with open(names["results.csv"], newline="") as f:
-        assert len(list(csv.DictReader(f))) == 6
-    assert "adapter_config.json" in zipfile.ZipFile(names["adapter.zip"]).namelist()
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(r["adapted_on"] == "True" for r in rows)
+    with zipfile.ZipFile(names["adapter.zip"]) as z:
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(z.namelist())
+        config = json.loads(z.read("adapter_config.json"))
+        readme = z.read("README.md").decode()
+    assert config["base_model_name_or_path"] == "assets/demo_model"        # not a path on the server
+    assert str(ROOT) not in readme and "Base model: `assets/demo_model`" in readme
+    assert "Which digit is shown in the image?" in readme and "Answer the question using a single word" in readme
+    assert "| n_votes | 8 |" in readme and "| accuracy, greedy answer |" in readme
 
     # the histogram of one chosen image, redrawn from this session's run
     fig = json.loads(c.predict(choice="digit_0003.png", api_name="/histogram")["plot"])
     assert "digit_0003.png" in fig["layout"]["title"]["text"]
 
 
-def test_stop_keeps_partial_results_and_downloads(app_url, upload):
+def test_stop_during_training_keeps_the_steps_and_evaluates(app_url, upload):
     c = client(app_url)
     job = c.submit(**run_args(upload, max_steps=500), api_name="/run")
     deadline = time.time() + 120
-    while not any("Step 1/500" in o[0] for o in job.outputs() if isinstance(o[0], str)):
+    while not any("1 of 500 steps done" in o[0] for o in job.outputs() if isinstance(o[0], str)):
         assert time.time() < deadline and not job.done(), "no step reported"
         time.sleep(0.05)
-    assert "Stopping" in c.predict(api_name="/stop")
+    said = c.predict(api_name="/stop")
+    assert "Stopping training within one image" in said and "evaluated on all 6 images" in said
     out = unpack(job.result(timeout=120))
 
     assert 'data-kind="stopped"' in out["status"]
     steps = int(out["status"].split("Stopped after step ")[1].split(" of ")[0])
-    assert 1 <= steps < 500
+    assert 1 <= steps < 500 and "the adapted model was evaluated on all 6 images" in out["status"]
     rows = out["table"]["data"]
     col = {h: i for i, h in enumerate(out["table"]["headers"])}
     assert len(rows) == 6 and all(r[col["after"]] != "" for r in rows)   # the after-eval still ran
@@ -178,19 +199,63 @@ def test_single_example_mode_trains_on_one_image(app_url, upload):
     assert [r[1] for r in rows if r[col]] == ["digit_0002.png"]
 
 
-def test_a_failing_model_gives_a_clear_error(app_url, upload):
-    out = client(app_url).predict(**run_args(upload, model="/nowhere/no-such-model"), api_name="/run")
-    status = out[0]
-    assert 'data-kind="error"' in status and "Run failed" in status and "/nowhere/no-such-model" in status
-    assert "Traceback" not in status
-
-
-def test_a_model_that_fails_to_load_leaves_the_session_usable(app_url, upload):
+def test_a_failed_run_after_a_good_one_leaves_its_results(app_url, upload):
+    """Bad settings, a model that does not load: an error, and every other output left as it was
+    (the good run's plots, table and downloads stay on the page and in the session)."""
     c = client(app_url)
-    status = c.predict(**run_args(upload, model="/nowhere/no-such-model"), api_name="/run")[0]
-    assert 'data-kind="error"' in status and "no model folder" in status
-    out = unpack(c.predict(**run_args(upload, max_steps=1), api_name="/run"))   # same session, next run
+    good = unpack(c.predict(**run_args(upload, max_steps=1), api_name="/run"))
+    assert 'data-kind="done"' in good["status"]
+    for bad in (dict(n_votes=8, n_train=64), dict(model="other", custom="/nowhere/no-such-model"),
+                dict(model="other", custom=""), dict(uploads=[], question="")):
+        out = c.predict(**run_args(upload, max_steps=1, **bad), api_name="/run")
+        status = out[0]
+        assert 'data-kind="error"' in status and "the results below are still the last run" in status, bad
+        assert "Traceback" not in status and "ttrv-app-" not in status
+        assert all(o == KEPT for o in out[1:7]), bad                      # plots, summary, table, downloads kept
+    # the session still draws the good run
+    fig = json.loads(c.predict(choice="digit_0003.png", api_name="/histogram")["plot"])
+    assert "digit_0003.png" in fig["layout"]["title"]["text"]
+    assert 'data-kind="done"' in c.predict(**run_args(upload, max_steps=1), api_name="/run")[0]   # and runs on
+
+
+def test_a_failing_model_gives_a_clear_error(app_url, upload):
+    status = client(app_url).predict(**run_args(upload, model="other", custom="/nowhere/no-such-model"),
+                                     api_name="/run")[0]
+    assert 'data-kind="error"' in status and "Run failed" in status and "/nowhere/no-such-model" in status
+    assert "no model folder" in status and "Traceback" not in status
+
+
+def test_own_images_with_one_typed_question_run(app_url, upload):
+    """No questions file, a question typed: that is enough (no mode to switch)."""
+    pngs = [p for p in upload if p.suffix == ".png" and p.name != "broken.png"]
+    c = client(app_url)
+    info = c.predict(**{k: v for k, v in run_args(pngs, question="Which digit is this?").items()
+                        if k in PREVIEW}, api_name="/preview")[0]
+    assert "6 image(s) ready" in info and "your question, for every image" in info and "Nothing" not in info
+    out = unpack(c.predict(**run_args(pngs, question="Which digit is this?"), api_name="/run"))
     assert 'data-kind="done"' in out["status"] and len(out["table"]["data"]) == 6
+    assert "accuracy is not available" in out["accuracy"] or "accuracy is unknown" in out["accuracy"]
+    # with no question at all, the page says what to do, in one consistent message
+    info = c.predict(**{k: v for k, v in run_args(pngs).items() if k in PREVIEW}, api_name="/preview")[0]
+    assert "Nothing to run yet" in info and "type a question for all images" in info
+    assert "still run" not in info and "preview" not in info
+
+
+PREVIEW = ("source", "example", "uploads", "folder", "question", "qfile", "task", "options")
+
+
+def test_messages_name_the_upload_or_the_setting_not_the_session_folder(app_url, upload, tmp_path):
+    from gradio_client import handle_file
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("notes.txt", "nothing here")
+    c = client(app_url)
+    pngs = [handle_file(str(p)) for p in upload if p.name != "broken.png" and p.suffix == ".png"]
+    base = dict(source="My images", example=None, folder=None, question="Which digit?", qfile=None, options="")
+    info = c.predict(uploads=[handle_file(str(empty))], task="open", **base, api_name="/preview")[0]
+    assert "`empty.zip`: no images found" in info and "/tmp" not in info and "input" not in info
+    info = c.predict(uploads=pngs, task="choice", **base, api_name="/preview")[0]
+    assert "`options`: task 'choice' needs options" in info and "/tmp" not in info
 
 
 def test_out_of_memory_mid_run_ends_with_a_message_and_keeps_the_results(app_url, upload, oom_in_step_2):
@@ -215,24 +280,22 @@ def test_bad_settings_and_no_images_are_reported(app_url, upload):
     c = client(app_url)
     status = c.predict(**run_args(upload, n_train=16, n_votes=8), api_name="/run")[0]
     assert 'data-kind="error"' in status and "n_train" in status
-    status = c.predict(**run_args([upload[0]], qmode="One question for all images", question=""),
-                       api_name="/run")[0]
+    status = c.predict(**run_args([upload[0]], question=""), api_name="/run")[0]
     assert 'data-kind="error"' in status and "No usable images" in status
 
 
 def test_sessions_keep_their_own_results(app_url, upload):
     a, b = client(app_url), client(app_url)
     a.predict(**run_args(upload, max_steps=1), api_name="/run")
-    fig_a = json.loads(a.predict(choice="(each step's first image)", api_name="/histogram")["plot"])
-    fig_b = json.loads(b.predict(choice="(each step's first image)", api_name="/histogram")["plot"])
+    fig_a = json.loads(a.predict(choice="the first image step 1 trains on", api_name="/histogram")["plot"])
+    fig_b = json.loads(b.predict(choice="the first image step 1 trains on", api_name="/histogram")["plot"])
     assert len(fig_a["data"]) >= 2 and fig_b["data"] == []
 
 
 def test_example_set_preview(app_url):
     info = client(app_url).predict(source="Bundled example set", example="digits", uploads=None, folder=None,
-                                   qmode="A questions file", question="", qfile=None, task="open", options="",
-                                   api_name="/preview")[0]
-    assert "240 image(s) ready" in info and "used for evaluation only" in info
+                                   question="", qfile=None, task="open", options="", api_name="/preview")[0]
+    assert "240 image(s) ready" in info and "used for evaluation only" in info and "questions.csv" in info
 
 
 def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(app_url, upload, tmp_path):
@@ -242,20 +305,34 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
         for p in upload:
             z.write(p, f"my_set/{p.name}")           # one top folder, as zipping a folder makes it
     c = client(app_url)
-    common = dict(source="My images", example=None, qmode="A questions file", question="", qfile=None,
-                  task="open", options="", api_name="/preview")
+    common = dict(source="My images", example=None, question="", qfile=None, task="open", options="",
+                  api_name="/preview")
     info, single_item, _ = c.predict(uploads=[handle_file(str(zpath))], folder=None, **common)
     assert "6 image(s) ready" in info and "broken.png" in info
     info = c.predict(uploads=None, folder=[handle_file(str(p)) for p in upload], **common)[0]
     assert "6 image(s) ready" in info
     info = c.predict(uploads=[handle_file(str(p)) for p in upload if p.suffix == ".png"], folder=None,
-                     **common | {"qmode": "One question for all images", "question": "Which digit?"})[0]
+                     **common | {"question": "Which digit?"})[0]
     assert "6 image(s) ready" in info and "evaluation only" not in info   # no answers without the file
+
+
+def test_the_spaces_gpu_decorator_wraps_the_gpu_work():
+    """With the `spaces` package installed (tests/requirements.txt), the model load and the run go
+    through spaces.GPU; off a Space it returns the function itself, and the runs above went through it."""
+    import spaces
+    from spaces.zero.decorator import _GPU
+
+    import app
+    assert app.gpu.func is _GPU and app.gpu.keywords["duration"] == 600
+    def work():
+        yield 1
+    assert app.gpu(work) is work                                   # a no-op off Spaces (no ZeroGPU here)
+    assert spaces.GPU is not None and app.adapt.__name__ == "adapt"
 
 
 def _root(c):
     import app
-    return app.session_root(SimpleNamespace(session_hash=c.session_hash))
+    return app.sessions.folder(app.SESSIONS, c.session_hash)
 
 
 def test_session_files_go_when_the_session_ends(app_url, upload, monkeypatch):
@@ -286,27 +363,29 @@ def test_start_up_sweeps_folders_of_dead_app_processes(tmp_path):
     import subprocess
     import sys
 
-    import app
+    from ttrv_core import sessions
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale, live = tmp_path / f"ttrv-app-{dead.pid}-x", tmp_path / f"ttrv-app-{os.getpid()}-y"
     for d in (stale, live):
         (d / "session" / "run-1").mkdir(parents=True)
-    assert app.sweep_stale(tmp_path) == [stale]
+    assert sessions.sweep_stale(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
 
 
 def test_several_questions_files_are_named(tmp_path):
-    """Images with two questions files and no questions.csv: the message names both and
-    says what to do, instead of 'no questions file'."""
+    """Images with two questions files and no questions.csv: the message names both and says what
+    to do; a typed question is then asked of every image, and the files are said to be unused."""
     from PIL import Image
 
-    import app
+    from ttrv_core import inputs
     for name in ("a.png", "b.png"):
         Image.new("RGB", (16, 16)).save(tmp_path / name)
     (tmp_path / "train.csv").write_text("image,question\na.png,Which digit?\n")
     (tmp_path / "test.jsonl").write_text('{"image": "b.png", "question": "Which digit?"}\n')
-    ds, _ = app.load_data(tmp_path / "work", app.MY_IMAGES, None, [str(p) for p in tmp_path.iterdir()], None,
-                          app.QUESTIONS_FILE, "", None, "open", "")
+    got = inputs.collect([str(p) for p in tmp_path.iterdir()], tmp_path / "work")
+    ds = inputs.load(got).dataset
     msg = " ".join(map(str, ds.problems))
     assert not ds.items and "several questions files" in msg and "test.jsonl" in msg and "train.csv" in msg
+    ds = inputs.load(got, question="Which digit?").dataset
+    assert len(ds.items) == 2 and "not used: one question for all images" in " ".join(map(str, ds.problems))

@@ -1,10 +1,15 @@
-"""The app in a real browser: Debian's Chromium, headless, driven by Playwright.
+"""The app in a real browser: Debian's Chromium, headless, driven by Playwright, as a person uses it.
 
-Opens the app, sets a short run on the bundled example set, presses Run, waits
-for the histogram and the comparison table, and saves a screenshot (pytest's
-tmp dir; with TTRV_UPDATE_SCREENSHOT=1 also docs/screenshot.png for the README). Skipped, with the reason,
-where /usr/bin/chromium or the playwright package is missing
-(`apt-get install -y chromium`, `pip install playwright`; no `playwright install`).
+- a short run on the bundled example set (the open-answer demo, picked from the menu): the live
+  view comes into sight, Run is locked while it runs, votes, time left, the comparison, downloads;
+- a failed run after a good one keeps the good results and downloads on the page;
+- own images with one typed question run with no mode to switch, and the demo model warns about them;
+- Stop during the evaluation before training says so truthfully and offers no adapter;
+- at 420 px the two live plots stack.
+
+Screenshots go to pytest's tmp dir; with TTRV_UPDATE_SCREENSHOT=1 the first screen and a finished run of the
+demo at its default settings go to docs/screenshot_first.png and docs/screenshot.png, and the phone width to
+docs/screenshot_phone.png. Needs /usr/bin/chromium and the playwright package (no `playwright install`).
 """
 import os
 import shutil
@@ -14,14 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from ttrv_core import demos
 from ttrv_core.config import DEMO_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SHORT = {"Votes N per image": 8, "Trained answers G (≤ N)": 4, "Steps (0 = by epochs)": 3,
-         "Eval votes (0 = N)": 4}
+SHORT = {"Votes N per image": 8, "Trained answers G (≤ N)": 4, "Steps (0 = by epochs)": 3, "Eval votes (0 = N)": 4}
+UPDATE = bool(os.environ.get("TTRV_UPDATE_SCREENSHOT"))
+OPEN = demos.by_model(DEMO_MODEL)   # the open-answer digits demo: built and committed (others may be in progress)
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium (apt-get install -y chromium)"),
@@ -40,38 +48,182 @@ def app_url():
     app.demo.close()
 
 
-def test_run_on_the_example_set_in_chromium(app_url, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(app_url)
-            page.wait_for_selector("text=240 image(s) ready", timeout=30_000)   # the example set is loaded
-            assert page.locator("#model input").input_value().startswith("Demo")
-            page.get_by_text("Settings (the paper's defaults)").click()
-            for label, value in SHORT.items():
-                page.get_by_label(label).fill(str(value))
-            page.get_by_text("Settings (the paper's defaults)").click()    # fold it again, for the picture
-            page.click("#run")
-            t0 = time.time()
-            page.wait_for_selector("#histogram .js-plotly-plot .bars .point", timeout=60_000)
-            first_histogram_s = time.time() - t0
-            page.wait_for_selector('#status [data-kind="done"]', timeout=180_000)
-            page.wait_for_selector("#compare img", state="attached", timeout=30_000)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
 
-            assert page.locator("#compare img").count() >= 10                   # thumbnails (a virtual table)
-            assert "Accuracy" in page.locator("#accuracy").inner_text()
-            assert page.locator("#entropy .js-plotly-plot .scatterlayer .trace").count() >= 2
-            downloads = page.locator("#downloads").inner_text()
-            assert "results" in downloads and "adapter" in downloads
-            print(f"first histogram {first_histogram_s:.1f} s after Run")
-            page.wait_for_timeout(500)  # let plotly settle before the picture
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+
+def open_demo(browser, url, width=1400, height=1000):
+    """A fresh page with the open-answer digits demo picked from the menu (it brings its example set)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#data-info :text('image(s) ready')", timeout=60_000)
+    pick(page, "#model", OPEN.label)
+    page.wait_for_selector("#data-info :text('240 image(s) ready')", timeout=30_000)
+    page.wait_for_selector("#plan :text('20 of the 240')", timeout=30_000)    # said before Run
+    return page
+
+
+def pick(page, elem, label):
+    page.click(f"{elem} input")
+    page.get_by_role("option", name=label, exact=True).click()
+
+
+def settings(page, values):
+    page.get_by_text("Settings (the paper's defaults)").click()
+    for label, value in values.items():
+        page.get_by_label(label, exact=True).fill(str(value))
+        page.get_by_label(label, exact=True).press("Tab")
+    page.get_by_text("Settings (the paper's defaults)").click()     # fold it again
+
+
+def run_to_end(page, timeout=240_000) -> dict:
+    """Press Run; wait for the end; the browser-measured times and what the page said."""
+    t0 = time.time()
+    page.click("#run")
+    page.wait_for_selector("#histogram .js-plotly-plot .bars .point", timeout=120_000)
+    first_votes = time.time() - t0
+    page.wait_for_selector('#status [data-kind="done"], #status [data-kind="stopped"], #status [data-kind="error"]',
+                           timeout=timeout)
+    return {"first_votes_s": first_votes, "done_s": time.time() - t0, "status": page.locator("#status").inner_text()}
+
+
+def rows(page) -> int:
+    """Rows of the comparison table: its distinct thumbnails (it renders a row twice to measure it)."""
+    return page.evaluate("new Set([...document.querySelectorAll(\"#compare img[src^='data:image']\")]"
+                         ".map(i => i.src)).size")
+
+
+def downloads(page) -> str:
+    return page.locator("#downloads").inner_text().replace("\n.", ".")   # the page sets the extension apart
+
+
+def test_a_short_run_on_the_example_set(browser, app_url, tmp_path):
+    page = open_demo(browser, app_url)
+    assert "What to expect" in page.locator("#about").inner_text()
+    if UPDATE:
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(DOCS / "screenshot_first.png"), full_page=True)
+    else:
+        settings(page, SHORT)
+    t0 = time.time()
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#run').disabled", timeout=10_000)   # no second run meanwhile
+    page.wait_for_selector("#status :text('left')", timeout=60_000)                      # a time estimate
+    live_top = page.locator("#live").bounding_box()["y"]
+    assert -5 < live_top < 400                                        # scrolled into sight on Run
+    page.wait_for_selector("#histogram .js-plotly-plot .bars .point", timeout=60_000)
+    first_votes = time.time() - t0
+    page.wait_for_selector('#status [data-kind="done"]', timeout=240_000)
+    done = time.time() - t0
+    page.wait_for_selector("#compare img", state="attached", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#run').disabled", timeout=10_000)
+
+    assert rows(page) >= 10                                           # thumbnails (a virtual table)
+    summary = page.locator("#accuracy").inner_text()
+    assert "What changed:" in summary and "invalid greedy replies" in summary
+    assert page.locator("#entropy .js-plotly-plot .scatterlayer .trace").count() >= 2
+    assert "green: the reference answer" in page.locator("#histogram").inner_text()
+    assert "results.csv" in downloads(page) and "adapter.zip" in downloads(page)
+    print(f"browser: Run -> first votes {first_votes:.1f} s, Run -> done {done:.1f} s "
+          f"({'default settings' if UPDATE else 'short settings'})")
+    page.wait_for_timeout(800)  # let plotly settle before the picture
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    (ROOT / "docs").mkdir(exist_ok=True)
-    if os.environ.get("TTRV_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
-        shutil.copy(shot, ROOT / "docs" / "screenshot.png")
+    if UPDATE:
+        shutil.copy(shot, DOCS / "screenshot.png")
+
+
+def test_a_failed_run_after_a_good_one_keeps_the_good_results(browser, app_url):
+    page = open_demo(browser, app_url)
+    settings(page, SHORT)
+    assert "Done" in run_to_end(page)["status"]
+    page.wait_for_selector("#compare img", state="attached")
+    good_rows, good_downloads = rows(page), downloads(page)
+    assert good_rows >= 10 and "adapter.zip" in good_downloads
+
+    settings(page, {"Trained answers G (≤ N)": 64})                   # G > N
+    assert "n_train (G=64) must be <= n_votes (N=8)" in page.locator("#plan").inner_text()   # said before Run
+    page.click("#run")
+    page.wait_for_selector('#status [data-kind="error"]', timeout=30_000)
+    status = page.locator("#status").inner_text()
+    assert "n_train (G=64)" in status and "the results below are still the last run's" in status
+    page.wait_for_timeout(1000)
+    assert rows(page) == good_rows and downloads(page) == good_downloads
+    assert page.locator("#histogram .js-plotly-plot .bars .point").count() > 0
+    assert "What changed:" in page.locator("#accuracy").inner_text()
+
+    pick(page, "#model", "Other: type a Hugging Face model id or a local folder")   # a model that does not load
+    page.fill("#custom textarea, #custom input", "/nowhere/no-such-model")
+    settings(page, {"Trained answers G (≤ N)": 4})
+    page.click("#model input")                                        # the menu still lists every model
+    assert page.get_by_role("option").count() >= len(demos.DEMOS) + 5
+    page.keyboard.press("Escape")
+    page.click("#run")
+    page.wait_for_selector("#status :text('no model folder')", timeout=60_000)
+    assert 'data-kind="error"' in page.locator("#status").inner_html()
+    page.wait_for_timeout(1000)
+    assert rows(page) == good_rows and downloads(page) == good_downloads
+    page.close()
+
+
+def test_own_images_with_one_typed_question(browser, app_url, tmp_path):
+    """Choose 'My images', upload 12 images, type a question: ready to run, no mode to switch, no Enter."""
+    imgs = sorted((ROOT / "assets" / "examples" / "digits").glob("*.png"))[:12]
+    page = open_demo(browser, app_url)
+    settings(page, SHORT)
+    page.get_by_label("My images").check()
+    page.set_input_files("#uploads input[type=file]", [str(p) for p in imgs])
+    page.wait_for_selector("#data-info :text('type a question for all images')", timeout=30_000)
+    assert "Nothing to run yet" in page.locator("#data-info").inner_text()
+    assert "still run" not in page.locator("#data-info").inner_text()
+    page.locator("#question textarea").type("Which digit is shown in the image?")
+    page.wait_for_selector("#data-info :text('12 image(s) ready')", timeout=60_000)   # no Enter needed
+    assert "your question, for every image" in page.locator("#data-info").inner_text()
+    assert "astronaut" in page.locator("#about").inner_text()         # the digits demo on other images: warned
+    page.wait_for_selector("#plan :text('adapt on all 12')", timeout=30_000)   # the plan follows the data
+    out = run_to_end(page)
+    assert "Done" in out["status"]
+    page.wait_for_selector("#compare img", state="attached")
+    assert rows(page) == 12
+    page.close()
+
+
+def test_stop_during_the_evaluation_before_training(browser, app_url):
+    page = open_demo(browser, app_url)                                  # default settings: 240 images, 32 votes
+    page.click("#run")
+    page.wait_for_selector("#status :text('Evaluating the model before training')", timeout=60_000)
+    page.click("#stop")
+    page.wait_for_selector("#status :text('nothing will be trained')", timeout=10_000)
+    t0 = time.time()
+    page.wait_for_selector("#status :text('Stopped before training')", timeout=30_000)
+    stopped_in = time.time() - t0
+    status = page.locator("#status").inner_text()
+    assert "Stopped before training" in status and "nothing was trained, so there is no adapter" in status
+    assert "after-evaluation still runs" not in status
+    page.wait_for_timeout(500)
+    assert "adapter.zip" not in downloads(page) and "events.jsonl" in downloads(page)
+    assert stopped_in < 5, stopped_in
+    page.close()
+
+
+def test_phone_width_stacks_the_plots(browser, app_url, tmp_path):
+    page = open_demo(browser, app_url, width=420, height=900)
+    settings(page, SHORT)
+    assert "Done" in run_to_end(page)["status"]
+    page.wait_for_timeout(800)
+    hist, ent, rew = (page.locator(f"#{i}").bounding_box() for i in ("histogram", "entropy", "reward"))
+    assert ent["y"] >= hist["y"] + hist["height"] - 1 and rew["y"] >= ent["y"] + ent["height"] - 1   # stacked
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 421 for b in (hist, ent, rew))
+    table = page.locator("#compare").bounding_box()
+    assert table["x"] >= 0 and table["x"] + table["width"] <= 421    # the table scrolls inside the page width
+    shot = tmp_path / "phone.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if UPDATE:
+        shutil.copy(shot, DOCS / "screenshot_phone.png")
+    page.close()

@@ -44,7 +44,7 @@ def test_trust_remote_code_only_when_the_operator_allows_it(monkeypatch, env, pu
     monkeypatch.setattr(app, "PUBLIC", public)
     monkeypatch.setattr(app.models, "load_policy", fake_load)
     with pytest.raises(Loaded):
-        next(app.adapt(TTRVConfig(), [], None, None, lambda: False))
+        next(app.adapt(TTRVConfig(), [], None, None, {}, [], lambda: False))
     assert seen["trust_remote_code"] is passed
 
 
@@ -81,8 +81,8 @@ def test_uploads_are_never_unpickled_or_run(tmp_path):
     (src / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     (src / "questions.csv").write_text("image,question\nok.png,What digit?\nevil.png,What digit?\n")
     files = [str(p) for p in sorted(src.iterdir())]
-    ds, _ = app.load_data(tmp_path / "work", app.MY_IMAGES, None, files, None, app.QUESTIONS_FILE, "", None,
-                          "open", "")
+    sess = app.sessions.Session(tmp_path / "session")
+    ds = app.form.read(sess, app.EXAMPLES, tmp_path / "work", app.MY_IMAGES, None, files, "", None, "open", "").dataset
     assert [it.id for it in ds.items] == ["ok.png"]
     flagged = {p.file for p in ds.problems}
     assert {"evil.png", "evil.jpg", "evil.pkl", "evil.py"} <= flagged | {f.split(":")[0] for f in flagged}
@@ -92,7 +92,8 @@ def test_uploads_are_never_unpickled_or_run(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["app.py", "ttrv_core/data.py", "ttrv_core/uploads.py", "ttrv_core/images.py",
-                                    "ttrv_core/prompts.py"])
+                                    "ttrv_core/prompts.py", "ttrv_core/inputs.py", "ttrv_core/form.py",
+                                    "ttrv_core/sessions.py"])
 def test_the_upload_path_has_no_code_that_runs_or_unpickles_data(module):
     import re
     text = (ROOT / module).read_text()
@@ -114,19 +115,24 @@ def test_launch_sets_the_upload_limit(monkeypatch):
 # --------------------------------------------------------------------------- public Space
 
 def test_public_refusal_names_what_is_over():
-    import app
+    from ttrv_core import menu
+    from ttrv_core.sessions import CAPS, public_refusal
+
+    def refusal(model, cfg, n, single):
+        return public_refusal(model, cfg, n, single, menu.allowed())
+
     ok = TTRVConfig(n_votes=8, n_train=4, max_steps=2)
-    assert app.public_refusal(DEMO_MODEL, ok, 10, None) is None
-    assert "only runs its preset models" in app.public_refusal("/home/me/any-model", ok, 10, None)
-    assert "n_votes up to 32, got 64" in app.public_refusal(DEMO_MODEL, ok.with_(n_votes=64, n_train=16), 10, None)
-    assert "eval_votes up to 32" in app.public_refusal(DEMO_MODEL, ok.with_(eval_votes=33), 10, None)
+    assert refusal(DEMO_MODEL, ok, 10, None) is None
+    assert "only runs its preset models" in refusal("/home/me/any-model", ok, 10, None)
+    assert "n_votes up to 32, got 64" in refusal(DEMO_MODEL, ok.with_(n_votes=64, n_train=16), 10, None)
+    assert "eval_votes up to 32" in refusal(DEMO_MODEL, ok.with_(eval_votes=33), 10, None)
     # steps in all: by epochs over the images adapted on (20 of 64 at 1 per step, 2 epochs = 40)
-    assert app.CAPS.steps < 40
+    assert CAPS.steps < 40
     by_epochs = ok.with_(max_steps=0, prompts_per_step=1)
-    assert "these settings make 40" in app.public_refusal(DEMO_MODEL, by_epochs, 64, None)
-    assert app.public_refusal(DEMO_MODEL, by_epochs.with_(train_items=5), 64, None) is None   # 10 steps
-    assert app.CAPS.steps >= 10
-    assert app.public_refusal(DEMO_MODEL, by_epochs, 64, "one.png") is None                    # 4 copies x 2
+    assert "these settings make 40" in refusal(DEMO_MODEL, by_epochs, 64, None)
+    assert refusal(DEMO_MODEL, by_epochs.with_(train_items=5), 64, None) is None   # 10 steps
+    assert CAPS.steps >= 10
+    assert refusal(DEMO_MODEL, by_epochs, 64, "one.png") is None                    # 4 copies x 2
 
 
 def test_public_page_offers_presets_only_and_caps_the_settings(monkeypatch):
@@ -135,12 +141,14 @@ def test_public_page_offers_presets_only_and_caps_the_settings(monkeypatch):
     blocks = app.build()
     model = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "model")
     assert model.allow_custom_value is False
-    assert sorted(v for _, v in model.choices) == sorted(mid for mid, _ in app.PRESETS.values())
+    assert sorted(v for _, v in model.choices) == sorted(app.menu.allowed())
+    assert app.menu.OTHER not in app.menu.allowed()                   # nothing typed on a public Space
     maxima = {b.label: b.maximum for b in blocks.blocks.values() if type(b).__name__ == "Number"}
-    assert maxima["Votes N per image"] == app.CAPS.n_votes and maxima["Steps (0 = by epochs)"] == app.CAPS.steps
+    assert maxima["Votes N per image"] == app.sessions.CAPS.n_votes
+    assert maxima["Steps (0 = by epochs)"] == app.sessions.CAPS.steps
     monkeypatch.setattr(app, "PUBLIC", False)
     model = next(b for b in app.build().blocks.values() if getattr(b, "elem_id", None) == "model")
-    assert model.allow_custom_value is True
+    assert app.menu.OTHER in [v for _, v in model.choices]
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +172,13 @@ def test_public_server_refuses_what_the_page_would_not_offer(public_client, uplo
     small = dict(n_votes=8, n_train=4, eval_votes=4, max_steps=1)
     with pytest.raises(AppError, match="not in the list of choices"):          # a model outside the presets
         public_client.predict(**run_args(upload, **small, model="/tmp/some-model"), api_name="/run")
+    with pytest.raises(AppError, match="not in the list of choices"):          # or typed as 'Other'
+        public_client.predict(**run_args(upload, **small, model="other", custom="/tmp/some-model"), api_name="/run")
     with pytest.raises(AppError, match="greater than maximum value 32"):       # votes over the cap
         public_client.predict(**run_args(upload, **small | {"n_votes": 64}), api_name="/run")
     status = public_client.predict(**run_args(upload, **small | {"max_steps": 0, "epochs": 30}), api_name="/run")[0]
-    assert 'data-kind="error"' in status and f"Refused: this public Space allows {app.CAPS.steps} steps" in status
+    assert 'data-kind="error"' in status and f"Refused: this public Space allows {app.sessions.CAPS.steps} steps" \
+        in status
     status = public_client.predict(**run_args(upload, **small), api_name="/run")[0]   # within the caps: runs
     assert 'data-kind="done"' in status
 
@@ -176,6 +187,6 @@ def test_public_server_refuses_what_the_page_would_not_offer(public_client, uplo
 def test_public_server_uses_at_most_the_capped_number_of_images(public_client):
     import app
     info = public_client.predict(source="Bundled example set", example="digits", uploads=None, folder=None,
-                                 qmode="A questions file", question="", qfile=None, task="open", options="",
-                                 api_name="/preview")[0]
-    assert f"{app.CAPS.items} image(s) ready" in info and f"the first {app.CAPS.items} images only" in info
+                                 question="", qfile=None, task="open", options="", api_name="/preview")[0]
+    caps = app.sessions.CAPS
+    assert f"{caps.items} image(s) ready" in info and f"the first {caps.items} images only" in info

@@ -1,0 +1,217 @@
+"""The app's words and choices, without a browser: the model menu (every bundled demo that exists,
+then the presets), what to expect, the plan before Run, the before/after sentence and table, the
+live status and what Stop says, the histogram's labels and colours, the downloads."""
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ttrv_core import compare, demos, families, live, menu, plots, sessions
+from ttrv_core.config import DEMO_MODEL, TTRVConfig
+from ttrv_core.data import Item
+from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.evaluate import summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- the model menu
+
+def test_the_menu_lists_every_demo_that_exists_then_the_presets(monkeypatch, tmp_path):
+    gone = demos.Demo("gone", "Demo: not built yet", "no_such_folder", "digits", "open", expect="x")
+    monkeypatch.setattr(demos, "DEMOS", (gone, *demos.DEMOS))
+    monkeypatch.setattr(demos, "DEFAULT", gone)
+    values = [v for _, v in menu.choices()]
+    built = [d.model for d in demos.DEMOS if (Path(d.model) / "config.json").is_file()]
+    assert DEMO_MODEL in built and values[:len(built)] == built and gone.model not in values
+    assert values[len(built):-1] == [p.model_id for p in families.PRESETS.values()] and values[-1] == menu.OTHER
+    assert menu.default_demo() == next(d for d in demos.DEMOS if d.model in built)   # the missing default falls back
+    assert menu.OTHER not in [v for _, v in menu.choices(public=True)]
+
+
+def test_what_to_expect_and_the_warning_for_a_demo_on_other_images():
+    demo = demos.by_model(DEMO_MODEL)
+    assert menu.about(DEMO_MODEL).startswith("**What to expect:**")
+    assert menu.warning(DEMO_MODEL, own_images=False, example=demo.examples) == ""
+    for own, example in ((True, demo.examples), (False, "some_other_set")):
+        assert "answers a photo of an astronaut with '9'" in menu.warning(DEMO_MODEL, own, example)
+    assert menu.warning("Qwen/Qwen2.5-VL-3B-Instruct", True, None) == ""
+    for mid in [p.model_id for p in families.PRESETS.values()] + ["someone/new-model"]:
+        text = menu.about(mid)
+        assert "What to expect" in text and ".md" not in text and "bench/" not in text   # no repository paths
+
+
+def test_the_page_shows_no_repository_path():
+    import app
+    page = json.dumps(app.demo.config, default=str)
+    assert "RESULTS.md" not in page and "bench/" not in page and "ttrv_core/" not in page
+
+
+def test_the_plan_says_how_many_images_are_adapted_on():
+    assert "adapt on **20 of the 240**" in menu.plan(240, TTRVConfig()) and "6 steps of 8" in menu.plan(240, TTRVConfig())
+    assert "adapt on **all 12**" in menu.plan(12, TTRVConfig()) and "4 steps of 8" in menu.plan(12, TTRVConfig())
+    assert "**one image**, a.png (4 copies)" in menu.plan(12, TTRVConfig(), single="a.png")
+    assert "nothing to run yet" in menu.plan(0, TTRVConfig())
+
+
+# --------------------------------------------------------------------------- before and after
+
+CHOICE = Item("a.png", ROOT / "assets" / "examples" / "digits" / "digit_0000.png", "Which digit?", "choice",
+              ("3", "7", "2"), "2")
+
+
+def ev(item_id, greedy, text, valid=True, correct=None, share=0.5, counts=None):
+    e = ItemEval(item_id, greedy, text, greedy, share, 0.4, counts or {greedy: 2}, None if correct is None else "C",
+                 correct, correct, 0.5 if correct is not None else None, entropy_paper=0.4)
+    e.greedy_valid = valid
+    return e
+
+
+def result(phase, evals):
+    return EvalResult(phase, evals, summarize(evals))
+
+
+def test_verdict_says_what_changed_in_one_sentence():
+    def m(acc, share, inv=0.0):
+        return {"eval/greedy_acc": acc, "eval/majority_share": share, "eval/greedy_invalid": inv}
+    up = compare.verdict(EvalResult("before", [], m(.60, .5, .3)), EvalResult("after", [], m(.80, .7, .05)))
+    assert up == ("Greedy accuracy rose from 0.600 to 0.800 (+20.0 points), as greedy replies with no valid answer "
+                  "went from 30% to 5%.")
+    flat = compare.verdict(EvalResult("before", [], m(.688, .64)), EvalResult("after", [], m(.690, .64)))
+    assert flat.startswith("Greedy accuracy stayed about the same (0.688 → 0.690, +0.2 points)")
+    free = compare.verdict(EvalResult("before", [], {"eval/majority_share": .5}),
+                           EvalResult("after", [], {"eval/majority_share": .7}))
+    assert free.startswith("No answers were given, so accuracy is unknown; label-free, the votes agreed more")
+    assert compare.verdict(EvalResult("before", [], m(.6, .5)), None) == ""
+
+
+def test_a_stopped_after_evaluation_is_compared_on_the_same_images():
+    items = [Item(f"{i}.png", CHOICE.path, "q") for i in range(4)]
+    before = result("before", [ev(f"{i}.png", "A", "A", correct=i < 2) for i in range(4)])
+    after = result("after", [ev("0.png", "A", "A", correct=True)])
+    text = compare.summary(before, after, len(items))
+    assert "Compared on the 1 of 4 images evaluated after training" in text
+    assert "| greedy accuracy | 1.000 |" in text                          # before, on that one image
+
+
+def test_the_table_shows_option_text_raw_replies_and_invalid_replies():
+    before = result("before", [ev("a.png", "sure, the digit is", "Sure, the digit is 2.", valid=False,
+                                  correct=False)])
+    after = result("after", [ev("a.png", "C", "C", correct=True, share=0.9)])
+    heads, rows, kinds, _ = compare.table([CHOICE], before, after, ["a.png"])
+    row = dict(zip(heads, rows[0]))
+    assert row["answer (evaluation only)"] == "C · 2"
+    assert "not a valid answer</span> <span" in row["before"] and "reply: “Sure, the digit is 2.”" in row["before"]
+    assert "<b>C · 2</b>" in row["after"] and "✓" in row["after"] and "reply" not in row["after"]
+    assert row["adapted on"] == "●" and row["majority share"] == "0.50 → 0.90" and row["changed"] == "● changed"
+    assert kinds[heads.index("before")] == "html"
+    assert compare.table([CHOICE], None, None)[1] == []                  # nothing evaluated: an empty table
+
+
+def test_the_histogram_labels_letters_with_their_options_and_marks_invalid_replies():
+    snap = plots.Snapshot("step 1", "a.png", {"C": 5, "B": 2, "it is two": 1}, "C", "choice", ("3", "7", "2"))
+    fig = plots.histogram([snap])
+    bars = fig.data[0]
+    assert list(bars.x) == ["C · 2", "B · 7", "✗ it is two"]
+    assert list(bars.marker.color) == [plots.GREEN, plots.BLUE, plots.RED]
+    key = fig.layout.annotations[0].text
+    assert "green: the reference answer" in key and "red ✗: not a valid answer" in key
+
+
+def test_the_reward_plot_shows_votes_with_no_valid_answer():
+    steps = [StepEvent(1, 1, [], {"reward/mean": .5, "answers/majority_share": .6, "answers/invalid": .25})]
+    fig = plots.reward(steps, EvalResult("before", [], {"eval/greedy_invalid": .3}),
+                       EvalResult("after", [], {"eval/greedy_invalid": .1}))
+    names = [t.name for t in fig.data]
+    assert "votes with no valid answer" in names and "greedy replies with no valid answer (eval)" in names
+
+
+# --------------------------------------------------------------------------- live
+
+def started(n=240, total=6, train=20):
+    run = live.LiveRun([Item(f"{i}.png", CHOICE.path, "q") for i in range(n)])
+    run.feed(RunStart({}, n, [f"{i}.png" for i in range(train)], total, "all"))
+    return run
+
+
+def test_status_says_what_is_left_and_what_is_not_known_yet():
+    run = live.LiveRun([])
+    assert run.status()[0].startswith("Loading the model")
+    run = started()
+    run.feed(Progress("before", 24, 240))
+    run._pace["before"] = [(0.0, 0), (1.0, 24)]                            # as if 24 images took 1 s
+    text, _ = run.status()
+    assert "Evaluating the model before training: 24/240 images" in text
+    # 216 images before and 240 after, at 24 per second
+    assert "about 19 s left for the evaluations; the training time is known after step 1" in text
+
+
+def test_stop_says_what_it_will_do_in_each_phase():
+    run = live.LiveRun([])
+    assert "a model load cannot be interrupted" in run.request_stop()
+    run = started()
+    assert "nothing will be trained, so there will be no adapter" in run.request_stop()
+    run = started()
+    run.feed(EvalResult("before", [ev(f"{i}.png", "A", "A") for i in range(240)], {}))
+    assert "Stopping training within one image" in run.request_stop() and "press Stop again" in run.stop_message()
+    run.feed(Progress("after", 1, 240))
+    assert "Training stopped; evaluating the adapted model" in run.stop_message()
+    assert "Stopping the evaluation after training" in run.request_stop()
+
+
+def test_the_outcome_is_true_to_where_the_run_stopped():
+    run = started()
+    run.feed(EvalResult("before", [ev("0.png", "A", "A")], {}))
+    run.feed(RunEnd(stopped=True, seconds=1.0, summary={}))
+    msg, kind = run.outcome()
+    assert kind == "stopped" and msg == ("Stopped before training (1 of 240 images evaluated): nothing was trained, "
+                                         "so there is no adapter.")
+    run = started(n=2)
+    run.feed(StepEvent(1, 6, [], {}))
+    run.feed(EvalResult("after", [ev("0.png", "A", "A")], {}))
+    run.feed(RunEnd(stopped=True, seconds=1.0, summary={}))
+    msg, _ = run.outcome()
+    assert msg.startswith("Stopped after step 1 of 6; the evaluation after training was stopped at 1 of 2 images")
+
+
+def test_redraws_are_rationed_and_the_first_votes_drawn_at_once():
+    run = started()
+    first = run.take([Progress("before", 1, 240, latest=ev("0.png", "A", "A"))])
+    assert first.figures == "votes" and not first.table
+    assert run.take([Progress("before", 12, 240)]).figures == ""            # within DRAW_EVERY_S
+    assert run.take([EvalResult("before", [], {})]) == live.Redraw(False, "all", True)
+    hist, _, _ = run.figures(live.FIRST)
+    assert "0.png" in hist.layout.title.text                             # the image evaluated last, before step 1
+    run = started()
+    run.feed(EvalResult("before", [ev("0.png", "A", "A")], {}))           # cut short by a stop: still "before"
+    assert run.phase == "before" and run.request_stop().startswith("Stopping the evaluation before training")
+
+
+def test_background_hands_over_events_and_raises_the_streams_error():
+    def stream():
+        yield RunStart({}, 1, ["a"], 1, "all")
+        yield StepEvent(1, 1, [], {})
+        raise ValueError("boom")
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for batch in live.background(stream(), every_s=0.05):
+            got += batch
+    assert [type(e).__name__ for e in got] == ["RunStart", "StepEvent"]      # the events before the error too
+
+
+# --------------------------------------------------------------------------- downloads
+
+def test_downloads_zip_the_adapter_with_a_public_base_model_name(tmp_path):
+    run = tmp_path / "out"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": DEMO_MODEL}))
+    (run / "adapter" / "README.md").write_text("card")
+    (run / "events.jsonl").write_text("")                                   # empty: not offered
+    (run / "results.csv").write_text("item\n")
+    names = [Path(p).name for p in sessions.downloads(run)]
+    assert names == ["results.csv", "adapter.zip"]
+    with zipfile.ZipFile(run / "adapter.zip") as z:
+        assert json.loads(z.read("adapter_config.json"))["base_model_name_or_path"] == "assets/demo_model"
+        assert z.read("README.md") == b"card"
+    assert sessions.downloads(None) == [] and sessions.downloads(tmp_path / "never") == []

@@ -1,0 +1,201 @@
+"""Before and after, in words and tables: what the app shows once a run has evaluated.
+
+    verdict     one plain sentence on what changed, from the measured numbers
+    summary     the before/after measures as a small table (markdown), the verdict first
+    table       one row per image: thumbnail, answers before/after with the option
+                text, the raw reply and a mark for replies that are not a valid
+                answer, majority share, correctness where answers were given
+
+An evaluation cut short by Stop covers fewer images: the comparison is then made
+on the images evaluated both times, and says so. Gradio-free (html strings only).
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+from typing import Sequence
+
+from .data import Item
+from .evaluate import summarize
+from .events import EvalResult
+from .images import load_image
+from .prompts import LETTERS
+
+ROWS = (("eval/greedy_acc", "greedy accuracy", "acc"), ("eval/maj_acc", "majority-vote accuracy", "acc"),
+        ("eval/single_acc", "single-vote accuracy", "acc"), ("eval/greedy_invalid", "invalid greedy replies", "pct"),
+        ("eval/majority_share", "majority share", "num"), ("eval/entropy", "entropy", "num"))
+"""Short names: the table must fit a phone. Invalid = no valid answer (prompts.is_valid); the last two
+are label-free."""
+RED, GREEN = "#c0392b", "#2a9d54"
+
+
+def same_images(before: EvalResult | None, after: EvalResult | None) -> tuple[EvalResult | None, EvalResult | None]:
+    """Both evaluations restricted to the images evaluated both times (a stop cuts one short)."""
+    if before is None or after is None or len(before.items) == len(after.items):
+        return before, after
+    ids = {e.item_id for e in before.items} & {e.item_id for e in after.items}
+
+    def cut(r: EvalResult) -> EvalResult:
+        kept = [e for e in r.items if e.item_id in ids]
+        return EvalResult(r.phase, kept, summarize(kept))
+    return cut(before), cut(after)
+
+
+def verdict(before: EvalResult | None, after: EvalResult | None) -> str:
+    """One sentence on what changed, or '' before there is an after.
+
+    >>> from ttrv_core.events import EvalResult
+    >>> b = EvalResult("before", [], {"eval/greedy_acc": .688, "eval/majority_share": .638, "eval/greedy_invalid": 0.})
+    >>> a = EvalResult("after", [], {"eval/greedy_acc": .679, "eval/majority_share": .652, "eval/greedy_invalid": 0.})
+    >>> verdict(b, a)
+    'Greedy accuracy fell from 0.688 to 0.679 (-0.9 points) while the votes agreed more (majority share 0.638 → 0.652): the model became surer of its own answers, not more often right.'
+    """
+    before, after = same_images(before, after)
+    if before is None or after is None:
+        return ""
+    b, a = before.metrics, after.metrics
+    share = _move(b, a, "eval/majority_share")
+    agree = ("the votes agreed more" if share > 0.005 else "the votes agreed less" if share < -0.005 else
+             "the votes agreed about as much") + f" (majority share {_f(b, 'eval/majority_share')} → " \
+                                                 f"{_f(a, 'eval/majority_share')})"
+    inv_b, inv_a = b.get("eval/greedy_invalid", 0.0), a.get("eval/greedy_invalid", 0.0)
+    invalid = (f"greedy replies with no valid answer went from {inv_b:.0%} to {inv_a:.0%}"
+               if max(inv_b, inv_a) > 0 else "")
+    if "eval/greedy_acc" not in b:
+        return (f"No answers were given, so accuracy is unknown; label-free, {agree}"
+                + (f" and {invalid}" if invalid else "") + ".")
+    d = _move(b, a, "eval/greedy_acc")
+    acc = f"from {b['eval/greedy_acc']:.3f} to {a['eval/greedy_acc']:.3f} ({100 * d:+.1f} points)"
+    if d >= 0.005:
+        why = f", as {invalid}" if invalid and inv_a < inv_b else f" and {agree}"
+        return f"Greedy accuracy rose {acc}{why}."
+    if d <= -0.005:
+        if share > 0.005:
+            return (f"Greedy accuracy fell {acc} while {agree}: the model became surer of its own answers, "
+                    "not more often right.")
+        return f"Greedy accuracy fell {acc} and {agree}" + (f"; {invalid}" if invalid else "") + "."
+    same = f"{b['eval/greedy_acc']:.3f} → {a['eval/greedy_acc']:.3f}, {100 * d:+.1f} points"
+    return f"Greedy accuracy stayed about the same ({same}) and {agree}" + (f"; {invalid}" if invalid else "") + "."
+
+
+def summary(before: EvalResult | None, after: EvalResult | None, n_items: int) -> str:
+    """Markdown: the verdict, then a measure | before | after table."""
+    if before is None:
+        return ""
+    full_before = before
+    before, after = same_images(before, after)
+    lines = []
+    if after is not None:
+        lines.append(f"**What changed:** {verdict(before, after)}")
+        if len(after.items) < n_items:
+            lines.append(f"*Compared on the {len(after.items)} of {n_items} images evaluated after training "
+                         "(the evaluation was stopped).*")
+    elif len(full_before.items) < n_items:
+        lines.append(f"*Evaluated before training: {len(full_before.items)} of {n_items} images (stopped).*")
+    rows = ["| measure | before | after |", "|:--|--:|--:|"]
+    for key, name, kind in ROWS:
+        if key in before.metrics:
+            b = before.metrics[key]
+            a = after.metrics.get(key) if after else None
+            rows.append(f"| {name} | {_fmt(b, kind)} | " + ("…" if a is None else
+                                                             f"**{_fmt(a, kind)}** ({_delta(a - b, kind)})") + " |")
+    rows.append(f"| images evaluated | {len(before.items)} | {len(after.items) if after else '…'} |")
+    if "eval/greedy_acc" not in before.metrics:
+        lines.append("No answers given: accuracy is not available; the label-free measures are below.")
+    if after is not None:
+        changed = sum(e.greedy != f.greedy for e, f in zip(before.items, after.items))
+        lines.append(f"The greedy answer changed on **{changed}** of {len(after.items)} images.")
+    return "\n\n".join(lines + ["\n".join(rows)])
+
+
+COLUMNS = {  # header -> width
+    "image": "64px", "file": "160px", "adapted on": "80px", "question": "140px", "answer (evaluation only)": "110px",
+    "before": "170px", "after": "170px", "majority share": "110px", "changed": "80px"}
+
+
+def table(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None,
+          adapted_on: Sequence[str] = ()) -> tuple[list[str], list[list], list[str], list[str]]:
+    """(headers, rows, datatypes, widths): one row per item; 'question' only when the questions differ,
+    the answers column only where answers were given."""
+    b = {e.item_id: e for e in before.items} if before else {}
+    a = {e.item_id: e for e in after.items} if after else {}
+    trained = set(adapted_on)
+    labeled = any(it.answer is not None for it in items)
+    several = len({it.question for it in items}) > 1
+    heads = [h for h in COLUMNS if (labeled or h != "answer (evaluation only)") and (several or h != "question")]
+    rows = []
+    for it in items if b or a else ():  # nothing evaluated yet: an empty table
+        eb, ea = b.get(it.id), a.get(it.id)
+        cells = {"image": thumbnail(it), "file": it.id, "adapted on": "●" if it.id in trained else "",
+                 "question": it.question, "answer (evaluation only)": label(it, it.reference),
+                 "before": answer_cell(it, eb), "after": answer_cell(it, ea),
+                 "majority share": " → ".join(f"{e.majority_share:.2f}" for e in (eb, ea) if e is not None),
+                 "changed": "● changed" if eb and ea and eb.greedy != ea.greedy else ""}
+        rows.append([cells[h] for h in heads])
+    kinds = {"image": "html", "answer (evaluation only)": "html", "before": "html", "after": "html"}
+    return heads, rows, [kinds.get(h, "str") for h in heads], [COLUMNS[h] for h in heads]
+
+
+def label(item: Item, answer: str | None) -> str:
+    """An extracted answer as the page shows it: a letter with its option text, '(empty)'.
+
+    >>> label(Item("a.png", None, "Which digit?", "choice", ("3", "7")), "B")
+    'B · 7'
+    """
+    if answer is None:
+        return ""
+    if item.task == "choice" and answer in tuple(LETTERS[:len(item.options)]):
+        return f"{answer} · {item.options[LETTERS.index(answer)]}"
+    return answer if answer.strip() else "(empty)"
+
+
+def answer_cell(item: Item, e) -> str:
+    """HTML: the greedy answer (with a ✓/✗ where answers exist), flagged when it is not a valid
+    answer, and the raw reply where it says more than the answer."""
+    if e is None:
+        return ""
+    if e.greedy_valid:
+        text = f"<b>{html.escape(label(item, e.greedy))}</b>"
+    else:
+        text = f'<span style="color:{RED}">not a valid answer</span>'
+    if e.greedy_correct is not None:
+        text += f' <span style="color:{GREEN if e.greedy_correct else RED}">{"✓" if e.greedy_correct else "✗"}</span>'
+    reply = " ".join(e.greedy_text.split())
+    if reply != e.greedy:
+        shown = reply if len(reply) <= 60 else reply[:59] + "…"
+        text += f"<br><small>reply: “{html.escape(shown)}”</small>"
+    return text
+
+
+def thumbnail(item: Item, side: int = 48) -> str:
+    """The image as an inline <img> (PNG when small, JPEG otherwise)."""
+    return _thumbnail(item.path, side)
+
+
+@functools.lru_cache(maxsize=4096)  # a table is drawn a few times per run
+def _thumbnail(path, side: int) -> str:
+    im = load_image(path)
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    small = max(im.size) <= 64
+    im.save(buf, format="PNG" if small else "JPEG")
+    mime = "png" if small else "jpeg"
+    return f'<img src="data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}" height="{side}">'
+
+
+def _move(b: dict, a: dict, key: str) -> float:
+    return a.get(key, 0.0) - b.get(key, 0.0)
+
+
+def _f(m: dict, key: str) -> str:
+    return f"{m[key]:.3f}" if key in m else "?"
+
+
+def _fmt(v: float, kind: str) -> str:
+    return f"{v:.0%}" if kind == "pct" else f"{v:.3f}"
+
+
+def _delta(d: float, kind: str) -> str:
+    return f"{100 * d:+.1f} points" if kind in ("pct", "acc") else f"{d:+.3f}"
