@@ -22,6 +22,8 @@ Groups (each a list of settings; every setting runs once per seed):
              and 10x / 30x the lr); the guard-off twins of the high-lr rows are in `lr`
     single   single-example mode (4 copies of one image) on SINGLE_IMAGES chosen images
     shift    test-time corruptions (corruptions.py): base vs after TTRV, per corruption
+    epochs   (only when named) 2, 3, 4 epochs, guard off: with `lr`, how the demos'
+             settings were chosen on the validation split (docs/RESULTS.md)
 
 Budget. The before-evaluation (greedy + N samples on every item) is most of a
 run's time. With a fresh LoRA adapter (B = 0) it is the base model, so it is
@@ -65,8 +67,11 @@ from .rewards import compute_rewards
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("reward", "lr", "guard", "single", "shift")
+EXTRA_GROUPS = ("epochs",)
+"""Groups run only when named (--groups epochs): the sweeps that chose a demo's settings."""
 DEFAULT_DEMOS = ("format", "clean")
 SINGLE_IMAGES = 10
+EPOCHS = (2, 3, 4)
 LR_FACTORS = (0.3, 1, 3, 10, 30)
 """The learning-rate sweep, as multiples of the grid's own lr; the guard runs at 10x and 30x."""
 STEP_KEYS = ("acc/majority", "acc/single", "answers/entropy", "answers/majority_share", "reward/mean",
@@ -110,6 +115,8 @@ def grid(items: Sequence[Item], groups: Sequence[str] = GROUPS, quick: bool = Fa
         out += [Setting("single", f"single {c}", single=c) for c in chosen]
     if "shift" in groups:
         out += [Setting("shift", f"shift {c}", corruption=c) for c in (("invert",) if quick else CORRUPTIONS)]
+    if "epochs" in groups:
+        out += [Setting("epochs", f"epochs {e}, guard off", (("epochs", e), off)) for e in ((1, 2) if quick else EPOCHS)]
     return out
 
 
@@ -251,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", nargs="+", choices=[d.key for d in DEMOS], default=list(DEFAULT_DEMOS),
                     help="bundled demos (model + example set + settings, ttrv_core/demos.py), each its own grid "
                          "in OUT/<demo>/ (default: %(default)s)")
-    ap.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
+    ap.add_argument("--groups", nargs="+", choices=GROUPS + EXTRA_GROUPS, default=list(GROUPS),
+                    help="(default: %(default)s; 'epochs' runs only when named)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="config fields for every run of the grid, over the demo's settings (e.g. lr=1e-3)")
     ap.add_argument("--images", type=Path, help="your own labelled image folder instead of the demos (OUT/custom/)")
     ap.add_argument("--questions", type=Path, help="its questions file with answers (default: IMAGES/questions.csv)")
     ap.add_argument("--task", choices=TASKS, default="open", help="its task format (default: open)")
@@ -266,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         targets = [(d.key, d.example_dir, d.example_dir / "questions.csv", d.task, {"model": d.model, **d.settings})
                    for d in map(by_key, a.demos)]
+    try:
+        extra = _settings(a.set)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    targets = [(name, images, questions, task, {**base, **extra}) for name, images, questions, task, base in targets]
     command = "python -m ttrv_core.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
     tables = {}
     for name, images, questions, task, base in targets:
@@ -321,6 +337,25 @@ def _grid_outputs(a, name: str, items: Sequence[Item], base: dict, command: str)
     print(f"figures: {res['png']}\n{len(outcomes)} runs" + ("" if a.report_only else f" in {wall / 60:.1f} min")
           + f"; written to {out}")
     return res["table"]
+
+
+def _settings(pairs: Sequence[str]) -> dict:
+    """--set FIELD=VALUE pairs as config fields, each VALUE read as its field's type.
+
+    >>> _settings(["lr=1e-3", "epochs=3", "reward=frequency"])
+    {'lr': 0.001, 'epochs': 3, 'reward': 'frequency'}
+    """
+    from dataclasses import fields
+    types = {f.name: f.type for f in fields(TTRVConfig)}
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in types or not value:
+            raise ValueError(f"--set {pair}: expected FIELD=VALUE with a TTRVConfig field "
+                             f"({', '.join(types)})")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(types[name], str)
+        out[name] = kind(value)
+    return out
 
 
 def _git_state() -> str:
