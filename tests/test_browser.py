@@ -8,7 +8,7 @@
 - at 420 px the two live plots stack.
 
 Screenshots go to pytest's tmp dir; with TTRV_UPDATE_SCREENSHOT=1 the first screen and a finished run of the
-demo at its default settings go to docs/screenshot_first.png and docs/screenshot.png, and the phone width to
+default demo at its settings go to docs/screenshot_first.png and docs/screenshot.png, and the phone width to
 docs/screenshot_phone.png. Needs /usr/bin/chromium and the playwright package (no `playwright install`).
 """
 import os
@@ -57,12 +57,13 @@ def browser():
         b.close()
 
 
-def open_demo(browser, url, width=1400, height=1000):
-    """A fresh page with the open-answer digits demo picked from the menu (it brings its example set)."""
+def open_demo(browser, url, width=1400, height=1000, demo=OPEN):
+    """A fresh page with a demo picked from the menu (it brings its example set); None: the page's default."""
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url)
     page.wait_for_selector("#data-info :text('image(s) ready')", timeout=60_000)
-    pick(page, "#model", OPEN.label)
+    if demo is not None:
+        pick(page, "#model", demo.label)
     page.wait_for_selector("#data-info :text('240 image(s) ready')", timeout=30_000)
     page.wait_for_selector("#plan :text('20 of the 240')", timeout=30_000)    # said before Run
     return page
@@ -103,7 +104,7 @@ def downloads(page) -> str:
 
 
 def test_a_short_run_on_the_example_set(browser, app_url, tmp_path):
-    page = open_demo(browser, app_url)
+    page = open_demo(browser, app_url, demo=None if UPDATE else OPEN)   # the pictures: the page as it opens
     assert "What to expect" in page.locator("#about").inner_text()
     if UPDATE:
         page.wait_for_timeout(500)
