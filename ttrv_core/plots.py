@@ -175,7 +175,7 @@ def entropy(steps: Sequence[StepEvent], before: EvalResult | None = None,
     """
     fig = go.Figure()
     if not steps and before is None:
-        return _empty(fig, "Entropy of the answers", waiting)
+        return _empty(fig, "Entropy of the votes (0 = all agree)", waiting)
     xs = [s.step for s in steps for _ in s.items]
     fig.add_scatter(x=xs, y=[iv.entropy for s in steps for iv in s.items], mode="markers", name="each image",
                     marker=dict(color=GREY, size=6), text=[iv.item_id for s in steps for iv in s.items],
@@ -200,7 +200,7 @@ def reward(steps: Sequence[StepEvent], before: EvalResult | None = None,
     """
     fig = go.Figure()
     if not steps and before is None:
-        return _empty(fig, "Reward and majority share", waiting)
+        return _empty(fig, "Reward, agreement, validity", waiting)
     x = [s.step for s in steps]
     lines = [("reward/mean", "reward (mean)", BLUE, "solid"),
              ("answers/majority_share", "majority share", ORANGE, "solid"),
