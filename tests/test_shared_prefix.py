@@ -169,3 +169,16 @@ def test_trainable_vision_weights_keep_the_pixels(tiny_models, tmp_path):
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
     assert prompt.encoded(pol) is prompt.inputs
     assert not _policy(folder).vision_trainable
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava"])
+def test_one_token_answers_train(tiny_models, model_type):
+    """A group whose answers are all one token long (every reply EOS at once: an empty answer,
+    as a collapsing model gives) has log-probs and a loss on the shared path equal to the naive
+    one. The packed forward failed on it ('cannot reshape tensor of 0 elements')."""
+    pol = _policy(tiny_models[model_type])
+    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
+    tokens = pol.eos_ids[:1].repeat(4, 1)                                  # (G, 1): EOS only
+    lps = {shared: answer_logprobs(pol, prompt, tokens, 1.0, shared) for shared in (True, False)}
+    assert lps[True].shape == (4, 1) and torch.isfinite(lps[True]).all()
+    assert torch.allclose(lps[True], lps[False], atol=1e-5)

@@ -132,7 +132,8 @@ def _packed_logits(policy: Policy, prompt: Prompt, tokens: torch.Tensor) -> torc
     out = policy.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False,
                        logits_to_keep=keep, **inputs)
     first, rest = out.logits[0, :1], out.logits[0, 1:]
-    return torch.cat([first.expand(g, -1).unsqueeze(1), rest.view(g, length - 1, -1)], 1)
+    # the vocabulary size spelled out: one-token answers leave `rest` empty, (0, V)
+    return torch.cat([first.expand(g, -1).unsqueeze(1), rest.view(g, length - 1, first.shape[-1])], 1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
