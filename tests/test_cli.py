@@ -148,3 +148,14 @@ def test_cli_defaults_run_the_format_demo_and_report_invalid_replies(tmp_path):
                                                  options))
     assert summary["before/greedy_invalid"] == pytest.approx(
         sum(r["before_valid"] == "False" for r in rows) / 16)
+
+
+def test_cli_finds_the_questions_file_among_the_images(folder, tmp_path, capsys):
+    """--images DIR with a questions.csv inside needs no --questions (the app's rule, inputs.load)."""
+    out = tmp_path / "run"
+    assert main(["--images", str(folder), "--out", str(out), "--steps", "1", "--votes", "4", "--train", "2",
+                 "--eval-votes", "4"]) == 0
+    assert "gone.png' not found" in capsys.readouterr().err          # its rows were read
+    meta = json.load(open(out / "config.json"))
+    assert meta["questions"] == str(folder / "questions.csv") and meta["task"] == "open"
+    assert len(json.load(open(out / "results.json"))["items"]) == 4

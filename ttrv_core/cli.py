@@ -18,15 +18,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import inputs
 from .config import CHECKPOINTING, TTRVConfig
-from .data import load_dataset
 from .demos import DEFAULT, DEMOS, by_key
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
 from .models import ModelLoadError, load_policy
 from .prompts import TASKS
 from .rewards import REWARDS
-from .uploads import collect_uploads
 
 # config fields exposed as flags: flag -> field
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
@@ -46,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="with no --images, the bundled demo to run: " + "; ".join(
                        f"{d.key} = {d.label}" for d in DEMOS) + " (default: %(default)s)")
     p.add_argument("--question", help="one question for every image")
-    p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer]")
+    p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer] "
+                   "(default: questions.csv or .jsonl among the images, if there is one)")
     p.add_argument("--task", choices=TASKS, help="answer format (default: open; the demo's with no --images)")
     p.add_argument("--options", default="", help="options / class names for every image, separated by '|'")
     p.add_argument("--model", help=f"hub id or folder (default: the demo's model, {Path(TTRVConfig.model).name})")
@@ -141,16 +141,15 @@ def _new_setup(args):
     cfg = TTRVConfig(model=args.model or (demo.model if demo else TTRVConfig.model), shared_prefix=not args.naive,
                      collapse_guard=not args.no_guard, gradient_checkpointing=args.checkpointing,
                      **{**(demo.settings if demo else {}), **given})
-    problems = []
-    if args.images.suffix.lower() == ".zip" and args.images.is_file():
-        args.images, found, problems = collect_uploads([str(args.images)], args.out / "input")
-        args.questions = args.questions or (None if args.question else found)
-    meta = {"config": cfg.to_dict(), "images": str(args.images),
-            "questions": str(args.questions) if args.questions else None, "question": args.question,
+    # a folder in place; a .zip unpacked into the run folder (inputs.collect, as the app does)
+    got = inputs.collect(args.images, args.out, label=f"example set '{demo.examples}'" if demo else None)
+    qfile = args.questions or got.found   # the file given, else one among the images (inputs.load)
+    meta = {"config": cfg.to_dict(), "images": str(got.folder),
+            "questions": str(qfile) if qfile else None, "question": args.question,
             "task": task, "options": list(options), "single": args.single, "limit": args.limit,
             "demo": demo.key if demo else None}
     ds = _dataset(meta)
-    ds.problems = problems + ds.problems
+    ds.problems = got.problems + ds.problems
     return cfg, ds, meta, None
 
 
@@ -175,8 +174,10 @@ def _resume_setup(folder: Path):
 
 
 def _dataset(meta: dict):
-    ds = load_dataset(Path(meta["images"]), meta["question"], Path(meta["questions"]) if meta["questions"] else None,
-                      meta["task"], tuple(meta.get("options") or ()))
+    """The items a config.json record names, through the app's one data path (inputs.load)."""
+    got = inputs.collect(Path(meta["images"]), Path(meta["images"]))   # a folder: used where it is
+    ds = inputs.load(got, meta["question"], Path(meta["questions"]) if meta["questions"] else None, meta["task"],
+                     tuple(meta.get("options") or ())).dataset
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds
