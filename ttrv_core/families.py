@@ -100,11 +100,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "Qwen2.5-VL 3B": Preset("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", 3.8,
-                            "good default; 4-bit TTRV step 2.4 s, 10.6 GiB peak on an H100 "
-                            "(N=32, G=16, 448px; bench/RESULTS.md)"),
+                            "good default; a whole 4-bit TTRV step on one image 1.1-1.2 s at "
+                            "6.6 GiB peak on an H100 (N=32, G=16, 448 px, measured on random weights)"),
     "Qwen2.5-VL 7B": Preset("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", 8.3,
-                            "4-bit TTRV step 2.3 s, 15.8 GiB peak on an H100 "
-                            "(N=32, G=16, 448px; bench/RESULTS.md)"),
+                            "a whole 4-bit TTRV step on one image 1.0-1.3 s at "
+                            "10.9 GiB peak on an H100 (N=32, G=16, 448 px, measured on random weights)"),
     "Qwen2-VL 2B": Preset("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", 2.2, "the smallest Qwen-VL"),
     "Qwen3-VL 4B": Preset("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", 4.4, "DeepStack + interleaved mrope"),
     "Qwen3-VL 8B": Preset("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", 8.8, "DeepStack + interleaved mrope"),
