@@ -41,6 +41,7 @@ MAX_FILE_SIZE = MAX_TOTAL_MB * data.MB  # gradio's max_file_size: uploads.py ref
 SESSIONS = sessions.make_root()
 DEMO = menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
+KEPT = models.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
 
@@ -50,15 +51,17 @@ def ensure(sess, request) -> sessions.Session:
 
 @gpu
 def adapt(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
-    """Load a fresh policy (a new LoRA adapter), then run TTRV into `out`, made once the model has loaded."""
-    policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
-                                max_pixels=cfg.max_pixels or None,
-                                trust_remote_code=models.remote_code_allowed() and not PUBLIC)
-    run_dir = runs.RunDir(out)
-    run_dir.write_json("config.json", meta)
-    run_dir.write_problems(problems)
-    yield from runs.record(engine.run(cfg, policy, items, single=single, should_stop=should_stop),
-                           run_dir, policy, items)
+    """The policy (the base model kept from the last run when it is the same one, a new LoRA adapter),
+    then TTRV into `out`, made once the model has loaded. One run at a time holds the kept model."""
+    with KEPT.lock:
+        policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
+                                    max_pixels=cfg.max_pixels or None,
+                                    trust_remote_code=models.remote_code_allowed() and not PUBLIC, keep=KEPT)
+        run_dir = runs.RunDir(out)
+        run_dir.write_json("config.json", meta)
+        run_dir.write_problems(problems)
+        yield from runs.record(engine.run(cfg, policy, items, single=single, should_stop=should_stop),
+                               run_dir, policy, items)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -228,7 +231,7 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
-                with gr.Accordion("Settings (the paper's defaults)" + (", capped on this public Space"
+                with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
                     w = {"precision": gr.Radio(list(PRECISIONS), value=DEFAULTS.precision, label="Precision",
                                                info="auto = 4-bit NF4 on CUDA, fp32 on CPU"),

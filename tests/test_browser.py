@@ -75,11 +75,11 @@ def pick(page, elem, label):
 
 
 def settings(page, values):
-    page.get_by_text("Settings (the paper's defaults)").click()
+    page.get_by_text("Settings (the paper's defaults; a demo brings its own)").click()
     for label, value in values.items():
         page.get_by_label(label, exact=True).fill(str(value))
         page.get_by_label(label, exact=True).press("Tab")
-    page.get_by_text("Settings (the paper's defaults)").click()     # fold it again
+    page.get_by_text("Settings (the paper's defaults; a demo brings its own)").click()     # fold it again
 
 
 def run_to_end(page, timeout=240_000) -> dict:
