@@ -59,6 +59,8 @@ the 200 before them are validation, exported as assets/validation/digits_choice
 
     python assets/build_choice_model.py            # demo_choice (+ the example and validation sets)
     python assets/build_choice_model.py --clean    # demo_choice_clean
+
+scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """
 from __future__ import annotations
 

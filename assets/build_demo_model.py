@@ -29,6 +29,8 @@ them are validation; the rest (1,357) are trained on.
 Run from the repository root (deterministic: fixed seeds, 2 threads):
 
     python assets/build_demo_model.py
+
+scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """
 from __future__ import annotations
 
@@ -454,6 +456,8 @@ them validation, the first {1797 - N_HELDOUT - N_VAL} trained on.
 Rebuild (deterministic, a few minutes on 2 CPU cores), from the repository root:
 
     python assets/build_demo_model.py
+
+scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """)
 
 

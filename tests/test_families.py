@@ -15,7 +15,7 @@ from PIL import Image
 
 from test_grpo_update import assert_update_sign
 from tiny import BUILDERS
-from ttrv_core.config import PRECISIONS, TTRVConfig
+from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.engine import run
 from ttrv_core.events import StepEvent
@@ -53,7 +53,7 @@ def test_presets_point_at_listed_families():
     names = {f.name for f in FAMILIES}
     for label, p in PRESETS.items():
         assert p.family in names, label
-        assert p.model_id.count("/") == 1 and p.note and p.precision in PRECISIONS, label
+        assert p.model_id.count("/") == 1 and p.note, label
     assert {p.family for p in PRESETS.values()} >= {"qwen2_5_vl", "internvl", "idefics3", "gemma3"}
 
 

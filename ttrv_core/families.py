@@ -90,33 +90,28 @@ class Preset:
     model_id: str
     family: str
     """FAMILIES name the checkpoint belongs to."""
-    size_b: float
-    """Parameters, billions."""
     note: str
-    precision: str = "auto"
-    """Default per size: 4-bit on CUDA (auto) from 2B up; below that bf16, since 4-bit saves
-    little there and samples ~1.7x slower than bf16 (DESIGN.md section 4, 3B)."""
 
 
 PRESETS: dict[str, Preset] = {
-    "Qwen2.5-VL 3B": Preset("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", 3.8,
+    "Qwen2.5-VL 3B": Preset("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl",
                             "good default; a whole 4-bit TTRV step on one image 1.1-1.2 s at "
                             "6.6 GiB peak on an H100 (N=32, G=16, 448 px, measured on random weights)"),
-    "Qwen2.5-VL 7B": Preset("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", 8.3,
+    "Qwen2.5-VL 7B": Preset("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl",
                             "a whole 4-bit TTRV step on one image 1.0-1.3 s at "
                             "10.9 GiB peak on an H100 (N=32, G=16, 448 px, measured on random weights)"),
-    "Qwen2-VL 2B": Preset("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", 2.2, "the smallest Qwen-VL"),
-    "Qwen3-VL 4B": Preset("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", 4.4, "DeepStack + interleaved mrope"),
-    "Qwen3-VL 8B": Preset("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", 8.8, "DeepStack + interleaved mrope"),
-    "InternVL3 2B": Preset("OpenGVLab/InternVL3-2B-hf", "internvl", 2.1,
+    "Qwen2-VL 2B": Preset("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", "the smallest Qwen-VL"),
+    "Qwen3-VL 4B": Preset("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl", "DeepStack + interleaved mrope"),
+    "Qwen3-VL 8B": Preset("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", "DeepStack + interleaved mrope"),
+    "InternVL3 2B": Preset("OpenGVLab/InternVL3-2B-hf", "internvl",
                            "the paper's headline model (recognition 62.0 -> 95.0)"),
-    "InternVL3 8B": Preset("OpenGVLab/InternVL3-8B-hf", "internvl", 7.9, "the paper's large model (66.7 -> 95.7)"),
-    "SmolVLM2 2.2B": Preset("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "idefics3", 2.2,
+    "InternVL3 8B": Preset("OpenGVLab/InternVL3-8B-hf", "internvl", "the paper's large model (66.7 -> 95.7)"),
+    "SmolVLM2 2.2B": Preset("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "idefics3",
                             "small and fast; its processor needs `pip install num2words`"),
-    "LLaVA-OneVision 0.5B": Preset("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava_onevision", 0.9,
-                                   "the smallest real preset: quick to try", precision="bf16"),
-    "LLaVA-1.5 7B": Preset("llava-hf/llava-1.5-7b-hf", "llava", 7.1, "fixed 336px images (576 tokens); a baseline"),
-    "Gemma 3 4B": Preset("google/gemma-3-4b-it", "gemma3", 4.3,
+    "LLaVA-OneVision 0.5B": Preset("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava_onevision",
+                                   "the smallest real preset: quick to try"),
+    "LLaVA-1.5 7B": Preset("llava-hf/llava-1.5-7b-hf", "llava", "fixed 336px images (576 tokens); a baseline"),
+    "Gemma 3 4B": Preset("google/gemma-3-4b-it", "gemma3",
                          "gated: accept the license on its hub page, then `huggingface-cli login` or set HF_TOKEN"),
 }
 """Menu label -> checkpoint; any other hub id or local folder of a listed family works too."""
