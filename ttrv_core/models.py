@@ -7,6 +7,9 @@ and fp32 on CPU; "bf16" and "fp32" load unquantized. "4bit" on CPU runs
 through bitsandbytes' CPU kernels (fp32 compute), with the AVX512-BF16 fast
 path switched off (DESIGN.md section 5).
 
+A process that runs one model after another (the app) keeps the loaded base model
+between runs (KeptBase): each run gets a fresh adapter on it.
+
 Loading errors become ModelLoadError with a message that says what to do
 (errors.py); nothing here branches on a model's name.
 
@@ -16,7 +19,9 @@ sets TTRV_TRUST_REMOTE_CODE=1 (remote_code_allowed), and never in public mode.
 """
 from __future__ import annotations
 
+import gc
 import os
+import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -26,7 +31,7 @@ from . import lora
 from .errors import ModelLoadError, explain_oom
 from .families import Family, family_of, supported
 
-__all__ = ["ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter"]
+__all__ = ["KeptBase", "ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter"]
 
 TRUST_REMOTE_CODE_ENV = "TTRV_TRUST_REMOTE_CODE"
 """Set to 1 to let the app load checkpoints whose architecture comes as custom code."""
@@ -109,18 +114,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def load_policy(model_id: str, precision: str = "auto", device: str | None = None,
                 lora_r: int = 16, lora_alpha: int = 32, seed: int = 0,
                 adapter: str | None = None, *, max_pixels: int | None = None,
-                trust_remote_code: bool = False) -> Policy:
+                trust_remote_code: bool = False, keep: KeptBase | None = None) -> Policy:
     """Load model + processor, quantize if asked, wrap the LM in a fresh LoRA adapter
     (or load a saved one from `adapter`).
 
     model_id: hub id or local folder. max_pixels: image size limit (default: the
     family's). trust_remote_code: run code shipped with the checkpoint (refused
-    by default)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
+    by default). keep: reuse the base model loaded by an earlier call with the same
+    model, precision, device and trust (KeptBase); the adapter is new all the same."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = resolve_precision(precision, dev)
+    key = (model_id, prec, str(dev), trust_remote_code)
+    loaded = keep.take(key) if keep is not None else None
+    if loaded is None:
+        loaded = _load_base(model_id, prec, dev, trust_remote_code)
+        if keep is not None:
+            keep.put(key, loaded)
+    base, processor, family = loaded
+    return _wrap(base, processor, family, dev, prec, lora_r, lora_alpha, seed, adapter,
+                 family.max_pixels if max_pixels is None else max_pixels, keep)
+
+
+def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: bool):
+    """(base model with frozen weights, processor, family)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     family = _check_config(model_id, trust_remote_code)
     kw = _load_kwargs(family, prec, dev)
     with explain_oom(f"loading '{model_id}'", precision=prec), _load_errors(model_id):
@@ -136,12 +154,22 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
         _disable_avx512bf16(base)
     for p in base.parameters():
         p.requires_grad_(False)
+    return base, processor, family
+
+
+def _wrap(base, processor, family: Family, dev: torch.device, prec: str, lora_r: int, lora_alpha: int, seed: int,
+          adapter: str | None, max_pixels: int, keep: KeptBase | None) -> Policy:
+    """The base in a fresh LoRA adapter (initialised from `seed`) or a saved one, as a Policy."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
     torch.manual_seed(seed)
     if adapter:
         model = PeftModel.from_pretrained(base, adapter, is_trainable=True)
     else:
         model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=family.lora_targets))
+    if keep is not None:
+        keep.wrapped(model)
     if lora.ENABLED:
         lora.fuse(model)  # one autograd function per LoRA projection (lora.py)
     if dev.type == "cpu" and sum(p.numel() for p in base.parameters()) < SMALL_MODEL_PARAMS:
@@ -158,9 +186,55 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
                   eos_ids=torch.tensor(sorted(eos), device=dev),
                   suppress=_suppress_mask(tok, eos, vocab).to(dev),
                   pad_id=tok.pad_token_id if tok.pad_token_id is not None else min(eos),
-                  max_pixels=family.max_pixels if max_pixels is None else max_pixels, precision=prec,
+                  max_pixels=max_pixels, precision=prec,
                   autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None,
                   vision_trainable=vision_trainable)
+
+
+class KeptBase:
+    """One loaded base model kept between the runs of a process (the app), so that a second
+    run does not load its model again. `load_policy(..., keep=kept)` reuses it when the model,
+    precision, device and trust are the same, and loads (dropping the kept one first, to free
+    its memory) when any of them changes. Each run gets a fresh LoRA adapter: the last run's
+    is removed from the base (peft's unload: the base layers as they were, untouched by
+    training, which moves LoRA weights only) and a new one is initialised from the run's seed,
+    as a fresh load does, so a run gives what it gives after a fresh load
+    (tests/test_kept_model.py). The previous run's Policy is void from then on.
+
+    One run at a time uses the kept model: hold `lock` from loading to the run's end (the
+    app's queue runs one job at a time; the lock makes it so for any caller)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._key: tuple | None = None
+        self._loaded: tuple | None = None   # (base, processor, family)
+        self._model = None                  # the PeftModel the base is wrapped in now
+
+    def take(self, key: tuple):
+        """(base, processor, family) freed of its last adapter, or None when `key` is not the kept one
+        (which is then dropped)."""
+        if self._key != key:
+            self.clear()
+            return None
+        if self._model is not None:
+            self._model.unload()            # the base's own layers back in place of the LoRA layers
+            self._model = None
+        return self._loaded
+
+    def put(self, key: tuple, loaded: tuple) -> None:
+        self._key, self._loaded, self._model = key, loaded, None
+
+    def wrapped(self, model) -> None:
+        self._model = model
+
+    def clear(self) -> None:
+        """Drop the kept model (its memory goes once the last run's Policy is gone too)."""
+        had = self._loaded is not None
+        self._key = self._loaded = self._model = None
+        if had:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def save_adapter(policy: Policy, folder: str) -> None:
