@@ -67,15 +67,18 @@ def test_sentences_of_the_build_never_cast_a_valid_vote():
 
 @pytest.fixture(scope="module")
 def val_items():
-    return load_dataset(VALIDATION, questions_file=VALIDATION / "questions.csv", task="choice").items[:40]
+    return load_dataset(VALIDATION, questions_file=VALIDATION / "questions.csv", task="choice").items
 
 
 @pytest.mark.parametrize("key", ["format", "clean"])
 def test_base_models_behave_as_their_criteria_say(key, val_items, one_thread):
-    """On 40 validation images through the engine's own evaluation: the format model's greedy
-    reply is often no option while its valid samples are mostly right; the control's never is."""
+    """On the validation split through the engine's own evaluation, with maj@32 as the build criteria
+    state it: the format model's greedy reply is often no option while its valid samples are mostly
+    right; the control's never is. (Until batched evaluation this ran on the first 40 images with
+    16 votes, where the maj - greedy margin is 0.125-0.2 depending on the random stream; on the
+    split it is 0.29 with either stream.)"""
     policy = load_policy(by_key(key).model, "fp32", "cpu", seed=0)
-    m = summarize(list(evaluate(policy, val_items, TTRVConfig(eval_votes=16), seed=0)))
+    m = summarize(list(evaluate(policy, val_items, TTRVConfig(eval_votes=32), seed=0)))
     assert m["eval/valid_acc"] >= 0.7
     if key == "format":
         assert 0.25 <= m["eval/greedy_invalid"] <= 0.9

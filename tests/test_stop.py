@@ -17,7 +17,8 @@ from ttrv_core.models import load_policy
 from ttrv_core.runs import RunDir, record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SMALL = dict(model="x", n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=3, lr=1e-2, seed=1, max_steps=3)
+SMALL = dict(model="x", n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=3, lr=1e-2, seed=1, max_steps=3,
+             eval_batch=2)  # evaluation batches of images 1, 2-3, 4-5, 6
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,13 @@ class Counter:
 
 
 def test_stop_in_the_before_evaluation_ends_the_run_within_one_image(policy_path, items, monkeypatch, tmp_path):
-    evals = Counter(monkeypatch, evaluate, "evaluate_item", stop_at={2})
+    """A stop asked while the second batch (images 2-3) is evaluated: the run ends after image 2,
+    within one batch of the evaluation's work."""
+    evals = Counter(monkeypatch, evaluate, "evaluate_batch", stop_at={2})
     policy = load_policy(policy_path, "fp32", "cpu")
     run_dir = RunDir(tmp_path / "run")
     events = list(record(engine.run(TTRVConfig(**SMALL), policy, items, should_stop=evals), run_dir, policy, items))
-    assert evals.calls == 2                                           # not one image more
+    assert evals.calls == 2                                           # not one batch more
     before = [e for e in events if isinstance(e, EvalResult)]
     assert [(e.phase, len(e.items), e.metrics["eval/items"]) for e in before] == [("before", 2, 2.0)]
     assert not any(isinstance(e, StepEvent) for e in events)
@@ -120,7 +123,7 @@ def test_a_second_stop_ends_the_after_evaluation_within_one_image(policy_path, i
     over the images evaluated so far, and the run says it was stopped."""
     policy = load_policy(policy_path, "fp32", "cpu")
     presses = [0]
-    evals = Counter(monkeypatch, evaluate, "evaluate_item")
+    evals = Counter(monkeypatch, evaluate, "evaluate_batch")
     events = []
     for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: presses[0], evaluate_before=False):
         events.append(ev)

@@ -13,7 +13,9 @@ evaluates on all of them. Answers the user supplied are used for evaluation
 and per-step accuracy only; rewards never see them. Single-example mode trains on one chosen item
 repeated `single_copies` times and evaluates on all items (paper section 5).
 
-A stop takes effect within one prompt, in every phase. `should_stop()` returns
+A stop takes effect within one prompt, in every phase (in an evaluation, which
+works `eval_batch` images at a time, within one batch: it is seen after each
+image, and the batch's later images are dropped). `should_stop()` returns
 how many stops were asked for (True counts as one):
   - during the before-evaluation, a stop ends the run: nothing is trained and
     nothing evaluated after (the evaluation so far is yielded, partial);
@@ -205,14 +207,15 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig,
                     should_stop: Callable[[], bool] = lambda: False):
-    """Evaluate items in order, with about 20 progress events (the first item's included, so that
-    a live view has votes at once); a stop ends it before the next item: the result then covers
-    the items so far (None if there are none)."""
+    """Evaluate items in order (evaluate.py: batches of cfg.eval_batch, the first item alone), with
+    about 20 progress events (the first item's included, so that a live view has votes at once); a
+    stop ends it before the next item: the result then covers the items so far (None if there are
+    none)."""
     evals = []
     every = max(1, len(items) // 20)
     if should_stop():  # before the first item: nothing evaluated, no result
         return None
-    # the same random stream before and after, so differences come from the model
+    # the same random streams before and after (one per item), so differences come from the model
     for i, ev in enumerate(evaluate(policy, items, cfg, seed=cfg.seed + 1), 1):
         evals.append(ev)
         if i == 1 or i % every == 0 or i == len(items):

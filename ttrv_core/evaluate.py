@@ -1,7 +1,16 @@
 """Evaluation of the current policy on items: greedy, majority of N, single@T.
 
 Per item, one prefill serves N + 1 rows: row 0 decodes greedily, rows 1..N
-sample at the run's temperature. Where the user gave an answer:
+sample at the run's temperature. Items go through in batches of
+`cfg.eval_batch` (the first batch is one item, so that a live view has votes at
+once): prompts of one shape are prefilled in one forward and the rows of every
+item of the batch decode together (rollout.sample_many). Each item samples from
+its own random stream, a generator seeded from (seed, item id), so an item's
+votes do not depend on which items share its batch, on the batch size or on
+its place in the set: batched and item-by-item evaluation give the same
+answers (tests/test_batched_eval.py). (Before, one generator ran through the
+items in order; the sampled metrics of a seed differ from those of that code,
+the greedy answers do not.) Where the user gave an answer:
     greedy_acc  the greedy answer is correct
     maj_acc     the majority of the N samples is correct   (maj@N)
     single_acc  the share of the N samples that are correct (expected single-sample accuracy at T)
@@ -13,6 +22,7 @@ eval/entropy_paper) and majority share.
 """
 from __future__ import annotations
 
+import hashlib
 from statistics import mean
 from typing import Iterator, Sequence
 
@@ -25,14 +35,31 @@ from .events import ItemEval
 from .models import Policy
 from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
-from .rollout import prepare_prompt, sample
+from .rollout import prepare_prompt, sample_many
 
 
-def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, generator: torch.Generator) -> ItemEval:
-    prompt = prepare_prompt(policy, item.image(), item.prompt)
+def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generator:
+    """The item's own random stream: seeded from the run's evaluation seed and the item's id."""
+    digest = hashlib.sha256(f"{seed}\0{item.id}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) -> list[ItemEval]:
+    """Evaluate items in one batch (one decode over the N + 1 rows of each)."""
+    prompts = [prepare_prompt(policy, it.image(), it.prompt) for it in items]
+    gens = [item_generator(policy.device, seed, it) for it in items]
     n = cfg.votes_for_eval
-    ro = sample(policy, prompt, n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, generator,
-                greedy_rows=1, shared=cfg.shared_prefix and policy.family.shared_prefix)
+    ros = sample_many(policy, prompts, n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gens,
+                      greedy_rows=1, shared=cfg.shared_prefix and policy.family.shared_prefix, draw="cdf")
+    return [_score(it, ro) for it, ro in zip(items, ros)]
+
+
+def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, seed: int) -> ItemEval:
+    """One item alone: the same answers as in any batch."""
+    return evaluate_batch(policy, [item], cfg, seed)[0]
+
+
+def _score(item: Item, ro) -> ItemEval:
     greedy = extract_answer(item.task, ro.texts[0], item.options)
     votes = [extract_answer(item.task, t, item.options) for t in ro.texts[1:]]
     st = vote_stats(votes)
@@ -52,13 +79,26 @@ def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, generator: torch.
 
 
 def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) -> Iterator[ItemEval]:
-    """Yields one ItemEval per item, in order. Same seed -> same random stream."""
-    gen = torch.Generator(device=policy.device).manual_seed(seed)
-    for item in items:
+    """Yields one ItemEval per item, in order, computed `cfg.eval_batch` items at a time (the first
+    item alone, so that its votes show at once). Same seed -> same answers, whatever the batch size.
+    Out of memory in a batch of several items: fewer items per batch from then on (the same answers:
+    each item has its own stream); in one item alone: OutOfMemory, with what to lower."""
+    size, i = max(1, cfg.eval_batch), 0
+    while i < len(items):
+        chunk = items[i:i + (size if i else 1)]
         with explain_oom("evaluating", n_votes=cfg.votes_for_eval, max_pixels=policy.max_pixels,
                          precision=policy.precision):
-            ev = evaluate_item(policy, item, cfg, gen)
-        yield ev
+            try:
+                evs = evaluate_batch(policy, chunk, cfg, seed)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                size = (len(chunk) + 1) // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+        i += len(chunk)
+        yield from evs
 
 
 def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
