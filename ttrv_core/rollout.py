@@ -242,25 +242,35 @@ def _sample(policy, prompts, n, temperature, top_p, max_new_tokens, generators, 
     del prefix
     try:
         done = torch.zeros(b * n, dtype=torch.bool, device=policy.device)
+        greedy = (torch.arange(b * n, device=policy.device) % n) < greedy_rows  # (b x n,) rows decoded greedily
         toks, lps, mask = [], [], []
         for t in range(max_new_tokens):
-            scaled = logits.float() / temperature                             # (b x n, V)
+            # the cdf draw works on the rows still decoding; multinomial on every row, since its stream
+            # spends V numbers a row, finished or not (one prompt samples as it always has)
+            rows = (~done).nonzero().squeeze(1) if draw == "cdf" and t else None
+            scaled = (logits if rows is None else logits[rows]).float() / temperature    # (rows, V)
             logp_all = torch.log_softmax(scaled, -1)
             masked = scaled.masked_fill(policy.suppress, float("-inf"))
             if draw == "cdf":
-                tok = _draw_cdf(masked, top_p, generators, n)                # (b x n,)
+                pick = _draw_cdf(masked, top_p, generators, n, rows)
             else:  # one draw per prompt from its own stream (one prompt: the whole tensor, as always)
-                tok = torch.cat([_draw(masked[i * n:(i + 1) * n], top_p, g) for i, g in enumerate(generators)])
+                pick = torch.cat([_draw(masked[i * n:(i + 1) * n], top_p, g) for i, g in enumerate(generators)])
             if greedy_rows:
-                tok.view(b, n)[:, :greedy_rows] = masked.view(b, n, -1)[:, :greedy_rows].argmax(-1)
-            lps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1))
+                pick = torch.where(greedy if rows is None else greedy[rows], masked.argmax(-1), pick)
+            lp = logp_all.gather(-1, pick[:, None]).squeeze(-1)
+            if rows is not None:  # back to every row: finished ones get padding (and log-prob 0)
+                tok, lp = torch.full_like(done, policy.pad_id, dtype=pick.dtype).index_copy_(0, rows, pick), \
+                    torch.zeros(b * n, device=lp.device, dtype=lp.dtype).index_copy_(0, rows, lp)
+            else:
+                tok = pick
+            lps.append(lp)
             mask.append((~done).float())
             tok = tok.masked_fill(done, policy.pad_id)
             toks.append(tok)
             done = done | torch.isin(tok, policy.eos_ids)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            logits = dec.step(tok, t, ~done)   # finished rows' logits may stay as they were: masked
+            logits = dec.step(tok, t, ~done)   # finished rows' logits may stay as they were: not read
     finally:
         dec.close()
     tokens, m, lp = torch.stack(toks, 1), torch.stack(mask, 1), torch.stack(lps, 1)    # (b x n, L)
@@ -278,12 +288,15 @@ def _draw(scaled: torch.Tensor, top_p: float, generator: torch.Generator | None)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _draw_cdf(scaled: torch.Tensor, top_p: float, generators: list, n: int) -> torch.Tensor:
-    """(R,) tokens at n uniform draws from each generator in turn: the first token whose
-    cumulative probability passes the draw (never a token of probability 0)."""
+def _draw_cdf(scaled: torch.Tensor, top_p: float, generators: list, n: int,
+              rows: torch.Tensor | None = None) -> torch.Tensor:
+    """A token for each row of `scaled` at n uniform draws from each generator in turn (all n drawn,
+    those of `rows` used when given): the first token whose cumulative probability passes the draw
+    (never a token of probability 0)."""
     probs = _nucleus(torch.softmax(scaled, -1), top_p)
-    cdf = probs.cumsum(-1)                                                     # (R, V)
+    cdf = probs.cumsum(-1)                                                     # (rows, V)
     u = torch.cat([torch.rand(n, generator=g, device=scaled.device) for g in generators])
+    u = u if rows is None else u[rows]
     tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)        # the last token that can come
     return torch.minimum(tok, last)
