@@ -10,7 +10,8 @@ bundled demo models,
     (prefix, eager, static), with log-probs within 1e-5;
   - the greedy reply is the one the item-by-item code gave before batching (one prompt,
     the eager decoder: the old path, unchanged);
-and out of memory in a batch retries it in smaller ones with the same answers.
+a fresh adapter (lora_B = 0) is switched off with the same answers; and out of memory in a
+batch retries it in smaller ones with the same answers.
 """
 from dataclasses import asdict
 
@@ -133,3 +134,16 @@ def test_demo_models_batched_equal_item_by_item(demo):
     greedy = [sample(pol, prepare_prompt(pol, it.image(), it.prompt), 1, max_new_tokens=cfg.max_new_tokens,
                      greedy_rows=1, decode="eager").texts[0] for it in items]
     assert [e["greedy_text"] for e in one] == greedy
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_a_fresh_adapter_is_switched_off_with_the_same_answers(tiny_models, model_type, items, monkeypatch):
+    """lora_B = 0 (before training): the evaluation runs the base model alone, skipping the LoRA
+    products that add exactly 0; every answer is what the adapter-on forward gives."""
+    pol = load_policy(str(tiny_models[model_type]), precision="fp32", device="cpu", lora_r=4, lora_alpha=8)
+    assert evaluate._adapter_is_zero(pol)
+    off = [asdict(e) for e in evaluate.evaluate(pol, items, CFG.with_(eval_batch=4), seed=5)]
+    monkeypatch.setattr(evaluate, "_adapter_is_zero", lambda policy: False)
+    assert [asdict(e) for e in evaluate.evaluate(pol, items, CFG.with_(eval_batch=4), seed=5)] == off
+    monkeypatch.undo()
+    assert not evaluate._adapter_is_zero(_policy(tiny_models[model_type]))   # an adapter that acts stays on

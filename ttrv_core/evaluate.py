@@ -23,6 +23,7 @@ eval/entropy_paper) and majority share.
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from statistics import mean
 from typing import Iterator, Sequence
 
@@ -82,14 +83,17 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) 
     """Yields one ItemEval per item, in order, computed `cfg.eval_batch` items at a time (the first
     item alone, so that its votes show at once). Same seed -> same answers, whatever the batch size.
     Out of memory in a batch of several items: fewer items per batch from then on (the same answers:
-    each item has its own stream); in one item alone: OutOfMemory, with what to lower."""
+    each item has its own stream); in one item alone: OutOfMemory, with what to lower. An adapter
+    that adds nothing (a fresh one: lora_B = 0) is switched off, which skips the LoRA products."""
     size, i = max(1, cfg.eval_batch), 0
+    base = policy.adapter_off if _adapter_is_zero(policy) else nullcontext
     while i < len(items):
         chunk = items[i:i + (size if i else 1)]
         with explain_oom("evaluating", n_votes=cfg.votes_for_eval, max_pixels=policy.max_pixels,
                          precision=policy.precision):
             try:
-                evs = evaluate_batch(policy, chunk, cfg, seed)
+                with base():
+                    evs = evaluate_batch(policy, chunk, cfg, seed)
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -99,6 +103,13 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) 
                 continue
         i += len(chunk)
         yield from evs
+
+
+def _adapter_is_zero(policy: Policy) -> bool:
+    """True for an adapter that adds nothing: every lora_B is 0 (a fresh one, before training), so
+    x A^T B^T = 0 and the base model alone gives the same logits without the LoRA products."""
+    b = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
+    return bool(b) and not any(bool(p.detach().any()) for p in b)
 
 
 def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
