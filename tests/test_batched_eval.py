@@ -147,3 +147,20 @@ def test_a_fresh_adapter_is_switched_off_with_the_same_answers(tiny_models, mode
     assert [asdict(e) for e in evaluate.evaluate(pol, items, CFG.with_(eval_batch=4), seed=5)] == off
     monkeypatch.undo()
     assert not evaluate._adapter_is_zero(_policy(tiny_models[model_type]))   # an adapter that acts stays on
+
+
+def test_a_kept_static_decoder_is_not_reused_across_the_adapter_switch(tiny_models):
+    """On CUDA the kept static decoder replays a recorded step: one recorded with the adapter off
+    (an evaluation with a fresh adapter) must not serve sampling with it on, or training would
+    sample from the base model."""
+    from ttrv_core import decode
+    pol = _policy(tiny_models["qwen2_5_vl"])
+    prompt = prepare_prompt(pol, Image.new("RGB", (32, 32)), "What is it?")
+    with pol.adapter_off():
+        assert not pol.adapter_on
+        sample(pol, prompt, 4, max_new_tokens=3, decode="static")
+        off = decode._live[id(pol.model)]
+    assert pol.adapter_on
+    sample(pol, prompt, 4, max_new_tokens=3, decode="static")
+    assert decode._live[id(pol.model)] is not off and decode._live[id(pol.model)].adapter_on
+    decode.release()

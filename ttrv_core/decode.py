@@ -275,6 +275,7 @@ class StaticDecoder:
         self.positions: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
         self.use_graph, self.graph, self.warm = graph, None, False
+        self.adapter_on = True  # the LoRA switch when the step was recorded (decoder() keeps one per state)
 
     def load(self, prefix: Prefix) -> StaticDecoder:
         """Copy prefilled prompts into the buffers, each group's rows left-padded to the longest
@@ -386,7 +387,9 @@ def decoder(policy, prefix: Prefix, max_new_tokens: int, mode: str = "auto"):
     if mode == "static" and kind not in _no_static:
         length = math.ceil((prefix.length + max_new_tokens) / CACHE_BUCKET) * CACHE_BUCKET
         dec = _live.get(id(policy.model))
-        if dec is None or dec.model() is not policy.model or (dec.rows, dec.length) != (rows, length):
+        # a recorded step holds the LoRA products or not (Policy.adapter_off): reuse it in the same state only
+        shape = (rows, length, policy.adapter_on)
+        if dec is None or dec.model() is not policy.model or (dec.rows, dec.length, dec.adapter_on) != shape:
             release()
             try:
                 dec = StaticDecoder(policy.model, policy.base.config, rows, length, policy.compute_dtype,
@@ -394,6 +397,7 @@ def decoder(policy, prefix: Prefix, max_new_tokens: int, mode: str = "auto"):
             except NotImplementedError:
                 _no_static.add(kind)
                 return EagerDecoder(policy.model, prefix)
+            dec.adapter_on = policy.adapter_on
             if policy.model not in _watched:  # the model's end frees the buffers and the graph
                 _watched.add(policy.model)
                 weakref.finalize(policy.model, release)

@@ -83,17 +83,28 @@ class Policy:
         its Python: that walks every module (and formats their reprs) to check the adapters'
         state and resets requires_grad on the way back, ~0.1 s per call on the 36 layers of
         a 3B model, a sixth of a GRPO update on an H100 (bench/RESULTS.md)."""
-        if self._lora_layers is None:
-            from peft.tuners.tuners_utils import BaseTunerLayer
-            self._lora_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
-        was = [m._disable_adapters for m in self._lora_layers]
+        layers = self._layers()
+        was = [m._disable_adapters for m in layers]
         try:
-            for m in self._lora_layers:
+            for m in layers:
                 m._disable_adapters = True
             yield
         finally:
-            for m, w in zip(self._lora_layers, was):
+            for m, w in zip(layers, was):
                 m._disable_adapters = w
+
+    @property
+    def adapter_on(self) -> bool:
+        """False inside adapter_off(). A recorded decode step (a CUDA graph) holds the LoRA
+        products or not, as the switch was then: decode.py keeps one per state."""
+        layers = self._layers()
+        return not layers or not layers[0]._disable_adapters
+
+    def _layers(self) -> list:
+        if self._lora_layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+            self._lora_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        return self._lora_layers
 
     @property
     def tokenizer(self):
