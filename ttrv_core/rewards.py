@@ -7,6 +7,8 @@ with distinct answers k = 1..M and shares p_k = count_k / N:
     majority    1 if a_i is the majority answer else 0          (TTRL)
     entropy     H_norm = -sum_k p_k ln p_k / ln M   (0 when M = 1; `normalized_entropy`)
     ttrv        r(a_i) = r1(a_i) - alpha * H_norm,   alpha = 0.75
+    soft        r(a_i) = (1/N) sum_j s(a_i, a_j), s = token F1 (ours, for phrase
+                answers; similarity.py): count / N when s is exact match
 
 The paper writes r2 = sum_k p_k log p_k and r = r1 + alpha * r2, the same
 thing up to the normalisation by ln M that the code applies.
@@ -43,7 +45,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal")
+from .similarity import soft_frequency_reward
+
+REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal", "soft")
 
 
 def frequency_reward(votes: Sequence[str]) -> list[float]:
@@ -156,7 +160,7 @@ def ttrv_marginal_reward(votes: Sequence[str], alpha: float = 0.75) -> tuple[lis
 def compute_rewards(name: str, votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
     """Dispatch by name; every reward returns (total, components)."""
     simple: dict[str, Callable[[Sequence[str]], list[float]]] = {
-        "frequency": frequency_reward, "majority": majority_reward}
+        "frequency": frequency_reward, "majority": majority_reward, "soft": soft_frequency_reward}
     if name in simple:
         r = simple[name](votes)
         return r, {name: r}
