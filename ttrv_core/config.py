@@ -39,7 +39,8 @@ class TTRVConfig:
 
     # --- reward ---
     reward: str = "ttrv"
-    """ttrv (r1 - alpha*H_norm, paper), frequency, majority (TTRL), ttrv_marginal (ours)."""
+    """ttrv (r1 - alpha*H_norm, paper), frequency, majority (TTRL), ttrv_marginal (ours), soft
+    (mean token-F1 similarity to the N votes, ours, for phrase answers: similarity.py)."""
     alpha: float = 0.75
     """Entropy weight (paper). Cancels under group-normalised advantages: see rewards.py."""
 

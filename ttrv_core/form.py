@@ -31,7 +31,8 @@ SETTINGS = ["precision", "checkpointing", *NUMBERS, "reward", "guard"]
 """Every setting of the form, in the order the page shows them."""
 REWARD_HELP = ("ttrv = r1 - alpha*H_norm as in the paper's code. Under group-normalised advantages the entropy term "
                "cancels exactly (it is one number per image), so ttrv trains like 'frequency'; 'ttrv_marginal' is our "
-               "variant in which it acts. majority = TTRL's 0/1 reward.")
+               "variant in which it acts. majority = TTRL's 0/1 reward. soft = for phrase answers: each "
+               "answer's mean word overlap (token F1) with all the votes; under exact match it is 'frequency'.")
 GUARD_HELP = ("Label-free: when most images get the same majority answer for 2 steps in a row, training stops and "
               "the adapter goes back to the last healthy step (the method's known failure is collapse).")
 CHECKPOINTING_HELP = ("less GPU memory, slower steps: mlp recomputes the MLPs (a 3B model: 4.9 instead of 6.5 GiB), "
