@@ -25,6 +25,7 @@ from .prompts import LETTERS
 
 ROWS = (("eval/greedy_acc", "greedy accuracy", "acc"), ("eval/maj_acc", "majority-vote accuracy", "acc"),
         ("eval/single_acc", "single-vote accuracy", "acc"), ("eval/greedy_invalid", "invalid greedy replies", "pct"),
+        ("eval/open_f1", "token F1 (open answers)", "acc"), ("eval/open_rouge1", "ROUGE-1 (open answers)", "acc"),
         ("eval/majority_share", "majority share", "num"), ("eval/entropy", "entropy", "num"))
 """Short names: the table must fit a phone. Invalid = no valid answer (prompts.is_valid); the last two
 are label-free."""

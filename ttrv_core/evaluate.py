@@ -16,6 +16,11 @@ the greedy answers do not.) Where the user gave an answer:
     single_acc  the share of the N samples that are correct (expected single-sample accuracy at T)
     valid_acc   the share of the valid samples that are correct (a reply with no valid
                 answer counts as wrong in the three above, as in the authors' evaluation)
+Open questions with a reference (similarity.py), scored on the greedy answer:
+    open_exact  exact match after normalisation, over the references that are not yes/no
+    open_f1     token F1 to the reference (prompts.normalize_open's tokens)
+    open_rouge1 ROUGE-1 of the raw greedy reply to the reference as given (VQA-Med's metric)
+    closed_exact exact match over the yes/no references (closed questions: exact match only)
 Label-free, always: the share of items whose greedy reply is not a valid answer
 (greedy_invalid) and of invalid samples (invalid, prompts.is_valid); mean entropy of the votes (H / ln N; the paper's H / ln M as
 eval/entropy_paper) and majority share.
@@ -37,6 +42,7 @@ from .models import Policy
 from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
 from .rollout import prepare_prompt, sample_many
+from .similarity import rouge1, token_f1
 
 
 def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generator:
@@ -76,6 +82,10 @@ def _score(item: Item, ro) -> ItemEval:
         ev.single_acc = st.counts.get(ref, 0) / len(votes)
         if any(valid):
             ev.valid_acc = sum(v == ref for v, ok in zip(votes, valid) if ok) / sum(valid)
+        if item.task == "open":
+            ev.closed = ref in CLOSED
+            if not ev.closed:
+                ev.f1, ev.rouge1 = token_f1(greedy, ref), rouge1(ro.texts[0], item.answer)
     return ev
 
 
@@ -131,4 +141,21 @@ def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
         if valid:
             m["eval/valid_acc"] = mean(valid)
         m["eval/labeled"] = float(len(labeled))
+    return m | _open_metrics(labeled)
+
+
+CLOSED = ("yes", "no")
+"""References of closed questions (after normalisation): scored by exact match only."""
+
+
+def _open_metrics(labeled: Sequence[ItemEval]) -> dict[str, float]:
+    """eval/open_* over the open questions' references that are not yes/no, eval/closed_* over those that are."""
+    m: dict[str, float] = {}
+    if opened := [e for e in labeled if e.closed is False]:
+        m |= {"eval/open_exact": mean(float(e.greedy_correct) for e in opened),
+              "eval/open_f1": mean(e.f1 for e in opened), "eval/open_rouge1": mean(e.rouge1 for e in opened),
+              "eval/open_items": float(len(opened))}
+    if closed := [e for e in labeled if e.closed]:
+        m |= {"eval/closed_exact": mean(float(e.greedy_correct) for e in closed),
+              "eval/closed_items": float(len(closed))}
     return m

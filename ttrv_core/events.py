@@ -63,6 +63,9 @@ class ItemEval:
     greedy_valid: bool = True  # the greedy reply is a valid answer (prompts.is_valid): label-free
     invalid: float = 0.0       # share of the N samples with no valid answer
     valid_acc: float | None = None    # share of the valid samples that are correct (None: no valid sample)
+    closed: bool | None = None        # open task with a reference: True for a yes/no reference (exact match only)
+    f1: float | None = None           # open, not yes/no: token F1 of the greedy answer to the reference
+    rouge1: float | None = None       # open, not yes/no: ROUGE-1 of the greedy reply to the reference (similarity.py)
 
 
 @dataclass

@@ -4,7 +4,9 @@
                 before training, at each step that sampled it, and after;
                 a slider moves over these snapshots (the latest is shown). Given
                 the items, a multiple-choice letter shows its option text ("B · 7")
-                and a reply that is not a valid answer is red (prompts.is_valid)
+                and a reply that is not a valid answer is red (prompts.is_valid);
+                open answers (bars: one normalised form each) also show their soft
+                votes, the soft reward's share (similarity.soft_counts)
     entropy     answer entropy H / ln N per step (N votes; 0 = all agree): the
                 mean, and each image. Not the paper's H / ln M, which can rise
                 while the answers sharpen (events.py)
@@ -29,6 +31,7 @@ import plotly.graph_objects as go
 from .data import Item
 from .events import EvalResult, ItemEval, ItemVotes, StepEvent
 from .prompts import LETTERS, is_valid
+from .similarity import soft_counts
 
 FOLLOW = None
 """`histogram(item_id=FOLLOW)`: at each step, show the first image that step trained on."""
@@ -121,7 +124,7 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
     invalid = {a for s in snaps if s.task for a in s.counts if not is_valid(s.task, a, s.options)}
     for a in invalid:
         names[a] = "✗ " + names[a]
-    titles, axes = [], []
+    titles, axes, owner = [], [], []  # owner: the snapshot each trace belongs to (the slider shows its traces)
     for i, s in enumerate(snaps):
         n = sum(s.counts.values()) or 1
         xs = sorted(s.counts, key=lambda a: (-s.counts[a], names[a]))
@@ -134,10 +137,18 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
                     marker_color=[GREEN if a == s.reference else RED if a in invalid else BLUE for a in shown]
                     + [GREY] * bool(rest),
                     hovertemplate="%{customdata[1]}: %{customdata[0]} votes (%{y:.0%})<extra></extra>")
+        owner.append(i)
+        if s.task == "open":  # phrase answers: each form's soft vote, its votes plus partial credit (similarity.py)
+            soft = soft_counts([a for a, c in s.counts.items() for _ in range(c)])
+            fig.add_scatter(x=x[:len(shown)], y=[soft[a] / n for a in shown], mode="markers", name="soft votes",
+                            marker=dict(symbol="diamond", size=10, color=ORANGE), visible=i == len(snaps) - 1,
+                            hovertemplate="soft votes: %{y:.0%} (token F1 with every vote)<extra></extra>")
+            owner.append(i)
         titles.append(f"{title}: {s.item_id}, {s.label} ({n} votes)")
         axes.append(x)
     # what the colours mean, on at most two short lines (a phone is ~60 characters wide here)
     other = ["blue: an answer", "red ✗: not a valid answer" if invalid else "",
+             "orange ◆: soft votes" if any(s.task == "open" for s in snaps) else "",
              "grey: the rest" if any(len(s.counts) > top for s in snaps) else ""]
     key = ["green: the reference answer (answers column)" if any(s.reference for s in snaps) else "",
            " · ".join(k for k in other if k)]
@@ -156,7 +167,7 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
         fig.update_layout(height=440, margin=dict(l=50, r=30, t=top_margin, b=110), sliders=[dict(
             active=len(snaps) - 1, currentvalue=dict(visible=False), y=-0.22, yanchor="top", pad=dict(t=10),
             steps=[dict(label=s.label, method="update",
-                        args=[{"visible": [j == i for j in range(len(snaps))]},
+                        args=[{"visible": [j == i for j in owner]},
                               {"title.text": titles[i], "xaxis.categoryarray": axes[i]}])
                    for i, s in enumerate(snaps)])])
     return fig
