@@ -82,3 +82,31 @@ def test_histogram_shows_soft_votes_for_open_answers():
         [True, True, False, False], [False, False, True, True]]
     choice = plots.histogram([plots.Snapshot("step 1", "a.png", {"A": 3, "B": 1}, task="choice", options=("x", "y"))])
     assert [t.type for t in choice.data] == ["bar"]
+
+
+def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):
+    """--reward soft end to end on the open-answer demo (digits: one-word answers, where the soft
+    reward is the frequency reward): the run's config names it, the summary has the open keys."""
+    import csv
+    import shutil
+
+    from ttrv_core.cli import main
+    from ttrv_core.demos import by_key
+    examples, d = by_key("open").example_dir, tmp_path / "imgs"
+    d.mkdir()
+    rows = list(csv.DictReader(open(examples / "questions.csv")))[:3]
+    for r in rows:
+        shutil.copy(examples / r["image"], d / r["image"])
+    with open(d / "questions.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["image", "question", "answer"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("image", "question", "answer")} for r in rows)
+    out = tmp_path / "run"
+    assert main(["--demo", "open", "--images", str(d), "--out", str(out), "--reward", "soft", "--steps", "1",
+                 "--votes", "4", "--train", "2", "--prompts-per-step", "2"]) == 0
+    assert json.load(open(out / "config.json"))["config"]["reward"] == "soft"
+    summary = json.load(open(out / "summary.json"))
+    for phase in ("before", "after"):
+        assert summary[f"{phase}/open_items"] == 3 and 0 <= summary[f"{phase}/open_f1"] <= 1
+        assert 0 <= summary[f"{phase}/open_rouge1"] <= 1
+        assert summary[f"{phase}/open_exact"] == summary[f"{phase}/greedy_acc"]  # no yes/no reference here
