@@ -5,7 +5,8 @@ Four tables, one parametrized test each (the count of bad inputs is their total)
   QUESTIONS  bad questions files and rows
   ZIPS       bad zips and zip members (uploaded beside a plain image)
   UPLOADS    bad plain uploads and size caps
-Then the odd-but-valid images (modes, animation, EXIF, names) load as RGB,
+IMAGES holds bad DICOM files too (not DICOM, truncated, a compression with no decoder here, no
+pixels, a huge header). Then the odd-but-valid images (modes, animation, EXIF, names) load as RGB,
 and one short CLI run on the demo model goes through a zip holding a mix.
 """
 import csv
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import dicom_files
 from ttrv_core import data, uploads
 from ttrv_core.data import load_dataset
 from ttrv_core.uploads import collect_uploads
@@ -103,6 +105,18 @@ IMAGES = [  # file, contents, expected "file: message" (substring)
     ("photo.heic", b"\0\0\0\x18ftypheic", "photo.heic: HEIC images are not supported; convert to PNG or JPEG"),
     ("drawing.svg", "<svg xmlns='http://www.w3.org/2000/svg'/>", "drawing.svg: SVG images are not supported"),
     ("sub/dir/bad name é.jpg", "nope", "sub/dir/bad name é.jpg: cannot read image: not an image file"),
+    # DICOM (made with pydicom in tests/dicom_files.py)
+    ("notes.dcm", "just some text", "notes.dcm: cannot read DICOM: not a DICOM file (no 'DICM' marker)"),
+    ("photo.dcm", png(), "photo.dcm: cannot read DICOM: not a DICOM file"),
+    ("empty.dcm", b"", "empty.dcm: empty file (0 bytes)"),
+    ("truncated.dcm", dicom_files.truncated(), "truncated.dcm: cannot read DICOM: the file is truncated"),
+    ("header only.dcm", dicom_files.header_only(), "header only.dcm: cannot read DICOM: the file is truncated"),
+    ("cut in header.dcm", dicom_files.dcm()[:500], "cut in header.dcm: cannot read DICOM: the file is truncated"),
+    ("jpegls.dcm", dicom_files.jpeg_ls(), "jpegls.dcm: DICOM compressed as JPEG-LS Lossless Image Compression, "
+     "which cannot be decoded here; export it uncompressed (Explicit VR Little Endian) or as PNG"),
+    ("report.dcm", dicom_files.no_pixels(), "report.dcm: cannot read DICOM: it holds no image (no pixel data; a report?)"),
+    ("huge.dcm", dicom_files.claiming(9000, 9000), "huge.dcm: image is 9000x9000 (81 megapixels); the limit is 50"),
+    ("thin.dcm", dicom_files.claiming(2, 500), "thin.dcm: image is 500x2: too long and thin"),
 ]
 
 

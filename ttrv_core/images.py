@@ -7,7 +7,8 @@ Every image the model sees goes through `load_image`:
   2. The size in the header is checked before any pixel is decoded:
      more than `MAX_PIXELS` (a decompression bomb, or just too big to be
      useful) or a side more than `MAX_ASPECT` times the other is refused.
-  3. First frame of animations; EXIF orientation applied; every mode made
+  3. DICOM (.dcm) goes through dicom.py instead: its window to 8-bit grayscale.
+  4. First frame of animations; EXIF orientation applied; every mode made
      RGB (16-bit scaled to 8, CMYK converted, transparency composited on
      white); the longest side capped at `MAX_SIDE`.
 
@@ -24,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DICOM_EXTS = {".dcm", ".dicom"}
+"""Read with pydicom (dicom.py), by name: a DICOM file has no Pillow format."""
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"} | DICOM_EXTS
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG covers MPO (multi-picture JPEGs from phones)
 UNSUPPORTED_EXTS = {".heic", ".heif", ".avif", ".svg", ".psd", ".pdf", ".eps", ".raw", ".dng", ".cr2",
                     ".nef", ".arw", ".jxl", ".ico"}
@@ -52,6 +55,11 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
     fast: decode JPEGs at a reduced scale (validation only). Raises ImageError.
     """
     path = Path(path)
+    if path.suffix.lower() in DICOM_EXTS:
+        from .dicom import load_dicom  # pydicom is imported for DICOM files only
+        im = to_rgb(load_dicom(path))
+        im.thumbnail((MAX_SIDE, MAX_SIDE))
+        return im
     try:
         with warnings.catch_warnings():  # between Pillow's warning and its error: check_size refuses it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
