@@ -57,6 +57,7 @@ def adapt(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dic
         policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                                     max_pixels=cfg.max_pixels or None,
                                     trust_remote_code=models.remote_code_allowed() and not PUBLIC, keep=KEPT)
+        models.set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
         run_dir = runs.RunDir(out)
         run_dir.write_json("config.json", meta)
         run_dir.write_problems(problems)
@@ -208,8 +209,8 @@ def build() -> gr.Blocks:
                 sets = form.example_sets(EXAMPLES)
                 example = gr.Dropdown(sets, value=DEMO.examples if DEMO and DEMO.examples in sets else
                                       sets[0] if sets else None, label="Example set")
-                uploads = gr.File(file_count="multiple", label="Images, or a .zip of a folder", visible=False,
-                                  file_types=["image", ".zip", ".csv", ".jsonl"], elem_id="uploads")
+                uploads = gr.File(file_count="multiple", label="Images (DICOM too), or a .zip of a folder",
+                                  visible=False, file_types=form.UPLOAD_TYPES, elem_id="uploads")
                 folder = gr.File(file_count="directory", label="… or a whole folder", visible=False)
                 question = gr.Textbox(label="Question for all images (a questions file's rows take their own)",
                                       placeholder="e.g. What is shown in the image?", elem_id="question")

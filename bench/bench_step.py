@@ -8,16 +8,13 @@ For one image prompt, N votes and G trained answers:
   prefill_shared    the prompt's forward alone (to split sampling into prefill + ms per decoded token)
   sample_shared_generate   HF generate's loop over the same shared cache
   sample_shared_no_lora    sample_shared with the adapter switched off (the LoRA layers' cost)
-  sample_shared_peft       sample_shared with peft's LoRA forward instead of the fused one
   train_naive_gc    one GRPO update (reference pass + loss + backward + AdamW) on G full rows,
                     gradient checkpointing on (how peers fit in memory)
   train_naive       the same without checkpointing (may run out of memory)
   train_shared      the same update on the shared prefix: prompt + G answers packed in one row,
                     the image encoded once inside it (a fresh prompt each time: nothing cached)
-  train_shared_peft the same with peft's own LoRA forward instead of the fused one (ttrv_core/lora.py)
   train_shared_mlp  train_shared with each layer's MLP recomputed in backward (checkpointing.py)
   train_shared_layers   train_shared with whole layers recomputed in backward
-  lora_check        fused vs peft LoRA: log-probs and LoRA gradients of one packed row (relative error)
   train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
 
@@ -45,10 +42,9 @@ from ttrv_core.config import TTRVConfig  # noqa: E402
 from ttrv_core.demos import by_key  # noqa: E402
 
 DEMO = by_key("open")  # "demo" here: the open-answer digits model every recorded number used
-from ttrv_core import decode, grpo, lora  # noqa: E402
 from ttrv_core.checkpointing import set_checkpointing  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
-from ttrv_core.models import load_policy  # noqa: E402
+from ttrv_core.models import load_policy, set_threads_for  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
 
 # Qwen2.5-VL public config shapes (as in shared/reference/prefix_probe.py)
@@ -183,6 +179,7 @@ def main() -> None:
     path, t_build = model_path(a.size, a.side, dev)
     t = time.perf_counter()
     policy = load_policy(path, a.precision, str(dev), lora_r=16, lora_alpha=32)
+    set_threads_for(policy)  # process-wide, as the CLI does: one thread for the demo model
     t_load = time.perf_counter() - t
     tag = dict(size=a.size, precision=a.precision, device=torch.cuda.get_device_name() if dev.type == "cuda" else
                "cpu", N=a.n, G=a.g, L=a.tokens)
@@ -214,7 +211,7 @@ def main() -> None:
          max_logprob_diff=float((ro["eager"].logprobs - ro["auto"].logprobs).abs().max()),
          max_logprob_diff_until_divergence=float((ro["eager"].logprobs[:, upto] - ro["auto"].logprobs[:, upto])
                                                  .abs().max()),
-         graph_failed=sorted(decode._no_graph), static_failed=sorted(decode._no_static), **tag)
+         graph_failed=policy.decoders.no_graph, static_failed=policy.decoders.no_static, **tag)
 
     if "sample_generate" not in skip:
         m("sample_generate", gen_naive)
@@ -256,23 +253,22 @@ def main() -> None:
     def switched(name, on, off):
         """sample_shared with the model changed: the kept decode graph was captured before, so it goes."""
         def run():
-            decode.release()
+            policy.decoders.release()
             on()
             try:
                 sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True)
             finally:
                 off()
-                decode.release()
+                policy.decoders.release()
         m(name, run)
 
     if "sample_shared_no_lora" not in skip:  # what the LoRA layers cost per decoded token
         ctx = []
         switched("sample_shared_no_lora", lambda: ctx.append(policy.adapter_off()) or ctx[-1].__enter__(),
                  lambda: ctx.pop().__exit__(None, None, None))
-    if "sample_shared_peft" not in skip:  # peft's LoRA forward in the decode graph instead of the fused one
-        switched("sample_shared_peft", lambda: lora.unfuse(policy.model), lambda: lora.fuse(policy.model))
 
     ro = sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen).take(a.g)
+    policy.decoders.release()  # the end of sampling, as the engine does: training needs the memory
     tag["answer_tokens"] = int(ro.mask.sum())
     adv = group_advantages(torch.linspace(0, 1, a.g, device=dev))
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-5)
@@ -281,48 +277,16 @@ def main() -> None:
         return lambda: update(policy, opt, replace(prompt, _images=None), ro.tokens, ro.mask, ro.logprobs, adv,
                               temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
-    def lora_check():
-        """Fused vs peft LoRA on the packed row: log-probs and LoRA gradients, with lora_B
-        drawn at random for the check (a fresh adapter's B is 0: its LoRA term would vanish)."""
-        got = {}
-        bs = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
-        kept = [p.detach().clone() for p in bs]
-        g = torch.Generator(device=dev).manual_seed(0)
-        for p in bs:
-            p.data.normal_(0, 0.02, generator=g)
-        for fused in (True, False):
-            (lora.fuse if fused else lora.unfuse)(policy.model)
-            policy.model.zero_grad(set_to_none=True)
-            policy.model.train()
-            with policy.autocast():
-                lp = grpo.answer_logprobs(policy, prompt, ro.tokens, 1.0, shared=True)
-            (lp * adv.view(-1, 1) * ro.mask).sum().backward()
-            got[fused] = lp.detach().float(), torch.cat([p.grad.flatten().float() for p in policy.model.parameters()
-                                                         if p.grad is not None])
-        lora.fuse(policy.model)
-        policy.model.zero_grad(set_to_none=True)
-        for p, k in zip(bs, kept):
-            p.data.copy_(k)
-        (lf, gf), (lp_, gp) = got[True], got[False]
-        emit(a.out, what="lora_check", max_logprob_diff=float((lf - lp_).abs().max()),
-             grad_rel_err=float((gf - gp).norm() / gp.norm()), **tag)
-
-    if "lora_check" not in skip:
-        lora_check()
     m("train_shared", upd(True))
-    if "train_shared_peft" not in skip:
-        lora.unfuse(policy.model)
-        m("train_shared_peft", upd(True))
-        lora.fuse(policy.model)
     for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (checkpointing.py)
         if f"train_shared_{mode}" not in skip:
             set_checkpointing(policy, mode)
             m(f"train_shared_{mode}", upd(True))
             set_checkpointing(policy, "off")
     if "train_shared_cache" not in skip:  # the shared prefix through a G-fold replicated KV cache
-        grpo.PACK_ANSWERS = False
+        policy.pack_answers = False
         m("train_shared_cache", upd(True))
-        grpo.PACK_ANSWERS = True
+        policy.pack_answers = True
     if "train_naive_gc" not in skip:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.model.enable_input_require_grads()

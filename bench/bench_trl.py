@@ -70,7 +70,7 @@ from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.checkpointing import set_checkpointing
 from ttrv_core.engine import _step
-from ttrv_core.models import _check_config, _load_kwargs, load_policy, resolve_precision
+from ttrv_core.models import _check_config, _load_kwargs, load_policy, resolve_precision, set_threads_for
 from ttrv_core.prompts import extract_answer
 from ttrv_core.rewards import compute_rewards
 
@@ -194,6 +194,7 @@ def main() -> None:
     path, t_build = model_path(a.size, a.side, dev)
     prec = resolve_precision(a.precision, dev)
     policy = load_policy(path, prec, str(dev), lora_r=16, lora_alpha=32)
+    set_threads_for(policy)  # process-wide, as the CLI does: one thread for the demo model
     tag = {"size": a.size, "precision": prec, "G": a.g, "L": a.tokens, "threads": torch.get_num_threads(),
            "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"}
     emit(a.out, what="load", build_s=round(t_build, 1), params=sum(p.numel() for p in policy.base.parameters()),

@@ -23,7 +23,7 @@ def main(steps: int = 6, repeats: int = 3) -> None:
     from ttrv_core.data import load_dataset
     from ttrv_core.demos import by_key
     from ttrv_core.events import StepEvent
-    from ttrv_core.models import load_policy
+    from ttrv_core.models import load_policy, set_threads_for
 
     demo = by_key("open")  # the open-answer digits model, on which this was first measured
     EXAMPLES, DEMO_MODEL = demo.example_dir, demo.model
@@ -45,6 +45,7 @@ def main(steps: int = 6, repeats: int = 3) -> None:
 
     def one(mode: str, recompute: bool):
         pol = load_policy(DEMO_MODEL, "fp32" if mode == "fp32" else "bf16", "cpu", seed=0)
+        set_threads_for(pol)  # process-wide, as the CLI does: one thread for the demo model
         if mode == "bf16-autocast":
             pol.autocast_dtype = torch.bfloat16
         cfg = TTRVConfig(max_steps=steps, seed=0, recompute_old_logprobs=recompute)

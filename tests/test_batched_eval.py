@@ -153,14 +153,13 @@ def test_a_kept_static_decoder_is_not_reused_across_the_adapter_switch(tiny_mode
     """On CUDA the kept static decoder replays a recorded step: one recorded with the adapter off
     (an evaluation with a fresh adapter) must not serve sampling with it on, or training would
     sample from the base model."""
-    from ttrv_core import decode
     pol = _policy(tiny_models["qwen2_5_vl"])
     prompt = prepare_prompt(pol, Image.new("RGB", (32, 32)), "What is it?")
     with pol.adapter_off():
         assert not pol.adapter_on
         sample(pol, prompt, 4, max_new_tokens=3, decode="static")
-        off = decode._live[id(pol.model)]
+        off = pol.decoders.kept
     assert pol.adapter_on
     sample(pol, prompt, 4, max_new_tokens=3, decode="static")
-    assert decode._live[id(pol.model)] is not off and decode._live[id(pol.model)].adapter_on
-    decode.release()
+    assert pol.decoders.kept is not off and pol.decoders.kept.adapter_on
+    pol.decoders.release()

@@ -1,6 +1,8 @@
-"""The kept static decoder (decode.py) does not outlive its model.
+"""The kept static decoder (decode.py) belongs to its policy (Policy.decoders): it does
+not outlive its model, another policy's sampling does not free it, a GRPO update leaves
+it alone, and the engine releases it at the end of each sampling phase.
 
-Run in a fresh interpreter: pytest's own bookkeeping can hold a frame of
+The first test runs in a fresh interpreter: pytest's own bookkeeping can hold a frame of
 load_policy (and so the model) alive, which would hide or fake the answer."""
 import subprocess
 import sys
@@ -9,7 +11,6 @@ from pathlib import Path
 SCRIPT = """
 import gc, weakref
 from PIL import Image
-from ttrv_core import decode
 from ttrv_core.config import DEMO_MODEL
 from ttrv_core.models import load_policy
 from ttrv_core.rollout import prepare_prompt, sample
@@ -17,13 +18,14 @@ from ttrv_core.rollout import prepare_prompt, sample
 pol = load_policy(DEMO_MODEL, "fp32", "cpu")
 prompt = prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
 a = sample(pol, prompt, 4, max_new_tokens=3, decode="static")
+kept = pol.decoders.kept
 b = sample(pol, prompt, 4, max_new_tokens=3, decode="static")  # the same buffers, loaded again
-assert len(decode._live) == 1 and a.tokens.shape[0] == b.tokens.shape[0] == 4
-model = weakref.ref(pol.model)
-del pol
+assert pol.decoders.kept is kept and a.tokens.shape[0] == b.tokens.shape[0] == 4
+model, dec = weakref.ref(pol.model), weakref.ref(kept)
+del pol, kept
 gc.collect()
 assert model() is None, "the kept decoder keeps the model alive"
-assert not decode._live, "the model's end did not release its decoder"
+assert dec() is None, "the model's end did not free its decoder"
 print("ok")
 """
 
@@ -32,6 +34,64 @@ def test_kept_decoder_is_freed_with_its_model():
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def _demo_policy():
+    from ttrv_core.config import DEMO_MODEL
+    from ttrv_core.models import load_policy
+    return load_policy(DEMO_MODEL, "fp32", "cpu")
+
+
+def _prompt(pol):
+    from PIL import Image
+
+    from ttrv_core.rollout import prepare_prompt
+    return prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
+
+
+def test_each_policy_keeps_its_own_decoder():
+    """Two policies alive at once: sampling with one does not free the other's kept decoder
+    (one cache per process did: a new decoder released every kept one)."""
+    from ttrv_core.rollout import sample
+    a, b = _demo_policy(), _demo_policy()
+    sample(a, _prompt(a), 4, max_new_tokens=3, decode="static")
+    kept = a.decoders.kept
+    sample(b, _prompt(b), 4, max_new_tokens=3, decode="static")
+    assert a.decoders.kept is kept and kept.cache is not None and b.decoders.kept is not kept
+
+
+def test_update_leaves_the_decoder_to_the_engine(monkeypatch):
+    """grpo.update does not reach into the decoders; the engine's step releases them once its
+    sampling phase ends, before the first update."""
+    import functools
+
+    import torch
+
+    from ttrv_core import engine
+    from ttrv_core.config import TTRVConfig
+    from ttrv_core.data import Item
+    from ttrv_core.grpo import group_advantages, update
+    from ttrv_core.rollout import sample
+
+    pol = _demo_policy()
+    prompt = _prompt(pol)
+    ro = sample(pol, prompt, 4, max_new_tokens=3, decode="static")
+    kept = pol.decoders.kept
+    opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=1e-3)
+    update(pol, opt, prompt, ro.tokens, ro.mask, ro.logprobs, group_advantages(torch.linspace(0, 1, 4)),
+           temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=True)
+    assert pol.decoders.kept is kept
+
+    released = []
+    monkeypatch.setattr(engine, "sample", functools.partial(sample, decode="static"))
+    monkeypatch.setattr(engine, "update", lambda policy, *a, **k: released.append(policy.decoders.kept is None)
+                        or update(policy, *a, **k))
+    from ttrv_core.demos import by_key
+    path = sorted(by_key("open").example_dir.glob("*.png"))[0]
+    cfg = TTRVConfig(n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=2)
+    ev = engine._step(1, 1, [Item(path.name, path, "Which digit is shown in the image?")] * 2, pol, opt, cfg,
+                      torch.Generator().manual_seed(0))
+    assert ev is not None and released == [True, True]
 
 
 def test_bf16_autocast_path():

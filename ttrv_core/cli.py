@@ -23,7 +23,7 @@ from .config import CHECKPOINTING, TTRVConfig
 from .demos import DEFAULT, DEMOS, by_key
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
-from .models import ModelLoadError, load_policy
+from .models import ModelLoadError, load_policy, set_threads_for
 from .prompts import TASKS
 from .rewards import REWARDS
 
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
     from .engine import run
     from .runs import RunDir, record
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append_json(point.missing_event)
     try:
         events = run(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
-        _show(record(events, out, policy, ds.items, before=point.resume.before if point else None), len(ds.items))
+        _show(record(events, out, policy, ds.items, before=point.resume.before if point else None))
     except (ValueError, TTRVError) as e:  # the run folder keeps what was computed before
         print(f"error: {e}", file=sys.stderr)
         print(f"run folder (partial): {out.root}", file=sys.stderr)
@@ -183,35 +184,40 @@ def _dataset(meta: dict):
     return ds
 
 
-def _show(events, n_items: int) -> None:
-    """A progress bar over eval-before items, steps, eval-after items."""
-    bar, steps = None, 0
+def _show(events) -> None:
+    """A progress bar over the run's work as RunStart states it: evaluated items and steps."""
+    bar, start = None, None
     for ev in events:
         if isinstance(ev, RunStart):
-            steps = ev.total_steps
-            bar = tqdm(total=2 * n_items + steps, unit="it", dynamic_ncols=True)
+            start = ev
+            bar = tqdm(total=ev.work, unit="it", dynamic_ncols=True)
             if ev.resumed_from:
-                bar.n = n_items + ev.resumed_from
-                bar.write(f"resuming after step {ev.resumed_from} of {steps}")
+                bar.write(f"resuming after step {ev.resumed_from} of {ev.total_steps}")
         elif isinstance(ev, Progress):
             bar.set_description(f"eval {ev.phase}")
-            bar.n = ev.done + (0 if ev.phase == "before" else n_items + steps)
+            bar.n = _done(start, ev.phase) + ev.done
             bar.refresh()
         elif isinstance(ev, EvalResult):
             bar.write(_line(ev.phase, ev.metrics))
         elif isinstance(ev, StepEvent):
             m = ev.metrics
-            bar.n = n_items + ev.step
+            bar.n = _done(start, "train") + ev.step - start.resumed_from
             bar.set_description(f"step {ev.step}/{ev.total_steps}")
             bar.set_postfix(H=f"{m['answers/entropy']:.2f}", maj=f"{m['answers/majority_share']:.2f}",
                             s=f"{m['time/step_s']:.2f}")
         elif isinstance(ev, RunEnd):
             if ev.stopped:  # the after-eval follows the last completed step
-                bar.total = bar.n + n_items
+                bar.total = bar.n + start.n_items
             bar.close()
             print(f"done in {ev.seconds:.1f} s" + (" (stopped)" if ev.stopped else ""))
             if ev.guard:
                 print(ev.guard)
+
+
+def _done(start: RunStart, phase: str) -> int:
+    """Progress units before `phase` begins: the phases ahead of it in full."""
+    ahead = start.phases[:start.phases.index(phase)]
+    return sum(start.steps_to_run if p == "train" else start.n_items for p in ahead)
 
 
 def _line(phase: str, m: dict) -> str:

@@ -16,13 +16,16 @@ static  a fixed-size cache (HF StaticCache, R rows x bucketed length) and a
         and addresses never change, so on CUDA the step is captured once per
         sampling phase as a CUDA graph (after one eager warm-up step) and
         replayed for every token of every prompt of that phase: one launch per
-        token. `release()` frees it before training. The CUDA default.
+        token. The engine frees it before training (Decoders.release). The CUDA default.
 prefix  each prompt's keys and values held once, a small cache of the answer
         tokens, attention over both in one softmax (`_prefix_attention`), and
-        only the rows still decoding go through the model. The CPU default.
+        only the rows still decoding go through the model. The CPU default
+        (prefix_decode.py).
 Static and prefix take only families whose layers all use full attention (no
 sliding window: those decode eagerly); a failed graph capture falls back to
-the eager step for that model type, with a warning.
+the eager step for that policy, with a warning. What a policy keeps between
+calls (the static decoder, what its model cannot do) is its `Decoders`
+(Policy.decoders): no state at module level.
 
 All read a `Prefix`: one or more prompts prefilled in groups of equal length
 (a cache of one row per prompt when the rows share it, else one per row),
@@ -34,10 +37,8 @@ length) the eager and static steps are the ones a single prompt always had.
 """
 from __future__ import annotations
 
-import contextvars
 import math
 import warnings
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +46,6 @@ import torch
 CACHE_BUCKET = 64
 """Static cache lengths are rounded up to a multiple of this."""
 
-_no_static: set[str] = set()  # model types with sliding-window layers: no static or prefix decode
-_no_graph: set[str] = set()   # model types whose CUDA graph capture failed once
 
 
 @dataclass
@@ -123,143 +122,12 @@ class EagerDecoder:
         self.cache = None
 
 
-class PrefixDecoder:
-    """Rows attend to their prompt's cache where it lies, never to copies of it, and only rows
-    still decoding go through the model (CPU default).
-
-    The eager decoder replicates a prompt's KV cache into each of its N rows and concatenates
-    the whole (rows x prompt) cache again at every step, and every row runs to the step where
-    the last row of the batch ends: on a CPU, with several prompts decoding together, that
-    copying, N passes of attention over each prompt and the finished rows are most of a step.
-    Here each layer keeps the prompts' keys and values once ((B, H_kv, P, D), left-padded to
-    the longest) and a cache of the answer tokens of the rows still decoding; attention
-    (`_prefix_attention`, registered as a transformers attention function and switched on for
-    the step's forward only) takes one softmax over both parts, the prompt part as one matrix
-    product per prompt for all of its rows. A finished row (EOS) leaves the batch; its logits
-    stay those of its last step (the sampler masks its tokens). Full-attention layers only (no
-    sliding window); one token per row and step."""
-
-    def __init__(self, model, config, prefix: Prefix):
-        from transformers import AttentionInterface, DynamicCache
-
-        if any(getattr(layer, "is_sliding", False) for c, _, _ in prefix.groups for layer in c.layers):
-            raise NotImplementedError("sliding-window layers")
-        AttentionInterface.register(PREFIX_ATTENTION, _prefix_attention)  # idempotent
-        self.model, self.prefix, self.rows = model, prefix, prefix.rows
-        self.configs = _configs(config)
-        self.cache = DynamicCache(config=config)          # answer tokens of the live rows
-        pad = prefix.padding()
-        self.pad = None                                   # (B, 1, 1, P) additive, or None
-        if pad is not None:
-            pad = pad[::prefix.rows]
-            self.pad = torch.zeros(pad.shape, device=pad.device).masked_fill(pad, float("-inf"))[:, None, None]
-        self.layers = []                                  # per layer: (keys, values), (B, H_kv, P, D) each
-        for i in range(len(prefix.groups[0][0].layers)):
-            parts = [(c.layers[i].keys, c.layers[i].values) for c, _, _ in prefix.groups]
-            if not prefix.shared:  # one row per prompt suffices: every row of a prompt holds the same prefix
-                parts = [(k[::prefix.rows], v[::prefix.rows]) for k, v in parts]
-            self.layers.append((torch.cat([_left_pad(k, prefix.length) for k, _ in parts]),
-                                torch.cat([_left_pad(v, prefix.length) for _, v in parts])))
-        self.prompts = self.layers[0][0].shape[0]
-        self.live = torch.arange(prefix.n_rows, device=prefix.next_pos.device)   # (R_live,) rows decoding
-        self._index()
-        self.logits: torch.Tensor | None = None
-
-    def _index(self) -> None:
-        """Each live row's prompt and its slot among that prompt's live rows (the prompt part of
-        attention runs over (B prompts, most live rows of a prompt))."""
-        prompt = torch.div(self.live, self.rows, rounding_mode="floor")
-        counts = torch.bincount(prompt, minlength=self.prompts)
-        first = torch.cumsum(counts, 0) - counts
-        self.row_prompt, self.row_slot = prompt, torch.arange(len(self.live), device=prompt.device) - first[prompt]
-        self.slots = int(counts.max())
-
-    def step(self, tokens: torch.Tensor, t: int, live: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (R,) fed at answer position t; live (R,) bool: the rows still decoding (None: all)."""
-        if live is not None and int(live.sum()) < len(self.live):
-            keep = live[self.live]                                   # over the rows live until now
-            self.cache.batch_select_indices(keep.nonzero().squeeze(1))
-            self.live = self.live[keep]
-            self._index()
-        pos = self.prefix.positions(t)
-        pos = pos[:, self.live] if pos.dim() == 3 else pos[self.live]
-        token = _PREFIX.set(self)
-        saved = [c._attn_implementation_internal for c in self.configs]
-        for c in self.configs:
-            c._attn_implementation_internal = PREFIX_ATTENTION
-        try:
-            out = self.model(input_ids=tokens[self.live, None], past_key_values=self.cache, use_cache=True,
-                             position_ids=pos)
-        finally:
-            for c, was in zip(self.configs, saved):
-                c._attn_implementation_internal = was
-            _PREFIX.reset(token)
-        self.cache = out.past_key_values
-        step = out.logits[:, -1]                                     # (R_live, V)
-        if self.logits is None:
-            self.logits = step.new_zeros(self.prefix.n_rows, step.shape[-1])
-        self.logits[self.live] = step
-        return self.logits
-
-    def close(self) -> None:
-        self.cache = self.layers = self.logits = None
-
-
-PREFIX_ATTENTION = "ttrv_prefix"
-"""The name `_prefix_attention` is registered under in transformers' attention functions."""
-_PREFIX: contextvars.ContextVar = contextvars.ContextVar("ttrv_prefix")  # the PrefixDecoder step under way
-
-
-def _configs(config) -> list:
-    """A model config and its sub-configs (text, vision, ...): each attention module reads its own."""
-    out, todo = [], [config]
-    while todo:
-        c = todo.pop()
-        if c is not None and all(c is not o for o in out):
-            out.append(c)
-            todo += [getattr(c, k, None) for k in getattr(c, "sub_configs", {})]
-    return out
-
-
-def _prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """One softmax over a row's prompt keys (held once per prompt) and its own answer keys.
-
-    query (R, H, 1, D) and key / value (R, H_kv, T, D) of the live rows (T answer tokens so
-    far, this one included); query head h reads key head h // (H / H_kv), as transformers'
-    repeat_kv has it. Returns (R, 1, H, D), as the sdpa function does."""
-    dec = _PREFIX.get()
-    pk, pv = dec.layers[module.layer_idx]                                # (B, H_kv, P, D)
-    r, h, q, d = query.shape
-    assert q == 1, "one answer token per step"
-    b, hk, p = pk.shape[:3]
-    g, n = h // hk, dec.slots
-    scaling = d ** -0.5 if scaling is None else scaling
-    qf = query.float().reshape(r, hk, g, d)
-    # the prompt part: each prompt's live rows as one (slots x g) block of queries
-    grid = qf.new_zeros(b, n, hk, g, d)
-    grid[dec.row_prompt, dec.row_slot] = qf
-    s1 = grid.transpose(1, 2).reshape(b, hk, n * g, d) @ pk.float().transpose(-1, -2) * scaling  # (B, H_kv, n g, P)
-    if dec.pad is not None:
-        s1 = s1 + dec.pad
-    s1 = s1.view(b, hk, n, g, p).transpose(1, 2)[dec.row_prompt, dec.row_slot]  # (R, H_kv, g, P)
-    s2 = qf @ key.float().transpose(-1, -2) * scaling                           # (R, H_kv, g, T)
-    top = torch.maximum(s1.amax(-1, keepdim=True), s2.amax(-1, keepdim=True))
-    e1, e2 = (s1 - top).exp(), (s2 - top).exp()
-    den = e1.sum(-1, keepdim=True) + e2.sum(-1, keepdim=True)
-    grid = e1.new_zeros(b, n, hk, g, p)
-    grid[dec.row_prompt, dec.row_slot] = e1
-    o1 = (grid.transpose(1, 2).reshape(b, hk, n * g, p) @ pv.float()).view(b, hk, n, g, d)
-    o1 = o1.transpose(1, 2)[dec.row_prompt, dec.row_slot]                       # (R, H_kv, g, D)
-    out = (o1 + e2 @ value.float()) / den
-    return out.to(query.dtype).reshape(r, 1, h, d), None
-
-
 class StaticDecoder:
     """Static cache of `rows` x `length` + 4D mask; a CUDA graph of the step on CUDA.
 
     Reusable: `load` puts the next prompt's prefix in the same buffers, so one
     captured graph serves every prompt of a sampling phase (same rows, same
-    length bucket). `release()` frees it before training needs the memory."""
+    length bucket). Decoders.release() frees it before training needs the memory."""
 
     def __init__(self, model, config, rows: int, length: int, dtype: torch.dtype, device, graph: bool):
         from transformers import StaticCache
@@ -268,13 +136,14 @@ class StaticDecoder:
         self.cache = StaticCache(config=config, max_cache_len=length)
         if any(type(layer) is not StaticLayer for layer in self.cache.layers):
             raise NotImplementedError("sliding-window layers")
-        self.model = weakref.ref(model)  # a kept decoder must not keep a finished run's model alive
+        self.model = model
         self.rows, self.length, self.dtype = rows, length, dtype
         self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.mask = torch.zeros(rows, 1, 1, length, dtype=dtype, device=device)
         self.positions: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
         self.use_graph, self.graph, self.warm = graph, None, False
+        self.graph_failed = False
         self.adapter_on = True  # the LoRA switch when the step was recorded (decoder() keeps one per state)
 
     def load(self, prefix: Prefix) -> StaticDecoder:
@@ -306,7 +175,7 @@ class StaticDecoder:
         return self
 
     def _forward(self) -> torch.Tensor:
-        out = self.model()(input_ids=self.tokens, position_ids=self.positions, attention_mask=self.mask,
+        out = self.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=self.mask,
                          past_key_values=self.cache, use_cache=True)
         return out.logits[:, -1]
 
@@ -337,8 +206,7 @@ class StaticDecoder:
             with torch.cuda.graph(g):
                 self.logits = self._forward()
         except Exception as e:  # noqa: BLE001 - any capture failure means: stay eager
-            self.use_graph = False
-            _no_graph.add(_model_type(self.model()))
+            self.use_graph, self.graph_failed = False, True
             warnings.warn(f"CUDA graph capture of the decode step failed ({type(e).__name__}: {e}); "
                           "decoding eagerly", stacklevel=3)
             torch.cuda.synchronize()
@@ -352,19 +220,21 @@ class StaticDecoder:
         self.graph = self.cache = self.logits = None
 
 
-_live: dict[int, StaticDecoder] = {}  # id(model) -> the decoder kept for the next prompt
-_watched: weakref.WeakSet = weakref.WeakSet()  # models whose end releases the kept decoder
+@dataclass
+class Decoders:
+    """One policy's decode state between sample() calls (Policy.decoders): the static decoder
+    kept for the next prompt of a sampling phase, and what its model was found unable to do.
+    The engine calls `release()` at the end of each sampling phase: training needs the memory."""
+    kept: StaticDecoder | None = None
+    no_static: bool = False   # sliding-window layers: no static or prefix decode
+    no_graph: bool = False    # a CUDA graph capture of its step failed once
 
-
-def release() -> None:
-    """Free kept decoders (static caches, CUDA graphs): call before training."""
-    for dec in _live.values():
-        dec.free()
-    _live.clear()
-
-
-def _model_type(model) -> str:
-    return getattr(getattr(model, "config", None), "model_type", "?")
+    def release(self) -> None:
+        """Free the kept static cache and CUDA graph."""
+        if self.kept is not None:
+            self.no_graph |= self.kept.graph_failed
+            self.kept.free()
+            self.kept = None
 
 
 def decoder(policy, prefix: Prefix, max_new_tokens: int, mode: str = "auto"):
@@ -373,34 +243,32 @@ def decoder(policy, prefix: Prefix, max_new_tokens: int, mode: str = "auto"):
     mode: "auto" = static + CUDA graph on CUDA, the prefix decoder elsewhere, where the family
     allows (full attention), else eager; "static" = static cache (graph on CUDA); "prefix";
     "eager"."""
-    kind = _model_type(policy.model)
+    from .prefix_decode import PrefixDecoder
+
+    state: Decoders = policy.decoders
     cuda = policy.device.type == "cuda"
-    rows = prefix.n_rows
     if mode == "auto":
         mode = "static" if cuda else "prefix"
-    if mode == "prefix" and kind not in _no_static:
+    if mode == "prefix" and not state.no_static:
         try:
             return PrefixDecoder(policy.model, policy.base.config, prefix)
         except NotImplementedError:
-            _no_static.add(kind)
+            state.no_static = True
             return EagerDecoder(policy.model, prefix)
-    if mode == "static" and kind not in _no_static:
+    if mode == "static" and not state.no_static:
         length = math.ceil((prefix.length + max_new_tokens) / CACHE_BUCKET) * CACHE_BUCKET
-        dec = _live.get(id(policy.model))
+        dec = state.kept
         # a recorded step holds the LoRA products or not (Policy.adapter_off): reuse it in the same state only
-        shape = (rows, length, policy.adapter_on)
-        if dec is None or dec.model() is not policy.model or (dec.rows, dec.length, dec.adapter_on) != shape:
-            release()
+        shape = (prefix.n_rows, length, policy.adapter_on)
+        if dec is None or (dec.rows, dec.length, dec.adapter_on) != shape:
+            state.release()
             try:
-                dec = StaticDecoder(policy.model, policy.base.config, rows, length, policy.compute_dtype,
-                                    policy.device, graph=cuda and kind not in _no_graph)
+                dec = StaticDecoder(policy.model, policy.base.config, prefix.n_rows, length, policy.compute_dtype,
+                                    policy.device, graph=cuda and not state.no_graph)
             except NotImplementedError:
-                _no_static.add(kind)
+                state.no_static = True
                 return EagerDecoder(policy.model, prefix)
             dec.adapter_on = policy.adapter_on
-            if policy.model not in _watched:  # the model's end frees the buffers and the graph
-                _watched.add(policy.model)
-                weakref.finalize(policy.model, release)
-        _live[id(policy.model)] = dec.load(prefix)
+        state.kept = dec.load(prefix)
         return dec
     return EagerDecoder(policy.model, prefix)

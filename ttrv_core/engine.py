@@ -2,8 +2,9 @@
 
     evaluate(before) -> for each step:
         take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
-        for each item: sample N answers, extract votes, reward all N
-        for each item: GRPO update on the first G answers (1 prompt per update)
+        sample: N answers for each item (rollout.py; decoders released after)
+        score:  votes, rewards over all N, advantages of the first G (a `Group` per item)
+        update: one GRPO update per item on its G answers (grpo.py)
         yield StepEvent
     -> evaluate(after) -> RunEnd
 
@@ -54,12 +55,12 @@ from .data import Item
 from .errors import explain_oom
 from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
-from .grpo import group_advantages, old_logprobs, update
+from .grpo import UpdateStats, group_advantages, old_logprobs, update
 from .guard import CollapseGuard, concentration
 from .models import Policy
 from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
-from .rollout import prepare_prompt, sample
+from .rollout import Prompt, Rollout, prepare_prompt, sample
 
 
 @dataclass
@@ -122,8 +123,9 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
     start = resume.state.step if resume else 0
     if start > len(schedule):
         raise ValueError(f"cannot resume after step {start}: the run has {len(schedule)} steps")
+    phases = ["before"] * (evaluate_before and not resume) + ["train", "after"]
     yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted(train_ids),
-                   total_steps=len(schedule), mode="single" if single else "all", resumed_from=start)
+                   total_steps=len(schedule), mode="single" if single else "all", resumed_from=start, phases=phases)
 
     if resume:
         before = resume.before
@@ -222,52 +224,93 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
             yield Progress(phase, i, len(items), latest=ev)
         if i < len(items) and should_stop():
             break
+    policy.decoders.release()  # the end of a sampling phase (the kept static decoder, on CUDA)
     result = EvalResult(phase, evals, summarize(evals))
     yield result
     return result
 
 
+@dataclass
+class Group:
+    """One prompt of a step, scored: its N answers, their votes and rewards, and the G trained on."""
+    item: Item
+    prompt: Prompt
+    votes: list[str]            # (N,) the answers extracted from the N sampled replies
+    rewards: list[float]        # (N,) computed over all N votes, never from the item's reference
+    train: Rollout              # the first G answers: what the update trains on
+    advantages: torch.Tensor    # (G,) their z-scored rewards
+    stats: ItemVotes            # the votes as the step event reports them
+
+    @property
+    def single_acc(self) -> float | None:
+        """Share of the N votes that match the reference (None: no reference); reported, never trained on."""
+        ref = self.item.reference
+        return None if ref is None else self.stats.counts.get(ref, 0) / len(self.votes)
+
+
+def score(item: Item, prompt: Prompt, rollout: Rollout, cfg: TTRVConfig) -> Group:
+    """Votes, rewards over all N, and advantages of the first G: label-free."""
+    votes = [extract_answer(item.task, t, item.options) for t in rollout.texts]
+    rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)
+    train = rollout.take(cfg.n_train)
+    adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=train.tokens.device), cfg.adv_eps)
+    st = vote_stats(votes)
+    ref = item.reference
+    stats = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
+                      None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper,
+                      invalid=1 - mean(float(is_valid(item.task, v, item.options)) for v in votes))
+    return Group(item, prompt, votes, rewards, train, adv, stats)
+
+
 def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
           gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
-    """One step; None when a stop came before its last update (the step is then undone)."""
+    """One step: sample N answers for each prompt, score them, update on each prompt's G.
+    None when a stop came before its last update (the step is then undone)."""
     t0 = time.time()
-    work = []  # (prompt, rollout of G, advantages, ItemVotes)
+    shared = cfg.shared_prefix and policy.family.shared_prefix
+    sampled = []
     for item in batch:
         if should_stop():  # nothing updated yet
             return None
         prompt = prepare_prompt(policy, item.image(), item.prompt)
-        ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gen,
-                    shared=cfg.shared_prefix and policy.family.shared_prefix)
-        votes = [extract_answer(item.task, t, item.options) for t in ro.texts]
-        rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)     # over all N votes
-        g = ro.take(cfg.n_train)                                        # train on the first G
-        adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=policy.device), cfg.adv_eps)
-        st = vote_stats(votes)
-        ref = item.reference
-        iv = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
-                       None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper,
-                       invalid=1 - mean(float(is_valid(item.task, v, item.options)) for v in votes))
-        work.append((prompt, g, adv, iv, rewards, None if ref is None else st.counts.get(ref, 0) / len(votes)))
+        sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
+                                             cfg.max_new_tokens, gen, shared=shared)))
+    policy.decoders.release()  # the end of the sampling phase: training needs the memory
+    groups = [score(item, prompt, ro, cfg) for item, prompt, ro in sampled]
     t1 = time.time()
-    shared = cfg.shared_prefix and policy.family.shared_prefix
+    ups = _update(groups, policy, opt, cfg, shared, should_stop)
+    if ups is None:
+        return None
+    t2 = time.time()
+    return StepEvent(step, total, [g.stats for g in groups], _metrics(groups, ups, opt, (t0, t1, t2)))
+
+
+def _update(groups: list[Group], policy: Policy, opt, cfg: TTRVConfig, shared: bool,
+            should_stop: Callable[[], bool]) -> list[UpdateStats] | None:
+    """One GRPO update per prompt; on a stop, the step's earlier updates are undone and None returned."""
     # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
-    olds = [old_logprobs(policy, prompt, g.tokens, g.mask, cfg.temperature, shared)
-            if cfg.recompute_old_logprobs else g.logprobs for prompt, g, *_ in work]
+    olds = [old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
+            if cfg.recompute_old_logprobs else g.train.logprobs for g in groups]
     params = [p for p in policy.model.parameters() if p.requires_grad]
     kept = [p.detach().clone() for p in params]  # the LoRA weights before the step, to undo it on a stop
     ups = []
-    for (prompt, g, adv, *_), old in zip(work, olds):
+    for g, old in zip(groups, olds):
         if should_stop():
             with torch.no_grad():
                 for p, k in zip(params, kept):
                     p.copy_(k)
             return None
-        ups.append(update(policy, opt, prompt, g.tokens, g.mask, old, adv, temperature=cfg.temperature,
-                          eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip, beta=cfg.beta, grad_clip=cfg.grad_clip,
-                          shared=shared))
-    t2 = time.time()
-    ivs = [w[3] for w in work]
-    all_r = [r for w in work for r in w[4]]
+        ups.append(update(policy, opt, g.prompt, g.train.tokens, g.train.mask, old, g.advantages,
+                          temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
+                          beta=cfg.beta, grad_clip=cfg.grad_clip, shared=shared))
+    return ups
+
+
+def _metrics(groups: list[Group], ups: list[UpdateStats], opt, times: tuple[float, float, float]) -> dict:
+    """The step's metrics, namespaced (events.py). times: (start, sampled and scored, updated)."""
+    t0, t1, t2 = times
+    ivs = [g.stats for g in groups]
+    all_r = [r for g in groups for r in g.rewards]
     m = {
         "reward/mean": mean(all_r),
         "reward/std": float(torch.tensor(all_r).std()) if len(all_r) > 1 else 0.0,
@@ -287,8 +330,8 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         "time/train_s": t2 - t1,
         "time/step_s": t2 - t0,
     }
-    labeled = [w for w in work if w[5] is not None]
+    labeled = [g for g in groups if g.item.reference is not None]
     if labeled:
-        m["acc/majority"] = mean(float(w[3].majority_correct) for w in labeled)
-        m["acc/single"] = mean(w[5] for w in labeled)
-    return StepEvent(step, total, ivs, m)
+        m["acc/majority"] = mean(float(g.stats.majority_correct) for g in labeled)
+        m["acc/single"] = mean(g.single_acc for g in labeled)
+    return m

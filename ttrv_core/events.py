@@ -70,13 +70,25 @@ class ItemEval:
 
 @dataclass
 class RunStart:
+    """What the run will do, so that a front end shows progress without re-deriving the schedule."""
     config: dict
-    n_items: int
+    n_items: int               # items evaluated in each evaluation phase
     train_ids: list[str]
-    total_steps: int
+    total_steps: int           # steps of the whole run (a resumed run included)
     mode: str                  # "all" or "single"
     resumed_from: int = 0      # > 0: this run continues a run folder after that step
+    phases: list[str] = field(default_factory=lambda: ["before", "train", "after"])  # those this run goes through
     type: str = "run_start"
+
+    @property
+    def steps_to_run(self) -> int:
+        """The steps this process runs (a resumed run: those after `resumed_from`)."""
+        return self.total_steps - self.resumed_from
+
+    @property
+    def work(self) -> int:
+        """Units of progress a bar counts: each evaluation's items and each step, this process's share."""
+        return self.n_items * sum(p != "train" for p in self.phases) + self.steps_to_run
 
 
 @dataclass

@@ -60,7 +60,7 @@ from .engine import run
 from .events import EvalResult, RunEnd, RunStart, StepEvent
 from .grpo import group_advantages
 from .guard import concentration
-from .models import Policy, load_policy
+from .models import Policy, load_policy, set_threads_for
 from .prompts import TASKS
 from .report import ACCS, LABEL_FREE, Outcome, load_outcomes, markdown, sci, summary_markdown, write_outputs
 from .rewards import compute_rewards
@@ -164,6 +164,7 @@ class Policies:
         key = (cfg.model, cfg.precision, cfg.lora_r, cfg.lora_alpha, cfg.seed)
         if key not in self._loaded:
             policy = load_policy(cfg.model, cfg.precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed)
+            set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
             init = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
             self._loaded = {key: (policy, init)}   # seeds run one after another: keep one model
         policy, init = self._loaded[key]

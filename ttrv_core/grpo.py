@@ -55,13 +55,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .decode import release
 from .models import Policy
 from .rollout import Prompt, prefill
-
-PACK_ANSWERS = True
-"""Shared path: one packed row (default) or the replicated KV cache (bench/bench_step.py compares)."""
-
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(G,) z-scored rewards. A group with one answer gets advantage 0 (verl).
@@ -82,7 +77,7 @@ def answer_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, temper
 
     Gradients flow where grad mode is on (also into the shared prefix)."""
     g, length = tokens.shape
-    if shared and PACK_ANSWERS and "token_type_ids" not in prompt.inputs:
+    if shared and policy.pack_answers and "token_type_ids" not in prompt.inputs:
         logits = _packed_logits(policy, prompt, tokens)
     elif shared:  # Gemma 3: the model builds a non-causal image mask; share through the KV cache
         first, cache = prefill(policy, prompt, g, shared=True)             # (G, V), cache of one row
@@ -210,7 +205,6 @@ def old_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, mask: tor
     training forward in `update`: the same path, mode, autocast and micro-batches. As verl
     recomputes them before its updates; at the first update of a step, ratio = 1 exactly.
     0 at padding, as the sampler's."""
-    release()  # the sampling phase's static cache and CUDA graph: as `update` does
     if not policy.model.training:  # as _update: train mode (no dropout in the adapter)
         policy.model.train()
     g = tokens.shape[0]
@@ -240,7 +234,6 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tok
     When the G answers do not fit in one training forward (CUDA out of memory), the
     step is redone in micro-batches of half as many answers (each with the prompt,
     gradients accumulated: the same step), and the policy remembers the size that fit."""
-    release()  # the sampling phase's static cache and CUDA graph: training needs the memory
     g = tokens.shape[0]
     while True:
         chunk = min(policy.answers_per_forward or g, g)

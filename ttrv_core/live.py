@@ -97,10 +97,10 @@ class LiveRun:
         if self.start is None:
             return "loading"
         before = self.evals.get("before")
-        if not self.steps and self.start.resumed_from == 0 and (before is None or len(before.items) < self.n):
+        if "before" in self.start.phases and not self.steps and (before is None or len(before.items) < self.n):
             return "before"  # under way, or cut short by a stop (the run is ending)
         if self.progress is not None and self.progress.phase == "after" or \
-                len(self.steps) + self.start.resumed_from >= self.start.total_steps:
+                len(self.steps) >= self.start.steps_to_run:
             return "after"
         return "train"
 
@@ -155,7 +155,7 @@ class LiveRun:
         if phase in ("loading", "ended") or pace is None or self.start is None:
             return None, False
         p = self.progress
-        steps_left = self.start.total_steps - len(self.steps) - self.start.resumed_from
+        steps_left = self.start.steps_to_run - len(self.steps)
         if phase == "before":
             evals = (p.total - p.done) * pace + self.n * pace
             return (evals + steps_left * step, True) if step else (evals, False)

@@ -27,17 +27,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import lora
+from .decode import Decoders
 from .errors import ModelLoadError, explain_oom
 from .families import Family, family_of, supported
 
-__all__ = ["KeptBase", "ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter"]
+__all__ = ["KeptBase", "ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter",
+           "set_threads_for"]
 
 TRUST_REMOTE_CODE_ENV = "TTRV_TRUST_REMOTE_CODE"
 """Set to 1 to let the app load checkpoints whose architecture comes as custom code."""
 
 SMALL_MODEL_PARAMS = 50_000_000
-"""Below this size a CPU run uses one thread (see load_policy)."""
+"""Below this size a CPU run is fastest on one thread (set_threads_for)."""
 
 
 @dataclass
@@ -56,6 +57,11 @@ class Policy:
     autocast_dtype: torch.dtype | None = None  # see autocast()
     answers_per_forward: int = 0  # training forwards hold this many answers (0: all G); grpo.update halves it on OOM
     vision_trainable: bool = False  # a loaded adapter trains weights outside the language model (rollout.Prompt.encoded)
+    pack_answers: bool = True
+    """Shared-prefix training forwards: the prompt and the G answers packed in one row (grpo._packed_logits);
+    False: through the prompt's KV cache replicated G times (what bench/bench_step.py compares it with)."""
+    decoders: Decoders = field(default_factory=Decoders, repr=False)
+    """The decode step's kept state (decode.py): the engine releases it at its phase boundaries."""
     _lora_layers: list | None = field(default=None, repr=False)
 
     @property
@@ -78,27 +84,27 @@ class Policy:
 
     @contextmanager
     def adapter_off(self):
-        """The base model, i.e. the reference policy, for no-grad forwards: each LoRA layer's
-        switch flipped and flipped back. Same forward as peft's disable_adapter(), without
-        its Python: that walks every module (and formats their reprs) to check the adapters'
-        state and resets requires_grad on the way back, ~0.1 s per call on the 36 layers of
-        a 3B model, a sixth of a GRPO update on an H100 (bench/RESULTS.md)."""
+        """The base model, i.e. the reference policy: peft's per-layer switch
+        (BaseTunerLayer.enable_adapters) over the LoRA layers, found once. peft's own
+        `disable_adapter()` does the same but walks every module of the model (and formats
+        their reprs) on each call: ~0.1 s on the 36 layers of a 3B model, a sixth of a GRPO
+        update on an H100 (bench/RESULTS.md), hence the kept list of layers."""
         layers = self._layers()
-        was = [m._disable_adapters for m in layers]
+        was = [not m.disable_adapters for m in layers]
         try:
             for m in layers:
-                m._disable_adapters = True
+                m.enable_adapters(False)
             yield
         finally:
-            for m, w in zip(layers, was):
-                m._disable_adapters = w
+            for m, on in zip(layers, was):
+                m.enable_adapters(on)
 
     @property
     def adapter_on(self) -> bool:
         """False inside adapter_off(). A recorded decode step (a CUDA graph) holds the LoRA
         products or not, as the switch was then: decode.py keeps one per state."""
         layers = self._layers()
-        return not layers or not layers[0]._disable_adapters
+        return not layers or not layers[0].disable_adapters
 
     def _layers(self) -> list:
         if self._lora_layers is None:
@@ -181,13 +187,6 @@ def _wrap(base, processor, family: Family, dev: torch.device, prec: str, lora_r:
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=family.lora_targets))
     if keep is not None:
         keep.wrapped(model)
-    if lora.ENABLED:
-        lora.fuse(model)  # one autograd function per LoRA projection (lora.py)
-    if dev.type == "cpu" and sum(p.numel() for p in base.parameters()) < SMALL_MODEL_PARAMS:
-        # Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
-        # busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
-        # the demo model 4.9 s -> 0.8 s, evaluating 40 items 17.2 s -> 1.3 s (other jobs running).
-        torch.set_num_threads(1)
     tok = processor.tokenizer
     eos = _eos_ids(base, tok)
     lm = f".{family.lm_module}."
@@ -200,6 +199,17 @@ def _wrap(base, processor, family: Family, dev: torch.device, prec: str, lora_r:
                   max_pixels=max_pixels, precision=prec,
                   autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None,
                   vision_trainable=vision_trainable)
+
+
+def set_threads_for(policy: Policy) -> None:
+    """Process-wide: torch.set_num_threads(1) when `policy` is a small model on a CPU; else
+    nothing. The front ends call it after load_policy; the library never changes it itself.
+
+    Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
+    busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
+    the demo model 4.9 s -> 0.8 s, evaluating 40 items 17.2 s -> 1.3 s (other jobs running)."""
+    if policy.device.type == "cpu" and sum(p.numel() for p in policy.base.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)
 
 
 class KeptBase:
