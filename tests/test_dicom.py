@@ -1,5 +1,7 @@
 """DICOM uploads (issue 17, item 5): 8-bit grayscale through the file's window, else min-max;
 the pixels checked against hand values. Bad DICOM files are in tests/test_bad_inputs.py."""
+from pathlib import Path
+
 import numpy as np
 
 from dicom_files import dcm, ramp, rle
@@ -95,3 +97,10 @@ def test_cli_takes_a_dicom_folder(tmp_path, capsys):
                  "--out", str(out), "--steps", "1", "--votes", "4", "--train", "2", "--prompts-per-step", "2"]) == 0
     assert "broken.dcm: cannot read DICOM: not a DICOM file" in capsys.readouterr().err
     assert (out / "results.csv").read_text().count(".dcm") == 2
+
+
+def test_the_app_upload_box_takes_dicom():
+    """gradio's "image" file type is image/* by MIME type; DICOM is application/dicom, named apart."""
+    from ttrv_core import form
+    assert {".dcm", ".dicom", "image"} <= set(form.UPLOAD_TYPES)
+    assert "file_types=form.UPLOAD_TYPES" in (Path(__file__).resolve().parents[1] / "app.py").read_text()

@@ -9,9 +9,12 @@ from typing import Sequence
 
 from . import data, inputs, menu, sessions
 from .config import TTRVConfig
+from .images import DICOM_EXTS
 from .problems import Problem
 
 EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
+UPLOAD_TYPES = ["image", *sorted(DICOM_EXTS), ".zip", ".csv", ".jsonl"]
+"""What the upload box takes: gradio's "image" is image/* by MIME type, which DICOM (application/dicom) is not."""
 NUMBERS = {"n_votes": int, "n_train": int, "temperature": float, "train_items": int, "max_steps": int, "epochs": int,
            "prompts_per_step": int, "lr": float, "lora_r": int, "eval_votes": int, "alpha": float, "beta": float,
            "max_pixels": int}
