@@ -57,6 +57,7 @@ def adapt(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dic
         policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                                     max_pixels=cfg.max_pixels or None,
                                     trust_remote_code=models.remote_code_allowed() and not PUBLIC, keep=KEPT)
+        models.set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
         run_dir = runs.RunDir(out)
         run_dir.write_json("config.json", meta)
         run_dir.write_problems(problems)
