@@ -114,3 +114,17 @@ def test_soft_is_a_named_reward():
     assert "soft" in REWARDS
     total, parts = compute_rewards("soft", ["A", "A", "B"])
     assert total == parts["soft"] == pytest.approx([2 / 3, 2 / 3, 1 / 3])
+
+
+phrase_votes = st.lists(st.lists(st.sampled_from(["left", "lung", "the", "lobe", "two", "2", "."]), max_size=4)
+                        .map(" ".join), min_size=1, max_size=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(phrase_votes)
+def test_soft_reward_is_its_definition(votes):
+    """The grouped, symmetric computation equals the formula written out: (1/N) sum_j F1(a_i, a_j)."""
+    n = len(votes)
+    naive = [sum(token_f1(a, b) for b in votes) / n for a in votes]
+    assert soft_frequency_reward(votes) == pytest.approx(naive, abs=1e-12)
+    assert soft_frequency_reward(votes, lambda a, b: token_f1(a, b)) == pytest.approx(naive, abs=1e-12)
