@@ -110,3 +110,14 @@ def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):
         assert summary[f"{phase}/open_items"] == 3 and 0 <= summary[f"{phase}/open_f1"] <= 1
         assert 0 <= summary[f"{phase}/open_rouge1"] <= 1
         assert summary[f"{phase}/open_exact"] == summary[f"{phase}/greedy_acc"]  # no yes/no reference here
+
+
+def test_the_app_form_and_the_cli_offer_the_soft_reward():
+    from ttrv_core import cli, form
+    from ttrv_core.config import TTRVConfig
+    assert form.config("m", reward="soft", n_votes=8, n_train=4).reward == "soft"
+    assert "soft" in form.REWARD_HELP
+    action = next(a for a in cli.parser()._actions if a.dest == "reward")
+    assert "soft" in action.choices
+    with pytest.raises(ValueError, match="reward must be one of"):
+        TTRVConfig(reward="softer")
