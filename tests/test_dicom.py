@@ -104,3 +104,9 @@ def test_the_app_upload_box_takes_dicom():
     from ttrv_core import form
     assert {".dcm", ".dicom", "image"} <= set(form.UPLOAD_TYPES)
     assert "file_types=form.UPLOAD_TYPES" in (Path(__file__).resolve().parents[1] / "app.py").read_text()
+
+
+def test_a_dicom_file_named_otherwise_is_read_as_dicom(tmp_path):
+    """By content, as every image: the marker 'DICM' after the 128-byte preamble."""
+    (tmp_path / "scan.png").write_bytes(dcm())
+    assert (np.asarray(load_image(tmp_path / "scan.png"))[..., 0] == pixels(tmp_path, dcm())).all()

@@ -7,7 +7,8 @@ Every image the model sees goes through `load_image`:
   2. The size in the header is checked before any pixel is decoded:
      more than `MAX_PIXELS` (a decompression bomb, or just too big to be
      useful) or a side more than `MAX_ASPECT` times the other is refused.
-  3. DICOM (.dcm) goes through dicom.py instead: its window to 8-bit grayscale.
+  3. DICOM (.dcm, or a file with the DICOM marker) goes through dicom.py instead: its
+     window to 8-bit grayscale.
   4. First frame of animations; EXIF orientation applied; every mode made
      RGB (16-bit scaled to 8, CMYK converted, transparency composited on
      white); the longest side capped at `MAX_SIDE`.
@@ -42,7 +43,7 @@ MAX_ASPECT = 200
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this as a decompression bomb, before our check
 
 WHITE = (255, 255, 255, 255)
-FORMAT_NAMES = "PNG, JPEG, GIF, BMP, WebP or TIFF"
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, WebP, TIFF or DICOM"
 
 
 class ImageError(ValueError):
@@ -55,7 +56,7 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
     fast: decode JPEGs at a reduced scale (validation only). Raises ImageError.
     """
     path = Path(path)
-    if path.suffix.lower() in DICOM_EXTS:
+    if path.suffix.lower() in DICOM_EXTS or is_dicom(path):
         from .dicom import load_dicom  # pydicom is imported for DICOM files only
         im = to_rgb(load_dicom(path))
         im.thumbnail((MAX_SIDE, MAX_SIDE))
@@ -90,6 +91,15 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
     if max(im.size) > MAX_SIDE:
         im.thumbnail((MAX_SIDE, MAX_SIDE))
     return im
+
+
+def is_dicom(path: Path) -> bool:
+    """The DICOM marker: 'DICM' after a 128-byte preamble (a .png that is a DICOM file is read as one)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def check_image(path: Path) -> str | None:
