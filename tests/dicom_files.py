@@ -84,3 +84,16 @@ def claiming(rows: int, cols: int) -> bytes:
     ds = dataset()
     ds.Rows, ds.Columns = rows, cols
     return to_bytes(ds)
+
+
+def jpeg_baseline(arr: np.ndarray) -> bytes:
+    """(H, W) uint8 as JPEG baseline pixel data (encoded by Pillow; pydicom decodes it through Pillow)."""
+    from PIL import Image
+    from pydicom.uid import JPEGBaseline8Bit
+    f = io.BytesIO()
+    Image.fromarray(arr, "L").save(f, "JPEG", quality=95)
+    ds = dataset(arr.astype(np.int16))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([f.getvalue()])
+    return to_bytes(ds)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_files import dcm, ramp, rle
+from dicom_files import dcm, jpeg_baseline, ramp, rle
 from ttrv_core.data import load_dataset
 from ttrv_core.dicom import load_dicom
 from ttrv_core.images import load_image
@@ -110,3 +110,21 @@ def test_a_dicom_file_named_otherwise_is_read_as_dicom(tmp_path):
     """By content, as every image: the marker 'DICM' after the 128-byte preamble."""
     (tmp_path / "scan.png").write_bytes(dcm())
     assert (np.asarray(load_image(tmp_path / "scan.png"))[..., 0] == pixels(tmp_path, dcm())).all()
+
+
+def test_jpeg_baseline_compressed_is_decoded(tmp_path):
+    x = (np.arange(32 * 32) % 256).astype(np.uint8).reshape(32, 32)
+    a = pixels(tmp_path, jpeg_baseline(x)).astype(int)   # min-max of a lossy copy of 0..255 rows
+    assert np.abs(a - x).mean() < 4
+
+
+def test_dicom_in_an_uploaded_zip(tmp_path):
+    import zipfile
+    z = tmp_path / "scans.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("study/slice1.dcm", dcm())
+        zf.writestr("study/broken.dcm", b"nope")
+    folder, _, problems = collect_uploads([str(z)], tmp_path / "up")
+    ds = load_dataset(folder, question="Is there a fracture?")
+    assert [i.id for i in ds.items] == ["slice1.dcm"]
+    assert [str(p) for p in ds.problems + problems] == ["broken.dcm: cannot read DICOM: not a DICOM file (no 'DICM' marker)"]
