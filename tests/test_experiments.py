@@ -6,10 +6,11 @@ import json
 import pytest
 from PIL import Image
 
-from ttrv_core import experiments as X
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_key
-from ttrv_core.corruptions import CORRUPTIONS, corrupt
+from ttrv_core.research import experiments as X
+from ttrv_core.research.corruptions import CORRUPTIONS, corrupt
+from ttrv_core.research.report import ACCS, sci
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_quick_grid_writes_table_and_figures(quick):
     groups = {r["group"] for r in res["runs"]}
     assert groups == set(X.GROUPS)
     for r in res["runs"]:
-        for k in (*X.ACCS, "concentration"):
+        for k in (*ACCS, "concentration"):
             assert 0.0 <= r[f"before_{k}"] <= 1.0 and 0.0 <= r[f"after_{k}"] <= 1.0
             assert r[f"d_{k}"] == pytest.approx(100 * (r[f"after_{k}"] - r[f"before_{k}"]))
         assert r["steps_done"] == len(r["steps"]) <= r["total_steps"]
@@ -84,7 +85,7 @@ def test_cached_before_eval_matches_and_rewards_agree(quick):
     # a run whose guard did not fire trains exactly as with the guard off
     by = {r["setting"]: r for r in runs}
     assert by["reward ttrv"]["guard_fired_step"] == ""
-    lr = X.sci(res["config_base"]["lr"])
+    lr = sci(res["config_base"]["lr"])
     assert by["reward ttrv"]["after_greedy_acc"] == by[f"lr {lr}, guard off"]["after_greedy_acc"]
 
 

@@ -58,7 +58,7 @@ class TTRVConfig:
     lr: float = 1e-4
     """LoRA learning rate. Paper: 5e-7 for a full fine-tune. Ours, measured on the demo
     model with the other defaults (3 seeds, bench/RESULTS.md; the sweep is rerun by
-    `python -m ttrv_core.experiments --groups lr`, docs/RESULTS.md): greedy change
+    `python -m ttrv_core.research.experiments --groups lr`, docs/RESULTS.md): greedy change
     -1.0 at 1e-4, -2.8 at 3e-4, -12.4 at 1e-3 (collapse); the smallest harm wins.
     Real 2-8B models: try 1e-5..1e-4."""
     weight_decay: float = 0.01

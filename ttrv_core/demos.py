@@ -4,7 +4,7 @@ One table (DEMOS); the app's menu, its header and the CLI's defaults read it,
 and nowhere else names a bundled model. Every model here was built offline by a
 script in assets/ (its model card, assets/<folder>/README.md, states how and the
 build criteria it met); the numbers in `expect` come from docs/RESULTS.md
-(`python -m ttrv_core.experiments`), means over 3 seeds on the held-out set.
+(`python -m ttrv_core.research.experiments`), means over 3 seeds on the held-out set.
 
     format   the default. Reads the digit well but answers the paper's recognition
              prompt with the bare letter only part of the time; otherwise with a
