@@ -128,3 +128,16 @@ def test_dicom_in_an_uploaded_zip(tmp_path):
     ds = load_dataset(folder, question="Is there a fracture?")
     assert [i.id for i in ds.items] == ["slice1.dcm"]
     assert [str(p) for p in ds.problems + problems] == ["broken.dcm: cannot read DICOM: not a DICOM file (no 'DICM' marker)"]
+
+
+def test_colour_is_kept_and_a_degenerate_window_falls_back_to_min_max(tmp_path):
+    from dicom_files import dataset, to_bytes
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ds = dataset(np.zeros((8, 8)))
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    (tmp_path / "colour.dcm").write_bytes(to_bytes(ds))
+    im = load_dicom(tmp_path / "colour.dcm")
+    assert im.mode == "RGB" and (np.asarray(im) == rgb).all()
+    assert (pixels(tmp_path, dcm(window=(1000, 1))) == pixels(tmp_path, dcm(), "plain.dcm")).all()   # width 1

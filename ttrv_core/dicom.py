@@ -8,9 +8,9 @@
      here (RLE always; JPEG baseline and JPEG 2000 through Pillow); the others (JPEG-LS,
      JPEG lossless, HTJ2K without their plugins) are refused with their name and what to do.
   3. First frame of a multi-frame file. Grayscale: the modality LUT (RescaleSlope /
-     RescaleIntercept) to stored units, then the file's window when it has one
-     (WindowCenter / WindowWidth, the first of several), by the standard's linear
-     function (PS3.3 C.11.2.1.2.1):
+     RescaleIntercept) from stored values to the modality's units (CT: Hounsfield), then
+     the file's window when it has one (WindowCenter / WindowWidth, the first of several;
+     width > 1), by the standard's linear function (PS3.3 C.11.2.1.2.1):
 
          y = 0                                  x <= c - 0.5 - (w - 1) / 2
          y = 255                                x >  c - 0.5 + (w - 1) / 2
@@ -22,7 +22,8 @@
      scaled when it is not 8-bit.
 
 Departures from a viewer: a VOI LUT sequence (rare outside mammography) is not applied,
-the window is; the presentation LUT shape is not read (MONOCHROME1 is).
+the window is; the presentation LUT shape is not read (MONOCHROME1 is); PALETTE COLOR
+images are scaled as grayscale indices, their palette is not applied.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .images import ImageError, check_size
 
 
 def window(x: np.ndarray, center: float, width: float) -> np.ndarray:
-    """The standard's linear VOI window to [0, 255] (float; width >= 1).
+    """The standard's linear VOI window to [0, 255] (float; width > 1).
 
     >>> window(np.array([-10., -0.5, 49.5, 99.5, 200.]), center=50, width=101).tolist()
     [0.0, 0.0, 127.5, 255.0, 255.0]
@@ -72,7 +73,7 @@ def to_8bit(ds, arr: np.ndarray) -> Image.Image:
         return Image.fromarray(rgb, "RGB")
     x = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)  # (H, W) in stored units (e.g. HU)
     c, w = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    y = window(x, c, w) if c is not None and w is not None and w >= 1 else min_max(x)
+    y = window(x, c, w) if c is not None and w is not None and w > 1 else min_max(x)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         y = 255 - y
     return Image.fromarray(np.nan_to_num(y).round().astype(np.uint8), "L")
