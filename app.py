@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core import card, compare, data, engine, form, inputs, menu, models, plots, runs, sessions
+from ttrv_core import card, compare, engine, form, inputs, menu, models, plots, questions, runs, sessions
 from ttrv_core.config import CHECKPOINTING, PRECISIONS, TTRVConfig
 from ttrv_core.demos import by_model
 from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
@@ -37,7 +37,7 @@ except ImportError:
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
-MAX_FILE_SIZE = MAX_TOTAL_MB * data.MB  # gradio's max_file_size: uploads.py refuses more unpacked anyway
+MAX_FILE_SIZE = MAX_TOTAL_MB * questions.MB  # gradio's max_file_size: uploads.py refuses more unpacked anyway
 SESSIONS = sessions.make_root()
 DEMO = menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))

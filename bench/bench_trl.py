@@ -70,7 +70,8 @@ from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.checkpointing import set_checkpointing
 from ttrv_core.engine import _step
-from ttrv_core.models import _check_config, _load_kwargs, load_policy, resolve_precision, set_threads_for
+from ttrv_core.checks import check_config
+from ttrv_core.models import _load_kwargs, load_policy, resolve_precision, set_threads_for
 from ttrv_core.prompts import extract_answer
 from ttrv_core.rewards import compute_rewards
 
@@ -135,7 +136,7 @@ def measure_trl(path: str, prec: str, dev: torch.device, image, item: Item, cfg:
                 self.peaks.append(torch.cuda.max_memory_allocated() / 2**30)
             self.times.append(time.perf_counter() - self.t)
 
-    family = _check_config(path, False)
+    family = check_config(path, False)
     resident = round(torch.cuda.memory_allocated() / 2**30, 2) if cuda else None  # left over from ours: ~0
     t = time.perf_counter()
     base = AutoModelForImageTextToText.from_pretrained(path, **_load_kwargs(family, prec, dev))  # as load_policy

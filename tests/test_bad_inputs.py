@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import dicom_files
-from ttrv_core import data, uploads
+from ttrv_core import questions, uploads
 from ttrv_core.data import load_dataset
 from ttrv_core.uploads import collect_uploads
 
@@ -262,7 +262,7 @@ ZIPS = [  # zip contents, caps to lower, ids that load, expected message (file i
     (flag_encrypted(zip_bytes([("set/secret.png", png())]), "set/secret.png"), {},
      "member 'set/secret.png' is encrypted (password-protected); skipped"),
     (zip_bytes([("set/zeros.png", bytes(500_000))]), {"ZIP_RATIO_MIN_MB": 0}, "would expand"),
-    (zip_bytes([stored("set/big.png", bytes(2 * data.MB))]), {"MAX_FILE_MB": 1},
+    (zip_bytes([stored("set/big.png", bytes(2 * questions.MB))]), {"MAX_FILE_MB": 1},
      "member 'set/big.png' is 2.0 MB unpacked; the limit is 1 MB per file"),
     (zip_bytes([stored("set/a.png", bytes(600_000)), stored("set/b.png", bytes(600_000)), stored("set/c.png", b"1")]),
      {"MAX_TOTAL_MB": 1}, "uploads exceed 1 MB in total; 'set/b.png' and any later files skipped"),

@@ -91,7 +91,8 @@ def test_uploads_are_never_unpickled_or_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("module", ["app.py", "ttrv_core/data.py", "ttrv_core/uploads.py", "ttrv_core/images.py",
+@pytest.mark.parametrize("module", ["app.py", "ttrv_core/data.py", "ttrv_core/questions.py", "ttrv_core/uploads.py",
+                                    "ttrv_core/images.py",
                                     "ttrv_core/prompts.py", "ttrv_core/inputs.py", "ttrv_core/form.py",
                                     "ttrv_core/sessions.py"])
 def test_the_upload_path_has_no_code_that_runs_or_unpickles_data(module):
@@ -105,11 +106,11 @@ def test_the_upload_path_has_no_code_that_runs_or_unpickles_data(module):
 def test_launch_sets_the_upload_limit(monkeypatch):
     import gradio as gr
 
-    from ttrv_core import data, uploads
+    from ttrv_core import questions, uploads
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
     runpy.run_path(str(ROOT / "app.py"), run_name="__main__")      # `python app.py`
-    assert seen["max_file_size"] == uploads.MAX_TOTAL_MB * data.MB
+    assert seen["max_file_size"] == uploads.MAX_TOTAL_MB * questions.MB
 
 
 # --------------------------------------------------------------------------- public Space

@@ -11,7 +11,7 @@ A process that runs one model after another (the app) keeps the loaded base mode
 between runs (KeptBase): each run gets a fresh adapter on it.
 
 Loading errors become ModelLoadError with a message that says what to do
-(errors.py); nothing here branches on a model's name.
+(checks.py, errors.py); nothing here branches on a model's name.
 
 Code shipped inside a checkpoint (trust_remote_code) never runs unless the
 caller passes trust_remote_code=True; the app does so only when the operator
@@ -29,13 +29,12 @@ import torch
 
 from .decode import Decoders
 from .errors import ModelLoadError, explain_oom
-from .families import Family, family_of, supported
+from .checks import TRUST_REMOTE_CODE_ENV, check_config, load_errors
+from .families import Family
 
 __all__ = ["KeptBase", "ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter",
            "set_threads_for"]
 
-TRUST_REMOTE_CODE_ENV = "TTRV_TRUST_REMOTE_CODE"
-"""Set to 1 to let the app load checkpoints whose architecture comes as custom code."""
 
 SMALL_MODEL_PARAMS = 50_000_000
 """Below this size a CPU run is fastest on one thread (set_threads_for)."""
@@ -156,13 +155,13 @@ def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: b
     """(base model with frozen weights, processor, family)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    family = _check_config(model_id, trust_remote_code)
+    family = check_config(model_id, trust_remote_code)
     kw = _load_kwargs(family, prec, dev)
-    with explain_oom(f"loading '{model_id}'", precision=prec), _load_errors(model_id):
+    with explain_oom(f"loading '{model_id}'", precision=prec), load_errors(model_id):
         base = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=trust_remote_code, **kw)
         if prec != "4bit":
             base.to(dev)
-    with _load_errors(model_id):
+    with load_errors(model_id):
         processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
     for attr, most in family.image_limits:
         if getattr(processor.image_processor, attr, None) is not None:
@@ -262,89 +261,6 @@ def save_adapter(policy: Policy, folder: str) -> None:
     """The LoRA adapter in peft's format: PeftModel.from_pretrained(base, folder) loads it
     onto the base model anywhere (or load_policy(..., adapter=folder))."""
     policy.model.save_pretrained(folder)
-
-
-# --------------------------------------------------------------------------- checks before loading
-
-def _check_config(model_id: str, trust_remote_code: bool) -> Family:
-    """The family of `model_id`, or a ModelLoadError that says what to do."""
-    from transformers import PretrainedConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    if not os.path.isdir(model_id) and _looks_like_path(model_id):
-        raise ModelLoadError(f"no model folder at '{model_id}' (it does not exist); give a folder written by "
-                             "save_pretrained, or a hub id such as Qwen/Qwen2.5-VL-3B-Instruct")
-    if os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "config.json")):
-        raise ModelLoadError(f"folder '{model_id}' has no config.json: not a transformers checkpoint "
-                             "(save_pretrained writes one)")
-    try:
-        cfg, _ = PretrainedConfig.get_config_dict(model_id)
-    except Exception as e:  # noqa: BLE001 - hub and file errors all become one message
-        raise ModelLoadError(_hub_message(model_id, e)) from e
-    model_type = cfg.get("model_type")
-    native = model_type in CONFIG_MAPPING  # transformers has the classes: custom code is not needed
-    if cfg.get("auto_map") and not native and not trust_remote_code:
-        raise ModelLoadError(
-            f"'{model_id}' needs trust_remote_code: its architecture '{model_type}' comes as custom code "
-            "in the checkpoint (config auto_map), which is refused by default because it runs arbitrary "
-            "Python. Allow it only for code you trust (load_policy(..., trust_remote_code=True); "
-            f"the CLI: --trust-remote-code; the app: {TRUST_REMOTE_CODE_ENV}=1), or use a "
-            "transformers-native checkpoint of a supported family (e.g. OpenGVLab/InternVL3-2B-hf); "
-            f"supported: {supported()}")
-    if model_type is None:
-        raise ModelLoadError(f"'{model_id}' has a config.json without model_type; supported: {supported()}")
-    family = family_of(model_type)
-    if not native and not trust_remote_code:
-        import transformers
-        raise ModelLoadError(f"{family.label} ('{model_type}') needs a newer transformers than the installed "
-                             f"{transformers.__version__}: pip install -U transformers")
-    return family
-
-
-def _looks_like_path(model_id: str) -> bool:
-    """Hub ids are 'name' or 'owner/name'; anything else that names no folder is a missing path."""
-    return (os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
-            or "\\" in model_id or model_id.endswith("/"))
-
-
-def _hub_message(model_id: str, e: BaseException) -> str:
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
-    chain = []
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    kinds = tuple(type(c) for c in chain)
-    login = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
-    if any(issubclass(k, GatedRepoError) for k in kinds):
-        return (f"'{model_id}' is a gated model: accept its license on https://huggingface.co/{model_id} "
-                f"with your account, then {login}")
-    if any(issubclass(k, RepositoryNotFoundError) for k in kinds):
-        return (f"'{model_id}' was not found on the hub: check the id (owner/name); if it is private, {login}")
-    if any(issubclass(k, HFValidationError) for k in kinds):
-        return f"'{model_id}' is neither a local folder nor a valid hub id (owner/name)"
-    if any(issubclass(k, (LocalEntryNotFoundError, ConnectionError, TimeoutError)) for k in kinds) \
-            or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return (f"'{model_id}' was not found locally and the hub is unreachable or the id does not exist; "
-                f"check the id, your network, and for gated models {login}")
-    return f"could not read the config of '{model_id}': {chain[0]}"
-
-
-@contextmanager
-def _load_errors(model_id: str):
-    """Hub errors while fetching weights, and missing packages, as ModelLoadError."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    hub = (HfHubHTTPError, LocalEntryNotFoundError, ConnectionError)
-    try:
-        yield
-    except ModelLoadError:
-        raise
-    except ImportError as e:
-        raise ModelLoadError(f"loading '{model_id}' needs a package that is not installed: {e}") from e
-    except OSError as e:
-        if isinstance(e, hub) or isinstance(e.__cause__, hub):
-            raise ModelLoadError(_hub_message(model_id, e)) from e
-        raise
 
 
 def _load_kwargs(family: Family, prec: str, dev: torch.device) -> dict:

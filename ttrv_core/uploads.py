@@ -6,7 +6,7 @@ among them. Every bad upload becomes a `Problem` with what to do; the rest is ke
   - nothing is written outside the run's folder: zip members with '..' or
     absolute paths, links, encrypted members, nested zips and zip bombs
     (over MAX_ZIP_RATIO) are skipped with a message;
-  - sizes are capped: MAX_FILE_MB per file (ttrv_core.data, which caps a
+  - sizes are capped: MAX_FILE_MB per file (ttrv_core.questions, which caps a
     questions file read from anywhere too), MAX_TOTAL_MB for everything
     unpacked, MAX_ZIP_MEMBERS per zip;
   - same-named files are all kept ('cat (2).png'); hidden and system files
@@ -21,14 +21,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .data import (
-    MAX_FILE_MB,
-    MB,
-    QUESTION_EXTS,
-    find_questions_file,
-    ignored,
-    megabytes,
-)
+from .data import QUESTION_EXTS, find_questions_file, ignored
+from .questions import MAX_FILE_MB, MB, megabytes
 from .images import IMAGE_EXTS, UNSUPPORTED_EXTS
 from .problems import Problem
 
