@@ -30,7 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+def _assets() -> Path:
+    """The demo models and example sets: the package data of an installed copy (`pip install .`
+    puts assets/ at ttrv_core/assets), else the checkout's assets/ beside the package."""
+    here = Path(__file__).resolve().parent
+    installed = here / "assets"
+    return installed if (installed / "demo_model").is_dir() else here.parent / "assets"
+
+
+ASSETS = _assets()
 
 
 @dataclass(frozen=True)
