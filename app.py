@@ -3,7 +3,7 @@
     python app.py          # http://127.0.0.1:7860
 
 Widgets <-> ttrv_core, nothing else: form (what the fields mean; images and questions through
-inputs, the CLI's data path), menu (models, what to expect, a run's plan), engine.run recorded by
+inputs, the CLI's data path), menu (models, what to expect, a run's plan), engine.adapt recorded by
 runs.record, live (status, time left, Stop, plots), compare (before/after), sessions (folders,
 runs, downloads, public caps). A run replaces the page's results only once it has started: bad
 settings, bad data or a model that does not load leave the last results and downloads in place.
@@ -21,7 +21,7 @@ from pathlib import Path
 import gradio as gr
 
 from ttrv_core import card, compare, engine, form, inputs, menu, models, plots, questions, runs, sessions
-from ttrv_core.config import CHECKPOINTING, PRECISIONS, TTRVConfig
+from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
 from ttrv_core.demos import by_model
 from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
 from ttrv_core.live import FIRST, LiveRun, background, status_html
@@ -50,9 +50,10 @@ def ensure(sess, request) -> sessions.Session:
 
 
 @gpu
-def adapt(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
-    """The policy (the base model kept from the last run when it is the same one, a new LoRA adapter),
-    then TTRV into `out`, made once the model has loaded. One run at a time holds the kept model."""
+def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
+    """A run's GPU-held part (spaces.GPU on a Space): the policy (the base model kept from the last run
+    when it is the same one, a new LoRA adapter), then engine.adapt recorded into the run folder `out`,
+    made once the model has loaded. One run at a time holds the kept model."""
     with KEPT.lock:
         policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                                     max_pixels=cfg.max_pixels or None,
@@ -61,7 +62,7 @@ def adapt(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dic
         run_dir = runs.RunDir(out)
         run_dir.write_json("config.json", meta)
         run_dir.write_problems(problems)
-        yield from runs.record(engine.run(cfg, policy, items, single=single, should_stop=should_stop),
+        yield from runs.record(engine.adapt(cfg, policy, items, single=single, should_stop=should_stop),
                                run_dir, policy, items)
 
 
@@ -101,10 +102,11 @@ def pick_model(model, source):
             + form.values(TTRVConfig().with_(**demo.settings)))
 
 
-def run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
+def on_run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
         hist_choice, precision, checkpointing, n_votes, n_train, temperature, train_items, max_steps, epochs,
         prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, reward, guard, request: gr.Request = None):
-    """Stream a run: status, plots, before/after, downloads. Nothing on the page changes until it starts."""
+    """The Run button's handler (API /run): stream a run: status, plots, before/after, downloads.
+    Nothing on the page changes until it starts."""
     given, sess, keep = dict(locals()), ensure(sess, request), gr.skip()
 
     def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
@@ -151,7 +153,7 @@ def run(sess, source, example, uploads, folder, question, qfile, task, options, 
     meta = {"config": cfg.to_dict(), "model": card.model_name(cfg.model), "source": inp.where,
             "questions": inp.questions, "question": question, "task": task, "single": target}
     yield only(status_html(f"Loading the model {meta['model']} …", 0.0), info)
-    events = adapt(cfg, ds.items, target, live.run_dir, meta, ds.problems, lambda: len(live.stops))
+    events = gpu_job(cfg, ds.items, target, live.run_dir, meta, ds.problems, lambda: len(live.stops))
     try:
         for batch in background(events, abandon=lambda: live.stops.extend(["closed"] * 3)):
             redraw = live.take(batch)
@@ -197,7 +199,7 @@ def end_session(request: gr.Request) -> None:
 # --------------------------------------------------------------------------- layout
 
 def build() -> gr.Blocks:
-    """The page. PUBLIC (read at call time): the menu's models only, settings capped (run() checks both too)."""
+    """The page. PUBLIC (read at call time): the menu's models only, settings capped (on_run() checks both too)."""
     with gr.Blocks(title="TTRV: test-time RL for vision-language models",
                    delete_cache=(3600, sessions.SESSION_TTL_S)) as demo:  # gradio's copies of uploads go too
         state = gr.State(None, time_to_live=sessions.SESSION_TTL_S, delete_callback=lambda s: s and s.forget())
@@ -236,7 +238,7 @@ def build() -> gr.Blocks:
                                                                         if PUBLIC else ""), open=False):
                     w = {"precision": gr.Radio(list(PRECISIONS), value=DEFAULTS.precision, label="Precision",
                                                info="auto = 4-bit NF4 on CUDA, fp32 on CPU"),
-                         "checkpointing": gr.Radio(list(CHECKPOINTING), value=DEFAULTS.gradient_checkpointing,
+                         "checkpointing": gr.Radio(list(RECOMPUTE), value=DEFAULTS.gradient_checkpointing,
                                                    label="Gradient checkpointing", info=form.CHECKPOINTING_HELP)}
                     for name, label in form.LABELS.items():
                         cap = getattr(sessions.CAPS, form.CAPPED[name]) if PUBLIC and name in form.CAPPED else None
@@ -285,9 +287,9 @@ def build() -> gr.Blocks:
         demo.load(**show_data, api_name="preview", concurrency_limit=None, show_progress="hidden").then(**show_plan)
         gr.on([c.change for c in data_inputs], **show_data, **light).then(**show_plan)
         gr.on([c.change for c in (model, custom, single, single_item, *settings)], **show_plan)
-        run_inputs = [state, *data_inputs, model, custom, single, single_item, hist_choice, *settings]  # run()'s order
+        run_inputs = [state, *data_inputs, model, custom, single, single_item, hist_choice, *settings]  # on_run()'s order
         run_btn.click(lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE, queue=False, **light).then(
-            run, run_inputs, [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info],
+            on_run, run_inputs, [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info],
             api_name="run", show_progress="hidden").then(lambda: gr.Button(interactive=True), None, [run_btn],
                                                          queue=False, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")

@@ -13,7 +13,7 @@ For one image prompt, N votes and G trained answers:
   train_naive       the same without checkpointing (may run out of memory)
   train_shared      the same update on the shared prefix: prompt + G answers packed in one row,
                     the image encoded once inside it (a fresh prompt each time: nothing cached)
-  train_shared_mlp  train_shared with each layer's MLP recomputed in backward (checkpointing.py)
+  train_shared_mlp  train_shared with each layer's MLP recomputed in backward (recompute.py)
   train_shared_layers   train_shared with whole layers recomputed in backward
   train_shared_cache   the same through the prompt's KV cache replicated G times
   ttrv_step         engine step on one prompt: sample N + update on G (shared path)
@@ -42,7 +42,7 @@ from ttrv_core.config import TTRVConfig  # noqa: E402
 from ttrv_core.demos import by_key  # noqa: E402
 
 DEMO = by_key("open")  # "demo" here: the open-answer digits model every recorded number used
-from ttrv_core.checkpointing import set_checkpointing  # noqa: E402
+from ttrv_core.recompute import set_recompute  # noqa: E402
 from ttrv_core.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.models import load_policy, set_threads_for  # noqa: E402
 from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
@@ -278,11 +278,11 @@ def main() -> None:
                               temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
     m("train_shared", upd(True))
-    for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (checkpointing.py)
+    for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (recompute.py)
         if f"train_shared_{mode}" not in skip:
-            set_checkpointing(policy, mode)
+            set_recompute(policy, mode)
             m(f"train_shared_{mode}", upd(True))
-            set_checkpointing(policy, "off")
+            set_recompute(policy, "off")
     if "train_shared_cache" not in skip:  # the shared prefix through a G-fold replicated KV cache
         policy.pack_answers = False
         m("train_shared_cache", upd(True))

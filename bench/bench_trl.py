@@ -68,7 +68,7 @@ from bench_step import SIZES, Meter, bench_image, emit, model_path
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.checkpointing import set_checkpointing
+from ttrv_core.recompute import set_recompute
 from ttrv_core.engine import _step
 from ttrv_core.checks import check_config
 from ttrv_core.models import _load_kwargs, load_policy, resolve_precision, set_threads_for
@@ -91,9 +91,9 @@ def measure_ours(policy, item: Item, cfg: TTRVConfig, m: Meter, skip: set[str]) 
         if name in skip or (name.endswith("n=g") and cfg.n_votes == cfg.n_train):
             continue
         c = cfg.with_(n_votes=n, shared_prefix=shared, gradient_checkpointing=ckpt)
-        set_checkpointing(policy, ckpt)  # as engine.run does
+        set_recompute(policy, ckpt)  # as engine.adapt does
         out[name] = m(name, lambda c=c: _step(1, 1, [item], policy, opt, c, gen), N=n)
-    set_checkpointing(policy, "off")
+    set_recompute(policy, "off")
     return out
 
 

@@ -52,7 +52,7 @@ def main(steps: int = 6, repeats: int = 3) -> None:
         calls.clear()
         spent.clear()
         firsts, step_s = [], []
-        for ev in engine.run(cfg, pol, items, evaluate_before=False):
+        for ev in engine.adapt(cfg, pol, items, evaluate_before=False):
             if isinstance(ev, StepEvent):
                 firsts.append((calls[0].ratio_mean, calls[0].clip_frac))
                 calls.clear()

@@ -327,7 +327,7 @@ def test_the_spaces_gpu_decorator_wraps_the_gpu_work():
     def work():
         yield 1
     assert app.gpu(work) is work                                   # a no-op off Spaces (no ZeroGPU here)
-    assert spaces.GPU is not None and app.adapt.__name__ == "adapt"
+    assert spaces.GPU is not None and app.gpu_job.__name__ == "gpu_job"
 
 
 def _root(c):

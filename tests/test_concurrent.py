@@ -37,7 +37,7 @@ def test_two_users_at_once_get_their_own_results_one_run_at_a_time(app_url, tmp_
     from gradio_client import handle_file
 
     spans, active, peak, lock = [], [0], [0], threading.Lock()
-    real_adapt = app.adapt
+    real_adapt = app.gpu_job
 
     def counted(*a, **kw):  # the GPU work of one run: how many run at the same moment?
         with lock:
@@ -51,7 +51,7 @@ def test_two_users_at_once_get_their_own_results_one_run_at_a_time(app_url, tmp_
                 active[0] -= 1
                 spans.append((t0, time.time()))
 
-    monkeypatch.setattr(app, "adapt", counted)
+    monkeypatch.setattr(app, "gpu_job", counted)
     users = {"alice": user_upload(tmp_path, "alice", 0), "bob": user_upload(tmp_path, "bob", 10)}
     clients = {who: client(app_url) for who in users}
     results, errors = {}, []

@@ -7,7 +7,7 @@ from PIL import Image
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.engine import Resume, run, train_schedule
+from ttrv_core.engine import Resume, adapt, train_schedule
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.models import load_policy, save_adapter
 
@@ -45,7 +45,7 @@ def test_run_events_and_update(tiny_models, items):
     policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
     cfg = TTRVConfig(model="x", max_steps=2, **SMALL)
     before = lora_state(policy)
-    events = list(run(cfg, policy, items))
+    events = list(adapt(cfg, policy, items))
     kinds = [type(e) for e in events]
     assert kinds[0] is RunStart and kinds[-1] is RunEnd
     evals = [e for e in events if isinstance(e, EvalResult)]
@@ -92,7 +92,7 @@ def test_stop_keeps_after_eval(tiny_models, items):
         return len(seen) >= 1
 
     events = []
-    for ev in run(cfg, policy, items, should_stop=should_stop, evaluate_before=False):
+    for ev in adapt(cfg, policy, items, should_stop=should_stop, evaluate_before=False):
         events.append(ev)
         if isinstance(ev, StepEvent):
             seen.append(ev)
@@ -104,7 +104,7 @@ def test_stop_keeps_after_eval(tiny_models, items):
 def test_single_example_mode(tiny_models, items):
     policy = load_policy(str(tiny_models["qwen2_vl"]), "fp32", "cpu")
     cfg = TTRVConfig(model="x", epochs=1, single_copies=4, **SMALL)
-    events = list(run(cfg, policy, items, single="im1.png", evaluate_before=False))
+    events = list(adapt(cfg, policy, items, single="im1.png", evaluate_before=False))
     start = events[0]
     assert start.mode == "single" and start.train_ids == ["im1.png"] and start.total_steps == 2
     steps = [e for e in events if isinstance(e, StepEvent)]
@@ -112,7 +112,7 @@ def test_single_example_mode(tiny_models, items):
     (after,) = [e for e in events if isinstance(e, EvalResult)]
     assert len(after.items) == 3                                  # evaluated on all
     with pytest.raises(ValueError, match="not among the items"):
-        list(run(cfg, policy, items, single="nope.png"))
+        list(adapt(cfg, policy, items, single="nope.png"))
 
 
 def test_same_seed_same_run(tiny_models, items):
@@ -120,7 +120,7 @@ def test_same_seed_same_run(tiny_models, items):
     runs = []
     for _ in range(2):
         policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", seed=cfg.seed)
-        runs.append([(iv.item_id, iv.counts) for e in run(cfg, policy, items, evaluate_before=False)
+        runs.append([(iv.item_id, iv.counts) for e in adapt(cfg, policy, items, evaluate_before=False)
                      if isinstance(e, StepEvent) for iv in e.items])
     assert runs[0] == runs[1]
 
@@ -134,15 +134,15 @@ def test_resume_from_snapshot_is_bit_identical(tiny_models, items, tmp_path):
     policy: steps 3-4 and the after-evaluation are those of the uninterrupted run, exactly."""
     cfg = TTRVConfig(model="x", max_steps=4, **SMALL)
     path = str(tiny_models["qwen2_5_vl"])
-    full = list(run(cfg, load_policy(path, "fp32", "cpu", seed=cfg.seed), items, evaluate_before=False))
+    full = list(adapt(cfg, load_policy(path, "fp32", "cpu", seed=cfg.seed), items, evaluate_before=False))
     policy = load_policy(path, "fp32", "cpu", seed=cfg.seed)
-    for ev in run(cfg, policy, items, evaluate_before=False):
+    for ev in adapt(cfg, policy, items, evaluate_before=False):
         if isinstance(ev, StepEvent) and ev.step == 2:
             state = ev.snapshot()
             save_adapter(policy, str(tmp_path / "adapter"))
             break
     resumed = load_policy(path, "fp32", "cpu", seed=cfg.seed, adapter=str(tmp_path / "adapter"))
-    rest = list(run(cfg, resumed, items, resume=Resume(state)))
+    rest = list(adapt(cfg, resumed, items, resume=Resume(state)))
     assert rest[0].resumed_from == 2
     assert [untimed(e) for e in rest if isinstance(e, StepEvent)] == \
         [untimed(e) for e in full if isinstance(e, StepEvent)][2:]

@@ -2,7 +2,7 @@
 
 For each architecture (config.model_type) a checkpoint built from a config and
 saved to a folder (tests/tiny.py) loads through the Auto classes
-(load_policy), answers an image question, takes one TTRV step (engine.run:
+(load_policy), answers an image question, takes one TTRV step (engine.adapt:
 N votes, vote rewards, one GRPO update on LoRA), and its LoRA adapter saves and
 reloads, through load_policy and through plain peft. The same in 4-bit NF4
 through bitsandbytes' CPU kernels.
@@ -17,7 +17,7 @@ from test_grpo_update import assert_update_sign
 from tiny import BUILDERS
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.engine import run
+from ttrv_core.engine import adapt
 from ttrv_core.events import StepEvent
 from ttrv_core.families import FAMILIES, PRESETS, family_of
 from ttrv_core.models import load_policy, save_adapter
@@ -93,7 +93,7 @@ def test_family_end_to_end(tiny_models, tmp_path, model_type, precision):
     items = [Item("img.png", path, QUESTION, "choice", ("cat", "dog", "car", "tree"))]
     cfg = TTRVConfig(model=folder, precision=precision, n_votes=4, n_train=2, max_new_tokens=3, max_steps=1,
                      prompts_per_step=1, eval_votes=2, lr=5e-2, lora_r=4, lora_alpha=8)
-    steps = [e for e in run(cfg, pol, items, evaluate_before=False) if isinstance(e, StepEvent)]
+    steps = [e for e in adapt(cfg, pol, items, evaluate_before=False) if isinstance(e, StepEvent)]
     assert len(steps) == 1 and all(math.isfinite(v) for v in steps[0].metrics.values()), steps
     # the update's sign, through this family's training forward (weight decay alone moves lora_A)
     assert_update_sign(pol, prompt)

@@ -62,7 +62,7 @@ def test_a_second_run_starts_from_the_base_weights(tiny_models, items, monkeypat
     for n, p in first.model.named_parameters():   # an adapter that acts (lora_B starts at 0), as after training
         if "lora_B" in n:
             p.data.normal_(0, 0.05)
-    run1 = untimed(engine.run(cfg, first, items))
+    run1 = untimed(engine.adapt(cfg, first, items))
     assert sum(isinstance(json.loads(e).get("step"), int) for e in run1) == 2
     moved = weights(first)
     assert any(not torch.equal(moved[n], start[n]) for n in start if "lora_B" in n)
@@ -73,8 +73,8 @@ def test_a_second_run_starts_from_the_base_weights(tiny_models, items, monkeypat
     now, new = weights(second), weights(fresh)
     assert now.keys() == new.keys() == start.keys()                       # one adapter, no layer left from run 1
     assert all(torch.equal(now[n], new[n]) and torch.equal(now[n], start[n]) for n in now)   # bit for bit
-    run2 = untimed(engine.run(cfg, second, items))
-    assert run2 == untimed(engine.run(cfg, fresh, items)) and run2 != run1
+    run2 = untimed(engine.adapt(cfg, second, items))
+    assert run2 == untimed(engine.adapt(cfg, fresh, items)) and run2 != run1
 
 
 def test_the_adapter_follows_the_run_and_the_model_loads_again_only_when_it_changes(tiny_models):

@@ -32,7 +32,7 @@ def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
     cfg = TTRVConfig(n_votes=8, n_train=4, max_new_tokens=4, prompts_per_step=2, max_steps=2, lr=1e-2, seed=0,
                      temperature=1.5)
     firsts, seconds = [], []
-    for ev in engine.run(cfg, pol, items, evaluate_before=False):
+    for ev in engine.adapt(cfg, pol, items, evaluate_before=False):
         if isinstance(ev, StepEvent):
             firsts.append(calls[0])
             seconds.append(calls[1])

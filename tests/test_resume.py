@@ -149,7 +149,7 @@ def test_resume_refuses_damaged_or_missing_checkpoint(killed, tmp_path, capsys):
 def test_stopped_run_resumes(reference, tmp_path, monkeypatch):
     """A stop (the app's Stop button) keeps the checkpoint; --resume continues to the same end."""
     import ttrv_core.engine as engine
-    real_run, steps = engine.run, []
+    real_run, steps = engine.adapt, []
 
     def stopping_run(*a, **kw):
         for ev in real_run(*a, should_stop=lambda: len(steps) >= 3, **kw):
@@ -158,9 +158,9 @@ def test_stopped_run_resumes(reference, tmp_path, monkeypatch):
             yield ev
 
     run = tmp_path / "run"
-    monkeypatch.setattr(engine, "run", stopping_run)
+    monkeypatch.setattr(engine, "adapt", stopping_run)
     assert main(["--out", str(run), *ARGS]) == 0
-    monkeypatch.setattr(engine, "run", real_run)
+    monkeypatch.setattr(engine, "adapt", real_run)
     evs = events(run)
     assert evs[-1]["stopped"] and [e["step"] for e in evs if e["type"] == "step"] == [1, 2, 3]
     assert latest_checkpoint(run).name == "step-000003"

@@ -44,7 +44,7 @@ def test_trust_remote_code_only_when_the_operator_allows_it(monkeypatch, env, pu
     monkeypatch.setattr(app, "PUBLIC", public)
     monkeypatch.setattr(app.models, "load_policy", fake_load)
     with pytest.raises(Loaded):
-        next(app.adapt(TTRVConfig(), [], None, None, {}, [], lambda: False))
+        next(app.gpu_job(TTRVConfig(), [], None, None, {}, [], lambda: False))
     assert seen["trust_remote_code"] is passed
 
 

@@ -90,10 +90,10 @@ def test_static_decode_equals_eager(tiny_models, model_type):
 
 @pytest.mark.parametrize("mode", ["mlp", "layers"])
 def test_checkpointing_keeps_the_gradients(tiny_models, mode):
-    """Gradient checkpointing (config.gradient_checkpointing, checkpointing.py) recomputes
+    """Gradient checkpointing (config.gradient_checkpointing, recompute.py) recomputes
     the packed row's MLPs or whole layers in the backward pass: same loss, same LoRA
     gradients, and the recomputation does run."""
-    from ttrv_core.checkpointing import set_checkpointing
+    from ttrv_core.recompute import set_recompute
     pol = _policy(tiny_models["qwen2_5_vl"])
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
     ro = sample(pol, prompt, 6, temperature=1.3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))
@@ -103,9 +103,9 @@ def test_checkpointing_keeps_the_gradients(tiny_models, mode):
     layer = pol.base.get_decoder().layers[0]
     hooks = [m.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # the recompute may stop early
              for m in (layer.mlp.down_proj, layer.self_attn.o_proj)]
-    set_checkpointing(pol, mode)
+    set_recompute(pol, mode)
     loss_c, grads_c = _loss_and_grads(pol, prompt, ro, shared=True)
-    set_checkpointing(pol, "off")
+    set_recompute(pol, "off")
     for h in hooks:
         h.remove()
     # reference pass, training forward, and its recomputation in backward: the MLP always, attention with layers
@@ -118,12 +118,12 @@ def test_checkpointing_keeps_the_gradients(tiny_models, mode):
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_mlp_checkpointing_finds_every_layer(tiny_models, model_type):
-    from ttrv_core.checkpointing import _mlps, set_checkpointing
+    from ttrv_core.recompute import _mlps, set_recompute
     pol = _policy(tiny_models[model_type])
     n_layers = len(pol.base.get_decoder().layers)
-    set_checkpointing(pol, "mlp")
+    set_recompute(pol, "mlp")
     assert len(_mlps(pol)) == n_layers and all("Recomputed" in type(m).__name__ for m in _mlps(pol))
-    set_checkpointing(pol, "off")
+    set_recompute(pol, "off")
     assert not any("Recomputed" in type(m).__name__ for m in _mlps(pol))
 
 

@@ -1,4 +1,4 @@
-"""Stop takes effect within one prompt, in every phase (engine.run), and what the run folder then
+"""Stop takes effect within one prompt, in every phase (engine.adapt), and what the run folder then
 holds (runs.record): no untrained adapter, a partial evaluation said to be partial, a step cut
 short undone. On a tiny random model; the stop is asked from inside the work it should cut short."""
 import json
@@ -64,7 +64,7 @@ def test_stop_in_the_before_evaluation_ends_the_run_within_one_image(policy_path
     evals = Counter(monkeypatch, evaluate, "evaluate_batch", stop_at={2})
     policy = load_policy(policy_path, "fp32", "cpu")
     run_dir = RunDir(tmp_path / "run")
-    events = list(record(engine.run(TTRVConfig(**SMALL), policy, items, should_stop=evals), run_dir, policy, items))
+    events = list(record(engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=evals), run_dir, policy, items))
     assert evals.calls == 2                                           # not one batch more
     before = [e for e in events if isinstance(e, EvalResult)]
     assert [(e.phase, len(e.items), e.metrics["eval/items"]) for e in before] == [("before", 2, 2.0)]
@@ -79,7 +79,7 @@ def test_stop_in_the_before_evaluation_ends_the_run_within_one_image(policy_path
 def test_stop_before_anything_is_evaluated_leaves_no_results(policy_path, items, tmp_path):
     policy = load_policy(policy_path, "fp32", "cpu")
     run_dir = RunDir(tmp_path / "run")
-    events = list(record(engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: 1), run_dir, policy,
+    events = list(record(engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=lambda: 1), run_dir, policy,
                          items))
     assert [type(e).__name__ for e in events] == ["RunStart", "RunEnd"] and events[-1].stopped
     assert not (run_dir.root / "adapter").exists() and not (run_dir.root / "results.csv").exists()
@@ -97,7 +97,7 @@ def test_stop_within_a_step_undoes_it_and_still_evaluates(policy_path, items, mo
     policy = load_policy(policy_path, "fp32", "cpu")
     start, after_step = lora(policy), {}
     events = []
-    for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=counter, evaluate_before=False):
+    for ev in engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=counter, evaluate_before=False):
         events.append(ev)
         if isinstance(ev, StepEvent):
             after_step[ev.step] = lora(policy)
@@ -125,7 +125,7 @@ def test_a_second_stop_ends_the_after_evaluation_within_one_image(policy_path, i
     presses = [0]
     evals = Counter(monkeypatch, evaluate, "evaluate_batch")
     events = []
-    for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: presses[0], evaluate_before=False):
+    for ev in engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=lambda: presses[0], evaluate_before=False):
         events.append(ev)
         if isinstance(ev, StepEvent):
             presses[0] = 1                                            # training stops after step 1
@@ -140,7 +140,7 @@ def test_a_boolean_stop_still_means_stop_training_then_evaluate(policy_path, ite
     """should_stop returning True (the CLI, older callers) stops training; the after-evaluation runs."""
     policy = load_policy(policy_path, "fp32", "cpu")
     seen = []
-    events = [ev for ev in engine.run(TTRVConfig(**SMALL), policy, items, should_stop=lambda: bool(seen),
+    events = [ev for ev in engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=lambda: bool(seen),
                                       evaluate_before=False) if not (isinstance(ev, StepEvent) and seen.append(ev))]
     after = [e for e in events if isinstance(e, EvalResult)]
     assert len(seen) == 1 and len(after) == 1 and len(after[0].items) == len(items) and events[-1].stopped
@@ -150,7 +150,7 @@ def test_the_adapter_carries_a_model_card(policy_path, items, tmp_path):
     policy = load_policy(policy_path, "fp32", "cpu")
     run_dir = RunDir(tmp_path / "run")
     cfg = TTRVConfig(**SMALL | {"model": policy_path, "max_steps": 1})
-    list(record(engine.run(cfg, policy, items), run_dir, policy, items))
+    list(record(engine.adapt(cfg, policy, items), run_dir, policy, items))
     card = (run_dir.root / "adapter" / "README.md").read_text()
     assert policy_path not in card and f"Base model: `{Path(policy_path).name}`" in card   # a local folder: its name
     assert "What is it?" in card and items[0].prompt in card                # the question and its suffix

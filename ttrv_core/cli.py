@@ -1,4 +1,4 @@
-"""Headless TTRV runs: `python -m ttrv_core --images DIR --questions FILE --out DIR`.
+"""Headless TTRV runs: `ttrv --images DIR --questions FILE --out DIR` (or `python -m ttrv_core ...`).
 
 With no --images, runs a bundled demo (ttrv_core/demos.py; --demo, default: the
 multiple-choice digits model whose reply format is half learned): its model,
@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import inputs
-from .config import CHECKPOINTING, TTRVConfig
+from .config import RECOMPUTE, TTRVConfig
 from .demos import DEFAULT, DEMOS, by_key
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
     p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
-    p.add_argument("--checkpointing", nargs="?", const="layers", default="off", choices=CHECKPOINTING,
+    p.add_argument("--checkpointing", nargs="?", const="layers", default="off", choices=RECOMPUTE,
                    help="gradient checkpointing: recompute each layer's MLP ('mlp') or whole layers "
                         "('layers', the default when the flag is given alone): less GPU memory, slower "
                         "steps (bench/RESULTS.md)")
@@ -88,6 +88,8 @@ def quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `ttrv` command: load the data and the policy, run engine.adapt recorded into the run
+    folder (runs.record) with a progress bar; returns the exit status."""
     args = parser().parse_args(argv)
     quiet()
     from .runs import ResumeError
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
-    from .engine import run
+    from .engine import adapt
     from .runs import RunDir, record
 
     out = RunDir(args.resume or args.out)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     elif point.missing_event:  # killed between the checkpoint and its event line
         out.append_json(point.missing_event)
     try:
-        events = run(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
+        events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
         _show(record(events, out, policy, ds.items, before=point.resume.before if point else None))
     except (ValueError, TTRVError) as e:  # the run folder keeps what was computed before
         print(f"error: {e}", file=sys.stderr)

@@ -14,8 +14,9 @@ from .rewards import REWARDS
 DEMO_MODEL = by_key("open").model
 """The bundled demo model the config defaults to (demos.py), a folder under assets/."""
 PRECISIONS = ("auto", "4bit", "bf16", "fp32")
-CHECKPOINTING = ("off", "mlp", "layers")
-"""Gradient checkpointing modes (checkpointing.py)."""
+RECOMPUTE = ("off", "mlp", "layers")
+"""Gradient checkpointing modes: what the training forward recomputes in backward (recompute.py).
+In code, "checkpoint" means a resume checkpoint of a run folder (runs.py) and nothing else."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class TTRVConfig:
     gradient_checkpointing: str = "off"
     """Recompute activations in the backward pass of the training forward: "off", "mlp"
     (each layer's MLP) or "layers" (whole layers); less GPU memory for a slower step
-    (checkpointing.py; bench/RESULTS.md measures all three on an H100). True/False
+    (recompute.py; bench/RESULTS.md measures all three on an H100). True/False
     (older run folders) mean "layers"/"off"."""
     max_pixels: int = 0
     """Images are downscaled (aspect kept) to at most this many pixels before the processor;
@@ -117,8 +118,8 @@ class TTRVConfig:
     def __post_init__(self) -> None:
         if isinstance(self.gradient_checkpointing, bool):  # older configs (frozen: set through object)
             object.__setattr__(self, "gradient_checkpointing", "layers" if self.gradient_checkpointing else "off")
-        if self.gradient_checkpointing not in CHECKPOINTING:
-            raise ValueError(f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING)}, "
+        if self.gradient_checkpointing not in RECOMPUTE:
+            raise ValueError(f"gradient_checkpointing must be one of {', '.join(RECOMPUTE)}, "
                              f"got '{self.gradient_checkpointing}'")
         if self.n_train > self.n_votes:
             raise ValueError(f"n_train (G={self.n_train}) must be <= n_votes (N={self.n_votes})")

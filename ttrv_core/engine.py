@@ -1,4 +1,4 @@
-"""The TTRV loop, as a generator of typed events.
+"""The TTRV loop (`adapt`), as a generator of typed events.
 
     evaluate(before) -> for each step:
         take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
@@ -31,7 +31,7 @@ training early and roll the adapter back; RunEnd.guard says so.
 
 Each StepEvent carries `snapshot()`, the TrainState right after that step
 (optimizer, LR schedule, the sampling generator, torch's RNG, the guard), so
-that runs.py can checkpoint it; the engine itself writes nothing. `run(...,
+that runs.py can checkpoint it; the engine itself writes nothing. `adapt(...,
 resume=Resume(state, before))` continues after `state.step` on a policy that
 already holds that step's LoRA weights: the schedule of items is recomputed
 from the seed, the rest is restored, and on CPU the continued run is
@@ -49,7 +49,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from .checkpointing import set_checkpointing
+from .recompute import set_recompute
 from .config import TTRVConfig
 from .data import Item
 from .errors import explain_oom
@@ -99,7 +99,7 @@ def train_schedule(items: Sequence[Item], cfg: TTRVConfig) -> list[list[Item]]:
     return steps[:n_steps]
 
 
-def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
+def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
         should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True,
         resume: Resume | None = None) -> Iterator[Event]:
     """Adapt `policy` on `items` (or on the one item with id `single`), yielding events.
@@ -136,7 +136,7 @@ def run(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | No
         return
 
     torch.manual_seed(cfg.seed)
-    set_checkpointing(policy, cfg.gradient_checkpointing)
+    set_recompute(policy, cfg.gradient_checkpointing)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))

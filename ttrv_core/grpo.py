@@ -43,7 +43,7 @@ Memory: when the G answers do not fit in one training forward (CUDA out of
 memory), `update` redoes the step over micro-batches of answers, each with the
 prompt, gradients accumulated (tests/test_microbatch.py); on CUDA the forwards
 run under bf16 autocast (models.Policy.autocast); gradient checkpointing of the
-MLPs or whole layers is a config option (checkpointing.py).
+MLPs or whole layers is a config option (recompute.py).
 
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full

@@ -53,7 +53,7 @@ class LiveRun:
     progress: Progress | None = None
     end: RunEnd | None = None
     error: str | None = None
-    stops: list[str] = field(default_factory=list)  # the phase of each Stop press (engine.run counts them)
+    stops: list[str] = field(default_factory=list)  # the phase of each Stop press (engine.adapt counts them)
     first_votes_s: float | None = None             # seconds from Run to the first votes
     _began: dict = field(default_factory=dict)     # "before" / "train" -> when it began
     _pace: dict = field(default_factory=dict)      # phase -> (time, images done) of its first and last progress
@@ -130,7 +130,7 @@ class LiveRun:
         return msg
 
     def request_stop(self) -> str:
-        """Count a Stop press (engine.run's should_stop is the count) and say what it will do."""
+        """Count a Stop press (engine.adapt's should_stop is the count) and say what it will do."""
         self.stops.append(self.phase)
         return self.stop_message()
 
@@ -194,7 +194,7 @@ class LiveRun:
         return text, min(frac, 1.0)
 
     def stop_message(self) -> str:
-        """What the last Stop press does, truthfully (engine.run's stop rules), by the phase it was
+        """What the last Stop press does, truthfully (engine.adapt's stop rules), by the phase it was
         pressed in and the phase the run is in now."""
         pressed = self.stops[-1] if self.stops else self.phase
         if pressed == "loading":

@@ -157,7 +157,7 @@ def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None
         if getattr(cfg, name) > getattr(CAPS, name):
             return f"this public Space allows {name} up to {getattr(CAPS, name)}, got {getattr(cfg, name)}"
     pool = cfg.single_copies if single else cfg.train_items if 0 < cfg.train_items < n_items else n_items
-    if cfg.total_steps(pool) > CAPS.steps:  # pool: the images engine.run adapts on
+    if cfg.total_steps(pool) > CAPS.steps:  # pool: the images engine.adapt adapts on
         return (f"this public Space allows {CAPS.steps} steps per run, these settings make "
                 f"{cfg.total_steps(pool)}: set Steps or fewer epochs")
     return None

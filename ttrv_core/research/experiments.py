@@ -28,7 +28,7 @@ Groups (each a list of settings; every setting runs once per seed):
 Budget. The before-evaluation (greedy + N samples on every item) is most of a
 run's time. With a fresh LoRA adapter (B = 0) it is the base model, so it is
 measured once per (image set, seed) and reused where it cannot change the run:
-engine.run uses it only for the collapse guard's baseline, so it is skipped when
+engine.adapt uses it only for the collapse guard's baseline, so it is skipped when
 the guard is off or in single-example mode (the guard needs MIN_ITEMS distinct
 items). Where it is measured again, it is compared with the cached one
 (`before_check` in results.json: the largest difference of any eval metric).

@@ -15,7 +15,7 @@ import torch
 
 from ..config import TTRVConfig
 from ..data import Item
-from ..engine import run
+from ..engine import adapt
 from ..events import EvalResult, RunEnd, RunStart, StepEvent
 from ..grpo import group_advantages
 from ..guard import concentration
@@ -139,12 +139,12 @@ def run_setting(s: Setting, seed: int, items: Sequence[Item], base: dict, cached
     cfg = s.config(seed, base)
     t0 = time.time()
     policy = (policies or Policies()).fresh(cfg)
-    # the before-eval reaches training only through the guard's baseline (engine.run), and
+    # the before-eval reaches training only through the guard's baseline (engine.adapt), and
     # the guard never judges single-example runs (fewer than guard.MIN_ITEMS distinct items)
     guard_reads_it = cfg.collapse_guard and s.single is None
     measure = cached_before is None or guard_reads_it
     start, evals, steps, end = None, {}, [], None
-    for ev in run(cfg, policy, items, single=s.single, evaluate_before=measure):
+    for ev in adapt(cfg, policy, items, single=s.single, evaluate_before=measure):
         if isinstance(ev, RunStart):
             start = ev
         elif isinstance(ev, EvalResult):

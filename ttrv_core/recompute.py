@@ -27,11 +27,11 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .config import CHECKPOINTING as MODES
+from .config import RECOMPUTE as MODES
 from .models import Policy
 
 
-def set_checkpointing(policy: Policy, mode: str) -> None:
+def set_recompute(policy: Policy, mode: str) -> None:
     """Switch the policy's training forwards to `mode` ("off", "mlp" or "layers")."""
     if mode not in MODES:
         raise ValueError(f"checkpointing must be one of {', '.join(MODES)}, got '{mode}'")
