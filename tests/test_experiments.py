@@ -102,3 +102,24 @@ def test_corruptions_are_deterministic_and_change_the_image(name):
     a, b = corrupt(im, name, "digit_0000.png"), corrupt(im, name, "digit_0000.png")
     assert a.size == im.size and a.mode == "RGB"
     assert a.tobytes() == b.tobytes() != im.tobytes()
+
+
+def test_own_images_go_through_the_one_data_path(tmp_path, monkeypatch, capsys):
+    """--images takes what the CLI and the app take (inputs.collect / inputs.load): a .zip of
+    labelled images with its questions file, and a bad file in it reported, the good items run."""
+    import zipfile
+    digits = by_key("open").example_dir
+    rows = (digits / "questions.csv").read_text().splitlines()[:4]           # header + 3 labelled images
+    zpath = tmp_path / "mine.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("questions.csv", "\n".join(rows) + "\n")
+        for row in rows[1:]:
+            z.write(digits / row.split(",")[0], row.split(",")[0])
+        z.writestr("broken.png", b"not an image")
+    seen = {}
+    monkeypatch.setattr(X, "_grid_outputs", lambda a, name, items, base, command: seen.setdefault(name, items) and [])
+    monkeypatch.setattr(X, "summary_markdown", lambda tables: "")
+    assert X.main(["--images", str(zpath), "--task", "open", "--out", str(tmp_path / "out"), "--no-png"]) == 0
+    assert [it.id for it in seen["custom"]] == [r.split(",")[0] for r in rows[1:]]
+    assert all(it.reference is not None for it in seen["custom"])
+    assert "broken.png" in capsys.readouterr().err

@@ -50,8 +50,9 @@ from typing import Sequence
 
 import torch
 
+from .. import inputs
 from ..config import TTRVConfig
-from ..data import Item, load_dataset
+from ..data import Item
 from ..demos import DEMOS, by_key
 from ..prompts import TASKS
 from .grid import DEFAULT_DEMOS, EXTRA_GROUPS, GROUPS, QUICK, QUICK_ITEMS, ROOT, grid, run_grid
@@ -72,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="(default: %(default)s; 'epochs' runs only when named)")
     ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                     help="config fields for every run of the grid, over the demo's settings (e.g. lr=1e-3)")
-    ap.add_argument("--images", type=Path, help="your own labelled image folder instead of the demos (OUT/custom/)")
-    ap.add_argument("--questions", type=Path, help="its questions file with answers (default: IMAGES/questions.csv)")
+    ap.add_argument("--images", type=Path, help="your own labelled image folder or .zip instead of the demos "
+                                                "(OUT/custom/)")
+    ap.add_argument("--questions", type=Path, help="its questions file with answers (default: IMAGES/questions.csv, "
+                                                   "else the only .csv / .jsonl among the images)")
     ap.add_argument("--task", choices=TASKS, default="open", help="its task format (default: open)")
     ap.add_argument("--model", default=TTRVConfig.model, help="the model for --images (default: the demo model)")
     ap.add_argument("--no-png", action="store_true", help="figures as HTML only")
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..cli import quiet
     quiet()
     if a.images:
-        targets = [("custom", a.images, a.questions or a.images / "questions.csv", a.task, {"model": a.model})]
+        targets = [("custom", a.images, a.questions, a.task, {"model": a.model})]
     else:
         targets = [(d.key, d.example_dir, d.example_dir / "questions.csv", d.task, {"model": d.model, **d.settings})
                    for d in map(by_key, a.demos)]
@@ -95,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m ttrv_core.research.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
     tables = {}
     for name, images, questions, task, base in targets:
-        ds = load_dataset(images, questions_file=questions, task=task)
+        # the one data path of the CLI and the app: a folder in place, a .zip unpacked into OUT/<name>/input,
+        # the questions file given or the one among the images; the same problems reported
+        ds = inputs.load(inputs.collect(images, a.out / name), questions_file=questions, task=task).dataset
+        for problem in ds.problems:
+            print(f"warning: {problem}", file=sys.stderr)
         items = ds.items[:QUICK_ITEMS] if a.quick else ds.items
         if not items or any(it.reference is None for it in items):
             print(f"error: the experiments need labeled items (an answer for every image in {images})",
