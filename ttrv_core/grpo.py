@@ -37,7 +37,8 @@ cache instead: the prompt is prefilled once and its cache replicated G times.
 
 The image is encoded once per prompt (rollout.Prompt.encoded): the reference
 pass and the training forward reuse the sampling prefill's vision-tower output.
-The reference pass switches the adapter off by flag (models.Policy.adapter_off).
+The reference pass switches the adapter off through peft's per-layer switch
+(models.Policy.adapter_off).
 
 Memory: when the G answers do not fit in one training forward (CUDA out of
 memory), `update` redoes the step over micro-batches of answers, each with the
