@@ -82,6 +82,8 @@ def test_histogram_shows_soft_votes_for_open_answers():
         [True, True, False, False], [False, False, True, True]]
     choice = plots.histogram([plots.Snapshot("step 1", "a.png", {"A": 3, "B": 1}, task="choice", options=("x", "y"))])
     assert [t.type for t in choice.data] == ["bar"]
+    words = plots.histogram([plots.Snapshot("step 1", "a.png", {"7": 3, "1": 1}, task="open")])   # soft = votes
+    assert [t.type for t in words.data] == ["bar"] and "soft" not in words.layout.annotations[0].text
 
 
 def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):

@@ -6,7 +6,8 @@
                 the items, a multiple-choice letter shows its option text ("B · 7")
                 and a reply that is not a valid answer is red (prompts.is_valid);
                 open answers (bars: one normalised form each) also show their soft
-                votes, the soft reward's share (similarity.soft_counts)
+                votes, the soft reward's share (similarity.soft_counts), where these
+                differ from the votes (phrases that share words)
     entropy     answer entropy H / ln N per step (N votes; 0 = all agree): the
                 mean, and each image. Not the paper's H / ln M, which can rise
                 while the answers sharpen (events.py)
@@ -138,8 +139,7 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
                     + [GREY] * bool(rest),
                     hovertemplate="%{customdata[1]}: %{customdata[0]} votes (%{y:.0%})<extra></extra>")
         owner.append(i)
-        if s.task == "open":  # phrase answers: each form's soft vote, its votes plus partial credit (similarity.py)
-            soft = soft_counts([a for a, c in s.counts.items() for _ in range(c)])
+        if soft := _soft(s):  # phrase answers: each form's soft vote, its votes plus partial credit (similarity.py)
             fig.add_scatter(x=x[:len(shown)], y=[soft[a] / n for a in shown], mode="markers", name="soft votes",
                             marker=dict(symbol="diamond", size=10, color=ORANGE), visible=i == len(snaps) - 1,
                             hovertemplate="soft votes: %{y:.0%} (token F1 with every vote)<extra></extra>")
@@ -148,7 +148,7 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
         axes.append(x)
     # what the colours mean, on at most two short lines (a phone is ~60 characters wide here)
     other = ["blue: an answer", "red ✗: not a valid answer" if invalid else "",
-             "orange ◆: soft votes" if any(s.task == "open" for s in snaps) else "",
+             "orange ◆: soft votes" if any(_soft(s) for s in snaps) else "",
              "grey: the rest" if any(len(s.counts) > top for s in snaps) else ""]
     key = ["green: the reference answer (answers column)" if any(s.reference for s in snaps) else "",
            " · ".join(k for k in other if k)]
@@ -171,6 +171,15 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
                               {"title.text": titles[i], "xaxis.categoryarray": axes[i]}])
                    for i, s in enumerate(snaps)])])
     return fig
+
+
+def _soft(s: Snapshot) -> dict[str, float]:
+    """An open answer's soft votes (similarity.soft_counts), where some answer gets partial credit:
+    else ({}) they equal the bars (one-word answers, as the digits) and would only hide them."""
+    if s.task != "open":
+        return {}
+    soft = soft_counts([a for a, c in s.counts.items() for _ in range(c)])
+    return soft if any(abs(soft[a] - c) > 1e-9 for a, c in s.counts.items()) else {}
 
 
 def entropy(steps: Sequence[StepEvent], before: EvalResult | None = None,
