@@ -112,6 +112,10 @@ def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):
         assert summary[f"{phase}/open_items"] == 3 and 0 <= summary[f"{phase}/open_f1"] <= 1
         assert 0 <= summary[f"{phase}/open_rouge1"] <= 1
         assert summary[f"{phase}/open_exact"] == summary[f"{phase}/greedy_acc"]  # no yes/no reference here
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 3 and all(0 <= float(r[f"{p}_{k}"]) <= 1 for r in rows
+                                  for p in ("before", "after") for k in ("f1", "rouge1"))
+    assert sum(float(r["after_f1"]) for r in rows) / 3 == pytest.approx(summary["after/open_f1"], abs=1e-3)
 
 
 def test_the_app_form_and_the_cli_offer_the_soft_reward():

@@ -56,9 +56,11 @@ class ResumeError(TTRVError):
 
 RESULT_COLUMNS = ("item", "question", "reference", "adapted_on", "before_greedy", "after_greedy", "before_reply",
                   "after_reply", "before_valid", "after_valid", "before_majority", "after_majority", "before_share",
-                  "after_share", "changed", "before_correct", "after_correct")
+                  "after_share", "changed", "before_correct", "after_correct", "before_f1", "after_f1",
+                  "before_rouge1", "after_rouge1")
 """results.csv: *_greedy is the extracted greedy answer, *_reply the raw greedy text it came from,
-*_valid whether it is a valid answer (prompts.is_valid); adapted_on marks the items trained on."""
+*_valid whether it is a valid answer (prompts.is_valid); adapted_on marks the items trained on;
+*_f1, *_rouge1 the open answer's token F1 and ROUGE-1 to a reference that is not yes/no (evaluate.py)."""
 
 
 class RunDir:
@@ -172,6 +174,8 @@ def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalR
             "after_share": round(ea.majority_share, 4) if ea else None,
             "changed": (eb.greedy != ea.greedy) if eb and ea else None,
             "before_correct": _correct(eb), "after_correct": _correct(ea),
+            **{f"{p}_{k}": None if e is None or getattr(e, k) is None else round(getattr(e, k), 4)
+               for p, e in (("before", eb), ("after", ea)) for k in ("f1", "rouge1")},
         })
     return rows
 
