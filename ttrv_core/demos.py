@@ -71,11 +71,16 @@ CHOICE_SETTINGS = {"lr": 1e-3, "epochs": 3}
 
 DEMOS: tuple[Demo, ...] = (
     Demo("format", "Demo: digits, reply format half-learned (TTRV's regime)", "demo_choice", "digits_choice",
-         "choice", expect="(measured in docs/RESULTS.md)", settings=CHOICE_SETTINGS),
+         "choice", settings=CHOICE_SETTINGS,
+         expect="TTRV teaches it the letter reply: greedy accuracy 0.275 -> 0.711 (+43.6 points, mean of 3 seeds), "
+                "replies that are no option 72% -> 9%; adapting on one image alone: +6.8 points on average"),
     Demo("clean", "Control: digits, clean letter replies (nothing to correct)", "demo_choice_clean",
-         "digits_choice", "choice", expect="(measured in docs/RESULTS.md)", settings=CHOICE_SETTINGS),
+         "digits_choice", "choice", settings=CHOICE_SETTINGS,
+         expect="Nothing to correct: greedy accuracy 0.871 -> 0.847 (-2.4 points, mean of 3 seeds); "
+                "the format demo's gain is the reply format"),
     Demo("open", "Demo: digits, open answers (the first demo model)", "demo_model", "digits", "open",
-         expect="(measured in docs/RESULTS.md)"),
+         expect="TTRV leaves it where it was: greedy accuracy 0.688 -> 0.675 (-1.2 points, mean of 3 seeds); "
+                "its greedy answer already wins the vote"),
 )
 DEFAULT = DEMOS[0]
 

@@ -110,7 +110,8 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
             fig.add_bar(x=[t["setting"] for t in rows], y=[t[f"d_{k}_mean"] for t in rows], name=name,
                         marker_color=color, error_y=dict(type="data", array=[t[f"d_{k}_std"] for t in rows]))
         _layout(fig, "Accuracy change after TTRV (points; mean ± std over runs)", "setting", "after - before, points")
-        fig.update_layout(height=520, xaxis_tickangle=-35)
+        fig.update_layout(height=560, xaxis_tickangle=-35, xaxis_title=None,   # the legend above: the labels need the room
+                          legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
         figs["change"] = fig
     reward_runs = [o for o in outcomes if o.row["group"] == "reward" and o.steps]
     if reward_runs:
