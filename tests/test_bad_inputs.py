@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 import dicom_files
+import video_files
 from ttrv_core import questions, uploads
 from ttrv_core.data import load_dataset
 from ttrv_core.uploads import collect_uploads
@@ -67,6 +68,8 @@ def xlsx_like() -> bytes:
 
 def write(path: Path, content) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if callable(content):  # made on use (the videos take a moment to encode)
+        content = content()
     if isinstance(content, str):
         path.write_text(content, encoding="utf-8")
     else:
@@ -117,6 +120,25 @@ IMAGES = [  # file, contents, expected "file: message" (substring)
     ("report.dcm", dicom_files.no_pixels(), "report.dcm: cannot read DICOM: it holds no image (no pixel data; a report?)"),
     ("huge.dcm", dicom_files.claiming(9000, 9000), "huge.dcm: image is 9000x9000 (81 megapixels); the limit is 50"),
     ("thin.dcm", dicom_files.claiming(2, 500), "thin.dcm: image is 500x2: too long and thin"),
+    # video (made with PyAV in tests/video_files.py); a long clip is capped, not refused: tests/test_video.py
+    ("truncated.mp4", lambda: (lambda b: b[:len(b) // 2])(video_files.clip_bytes(n=40)),
+     "truncated.mp4: cannot read video: it has no frames (no streams: empty, truncated or damaged)"),
+    ("truncated.webm", lambda: (lambda b: b[:len(b) // 3])(video_files.clip_bytes(".webm", n=40, codec="libvpx-vp9")),
+     "truncated.webm: cannot read video: the file is truncated"),
+    ("zero frames.mp4", lambda: video_files.clip_bytes(n=0), "zero frames.mp4: cannot read video: it has no frames"),
+    ("zero frames.webm", lambda: video_files.clip_bytes(".webm", n=0, codec="libvpx-vp9"),
+     "zero frames.webm: cannot read video: not a video file, or a truncated or damaged one"),
+    ("audio only.mp4", lambda: video_files.clip_bytes(video=False, audio=True),
+     "audio only.mp4: cannot read video: no video stream (it holds audio only)"),
+    ("huge.mp4", lambda: video_files.clip_bytes(n=1, size=(7680, 6608)),
+     "huge.mp4: image is 7680x6608 (51 megapixels); the limit is 50 megapixels"),
+    ("thin.mp4", lambda: video_files.clip_bytes(n=1, size=(1024, 4)),
+     "thin.mp4: image is 1024x4: too long and thin"),
+    ("photo.mp4", png(), "photo.mp4: cannot read video: the file is piped png sequence, not MP4, MOV, WebM or GIF"),
+    ("notes.mov", "just some text", "notes.mov: cannot read video: not a video file"),
+    ("empty.webm", b"", "empty.webm: empty file (0 bytes)"),
+    ("unknown codec.mkv", lambda: video_files.clip_bytes(".mkv").replace(b"V_MPEG4/ISO/ASP", b"V_XXXXX/XXX/XXX"),
+     "unknown codec.mkv: cannot read video: its codec (unknown) cannot be decoded here; convert it to H.264 MP4"),
 ]
 
 
@@ -299,7 +321,7 @@ def test_bad_zip(tmp_path, monkeypatch, raw, caps, expected):
 # --------------------------------------------------------------------------- bad plain uploads
 
 UPLOADS = [  # file name, contents, caps, expected "file: message"
-    ("setup.exe", b"MZ\x90\0", {}, "setup.exe: not an image, a .zip or a questions file (.csv, .jsonl); skipped"),
+    ("setup.exe", b"MZ\x90\0", {}, "setup.exe: not an image, a video, a .zip or a questions file (.csv, .jsonl); skipped"),
     ("scan.heic", b"heic", {}, "scan.heic: HEIC images are not supported; convert to PNG or JPEG"),
     ("big.bmp", encode(noise((800, 800)), "BMP"), {"MAX_FILE_MB": 1},
      "big.bmp: file is 1.8 MB; the limit is 1 MB per file"),
@@ -365,7 +387,7 @@ ODD = [  # file, contents, (width, height) after loading, pixel (0, 0) after loa
     ("la.png", encode(Image.new("LA", (8, 8), (0, 0)), "PNG"), (8, 8), (255, 255, 255)),
     ("bilevel.png", png((8, 8), "1", 1), (8, 8), (255, 255, 255)),
     ("gray.jpg", encode(Image.new("L", (8, 8), 200), "JPEG"), (8, 8), None),
-    ("animated.gif", animated_gif(), (8, 8), (255, 0, 0)),  # first frame
+    ("animated.gif", animated_gif(), (8, 8), (255, 0, 0)),  # a video: its first frame (the last is blue)
     ("rotated.jpg", rotated_jpeg(), (10, 20), None),  # EXIF orientation applied
     ("tiny.png", png((1, 1), color=(0, 255, 0)), (1, 1), (0, 255, 0)),
     ("wide.png", png((3000, 100)), (2048, 68), None),  # longest side capped at MAX_SIDE
@@ -386,6 +408,9 @@ def test_odd_but_valid_image(tmp_path, name, content, size, pixel):
     (it,) = ds.items
     assert it.id == name
     im = it.image()
+    if it.video:  # an animated GIF is a video item (issue 17): its first sampled frame
+        assert len(im.frames) == 8 and [f.getpixel((0, 0)) for f in im.frames[::4]] == [(255, 0, 0), (0, 0, 255)]
+        im = im.frames[0]
     assert im.mode == "RGB" and im.size == size
     if pixel is not None:
         assert im.getpixel((0, 0)) == pixel

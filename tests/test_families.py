@@ -22,6 +22,7 @@ from ttrv_core.events import StepEvent
 from ttrv_core.families import FAMILIES, PRESETS, family_of
 from ttrv_core.models import load_policy, save_adapter
 from ttrv_core.rollout import fit_image, prepare_prompt, sample
+from ttrv_core.video import Video
 
 MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]
 QUESTION = "What is shown in the image?"
@@ -131,9 +132,12 @@ def test_max_pixels_caps_what_the_processor_sees(tiny_models, monkeypatch):
     assert pol.max_pixels == 64 * 48
     seen = []
     encode = rollout.encode
-    monkeypatch.setattr(rollout, "encode", lambda proc, im, text: seen.append(im.size) or encode(proc, im, text))
+    monkeypatch.setattr(rollout, "encode", lambda proc, im, text, *a: seen.append(
+        [f.size for f in im.frames] if isinstance(im, Video) else im.size) or encode(proc, im, text, *a))
     prepare_prompt(pol, _image(4000, 3000), QUESTION)
-    assert seen == [(64, 48)]
+    big = _image(4000, 3000)
+    prepare_prompt(pol, Video((big, big), (0.0, 1.0), 2.0), QUESTION)  # each frame, as an image is
+    assert seen == [(64, 48), [(64, 48), (64, 48)]]
     assert load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu").max_pixels == pol.family.max_pixels
 
 

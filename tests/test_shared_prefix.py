@@ -14,6 +14,7 @@ from ttrv_core.grpo import answer_logprobs, group_advantages, grpo_loss, referen
 from ttrv_core.families import FAMILIES
 from ttrv_core.models import load_policy
 from ttrv_core.rollout import prepare_prompt, sample
+from ttrv_core.video import Video
 
 # every architecture (config.model_type) of every family whose shared path is marked proven
 PROVEN = [t for f in FAMILIES if f.shared_prefix for t in f.model_types]
@@ -45,7 +46,26 @@ def _loss_and_grads(pol, prompt, ro, shared):
 @pytest.mark.parametrize("model_type", PROVEN)
 def test_shared_equals_naive(tiny_models, model_type):
     pol = _policy(tiny_models[model_type])
-    prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
+    _assert_exact(pol, prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?"))
+
+
+# a video prompt: as a video (Qwen's temporal patches and 3D positions, InternVL's and OneVision's
+# video tokens) or as K images in one turn, as families.Family.video says
+VIDEO = [t for f in FAMILIES if f.shared_prefix and f.video for t in f.model_types]
+
+
+@pytest.mark.parametrize("model_type", VIDEO)
+def test_shared_equals_naive_on_a_video(tiny_models, model_type):
+    pol = _policy(tiny_models[model_type])
+    frames = tuple(Image.new("RGB", (50, 37), (40 * i, 20, 200 - 30 * i)) for i in range(4))
+    prompt = prepare_prompt(pol, Video(frames, (0.25, 0.75, 1.25, 1.75), 2.0), "What happens here?")
+    if pol.family.video == "video":  # the processor's video input, not images
+        assert "pixel_values_videos" in prompt.inputs or pol.family.name == "internvl"
+    _assert_exact(pol, prompt)
+
+
+def _assert_exact(pol, prompt):
+    model_type = pol.family.name
     ros = {}
     for shared in (True, False):
         gen = torch.Generator().manual_seed(7)

@@ -46,12 +46,12 @@ def _bpe_json() -> str:
 
 
 def chat_template(user: str, image: str, end: str, assistant: str, bos: str = "",
-                  role: str = "message['role']") -> str:
+                  role: str = "message['role']", video: str = "") -> str:
     """A one-turn-per-message template in a family's own markup, with no system turn.
 
     user: text that opens a turn ('{role}' becomes the Jinja expression `role`),
     image: what an image item becomes, end: what closes a turn, assistant: the
-    generation prompt."""
+    generation prompt, video: what a video item becomes (families whose processors take video)."""
     opener = user.replace("{role}", "' + " + role + " + '")
     return (
         "{{- '" + bos + "' -}}"
@@ -60,6 +60,7 @@ def chat_template(user: str, image: str, end: str, assistant: str, bos: str = ""
         "{%- if message['content'] is string -%}{{- message['content'] -}}"
         "{%- else -%}{%- for content in message['content'] -%}"
         "{%- if content['type'] == 'image' -%}{{- '" + image + "' -}}"
+        "{%- elif content['type'] == 'video' -%}{{- '" + video + "' -}}"
         "{%- elif content['type'] == 'text' -%}{{- content['text'] -}}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"
         "{{- '" + end + "' -}}"
@@ -168,7 +169,7 @@ def build_internvl(folder: Path, seed: int = 0) -> Path:
     tok = family_tokenizer(
         specials, eos="<|im_end|>", pad="<|endoftext|>",
         template=chat_template("<|im_start|>{role}\n", "<IMG_CONTEXT>\n", "<|im_end|>\n",
-                               "<|im_start|>assistant\n"),
+                               "<|im_start|>assistant\n", video="<video>\n"),
         named=dict(start_image_token="<img>", end_image_token="</img>", context_image_token="<IMG_CONTEXT>",
                    video_token="<video>"))
     torch.manual_seed(seed)
@@ -252,7 +253,7 @@ def build_llava_onevision(folder: Path, seed: int = 0) -> Path:
                               LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
     tok = family_tokenizer(["<image>", "<video>"], eos="<|im_end|>", pad="<|endoftext|>",
                            template=chat_template("<|im_start|>{role} ", "<image>\n", "<|im_end|>\n",
-                                                  "<|im_start|>assistant\n"),
+                                                  "<|im_start|>assistant\n", video="<video>\n"),
                            named=dict(image_token="<image>", video_token="<video>"))
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
     torch.manual_seed(seed)

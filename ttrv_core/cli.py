@@ -33,7 +33,7 @@ FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "
          "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
          "prompts-per-step": "prompts_per_step", "lora-r": "lora_r", "lora-alpha": "lora_alpha", "seed": "seed",
          "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
-         "max-pixels": "max_pixels"}
+         "max-pixels": "max_pixels", "video-frames": "video_frames"}
 ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",
               "max_steps": "by --epochs", "train_items": "all"}
 

@@ -21,6 +21,7 @@ from .data import Item
 from .evaluate import summarize
 from .events import EvalResult
 from .images import load_image
+from .video import first_frame, is_video
 from .prompts import LETTERS
 
 ROWS = (("eval/greedy_acc", "greedy accuracy", "acc"), ("eval/maj_acc", "majority-vote accuracy", "acc"),
@@ -171,13 +172,13 @@ def answer_cell(item: Item, e) -> str:
 
 
 def thumbnail(item: Item, side: int = 48) -> str:
-    """The image as an inline <img> (PNG when small, JPEG otherwise)."""
+    """The image (a video's first frame) as an inline <img> (PNG when small, JPEG otherwise)."""
     return _thumbnail(item.path, side)
 
 
 @functools.lru_cache(maxsize=4096)  # a table is drawn a few times per run
 def _thumbnail(path, side: int) -> str:
-    im = load_image(path)
+    im = first_frame(path) if is_video(path) else load_image(path)
     im.thumbnail((side, side))
     buf = io.BytesIO()
     small = max(im.size) <= 64

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .demos import by_key
 from .rewards import REWARDS
+from .video import MAX_FRAMES
 
 DEMO_MODEL = by_key("open").model
 """The bundled demo model the config defaults to (demos.py), a folder under assets/."""
@@ -37,6 +38,8 @@ class TTRVConfig:
     """Nucleus sampling (paper code: 1.0, i.e. off)."""
     max_new_tokens: int = 16
     """Answer length cap; answers are a letter or a short phrase (no chain of thought)."""
+    video_frames: int = 8
+    """K: frames sampled uniformly from each video item (issue 17's default; at most video.MAX_FRAMES)."""
 
     # --- reward ---
     reward: str = "ttrv"
@@ -134,6 +137,8 @@ class TTRVConfig:
         for name in ("prompts_per_step", "epochs", "max_new_tokens", "lora_r", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 1 <= self.video_frames <= MAX_FRAMES:
+            raise ValueError(f"video_frames must be 1 to {MAX_FRAMES}, got {self.video_frames}")
         for name in ("lora_alpha", "max_pixels"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default)")

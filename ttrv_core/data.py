@@ -1,4 +1,4 @@
-"""The dataset: unlabeled items from a folder of images plus questions.
+"""The dataset: unlabeled items from a folder of images (and videos: video.py) plus questions.
 
 Questions come from one question for every image, or a questions file:
 CSV (header row; ',', ';' or tab, read from the header or Excel's 'sep=' line) or JSONL, with columns
@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from .images import IMAGE_EXTS, UNSUPPORTED_EXTS, check_image, load_image
+from .video import FRAMES, VIDEO_EXTS, Video, check_video, is_video, load_video
 from .problems import Problem
 from .questions import EXPECTED, cell_options, cell_text, read_rows
 from .prompts import LETTERS, TASKS, Task, build_prompt, canonical_reference
@@ -58,8 +59,14 @@ class Item:
         """The answer in the space of extracted votes, or None."""
         return None if self.answer is None else canonical_reference(self.task, self.answer, self.options)
 
-    def image(self) -> Image.Image:
-        return load_image(self.path)
+    @property
+    def video(self) -> bool:
+        """A video file (.mp4, .webm, .mov, an animated .gif): image() gives its frames."""
+        return self.path is not None and is_video(self.path)
+
+    def image(self, frames: int = FRAMES) -> Image.Image | Video:
+        """The image, or for a video `frames` frames sampled uniformly (video.py)."""
+        return load_video(self.path, frames) if self.video else load_image(self.path)
 
 
 @dataclass
@@ -85,7 +92,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def find_images(root: Path) -> list[Path]:
-    return [p for p in _files(root) if p.suffix.lower() in IMAGE_EXTS]
+    return [p for p in _files(root) if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
 
 
 def unsupported_images(root: Path) -> list[Problem]:
@@ -96,11 +103,14 @@ def unsupported_images(root: Path) -> list[Problem]:
 
 
 def _check_images(root: Path, paths: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
-    """id -> path of the images that load, and a Problem for each that does not."""
+    """id -> path of the images (and videos) that load, and a Problem for each that does not
+    (and for each video that was capped: it still runs)."""
     readable, problems = {}, []
     for p in paths:
         rel = p.relative_to(root).as_posix()
-        err = check_image(p)
+        err, note = check_video(p) if is_video(p) else (check_image(p), None)
+        if note:
+            problems.append(Problem(rel, note))
         if err:
             problems.append(Problem(rel, err))
         else:
@@ -244,7 +254,8 @@ def load_dataset(images: Path, question: str | None = None, questions_file: Path
     ds.problems += unsupported_images(images)
     paths = find_images(images)
     if not paths:
-        ds.problems.append(Problem(where, "no images found (looked for " + ", ".join(sorted(IMAGE_EXTS)) + ")"))
+        looked = ", ".join(sorted(IMAGE_EXTS | VIDEO_EXTS))
+        ds.problems.append(Problem(where, f"no images found (looked for {looked})"))
         return ds
     readable, problems = _check_images(images, paths)
     ds.problems += problems

@@ -272,7 +272,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     for item in batch:
         if should_stop():  # nothing updated yet
             return None
-        prompt = prepare_prompt(policy, item.image(), item.prompt)
+        prompt = prepare_prompt(policy, item.image(cfg.video_frames), item.prompt)
         sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
                                              cfg.max_new_tokens, gen, shared=shared)))
     policy.decoders.release()  # the end of the sampling phase: training needs the memory

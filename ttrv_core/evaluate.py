@@ -53,7 +53,7 @@ def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generat
 
 def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) -> list[ItemEval]:
     """Evaluate items in one batch (one decode over the N + 1 rows of each)."""
-    prompts = [prepare_prompt(policy, it.image(), it.prompt) for it in items]
+    prompts = [prepare_prompt(policy, it.image(cfg.video_frames), it.prompt) for it in items]
     gens = [item_generator(policy.device, seed, it) for it in items]
     n = cfg.votes_for_eval
     ros = sample_many(policy, prompts, n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gens,

@@ -38,6 +38,9 @@ class Family:
     """Images larger than this are downscaled (aspect kept) before the processor, so
     one huge image cannot blow memory; dynamic-resolution families scale their
     image tokens with it. Overridable per load (load_policy(max_pixels=...))."""
+    video: str = "frames"
+    """How a video item goes in: "video" (the processor's videos= input: its own video
+    tokens, Qwen's temporal patches), "frames" (K images in one turn), or "" (refused)."""
     image_limits: tuple[tuple[str, int], ...] = ()
     """Caps on image-processor attributes (attr, most), e.g. InternVL's tile count."""
     note: str = ""
@@ -54,17 +57,17 @@ LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
 FAMILIES: tuple[Family, ...] = (
     Family("qwen2_5_vl", "Qwen2.5-VL", ("qwen2_5_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 28 * 28,
+           max_pixels=512 * 28 * 28, video="video",
            note="dynamic resolution: one <|image_pad|> per 28x28 pixels; 3D mrope positions from "
                 "get_rope_index (the model caches rope_deltas: one run per model object)"),
     Family("qwen2_vl", "Qwen2-VL", ("qwen2_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 28 * 28, note="as Qwen2.5-VL"),
+           max_pixels=512 * 28 * 28, video="video", note="as Qwen2.5-VL"),
     Family("qwen3_vl", "Qwen3-VL", ("qwen3_vl",), "language_model", True, QWEN_KEEP, True,
-           max_pixels=512 * 32 * 32,
+           max_pixels=512 * 32 * 32, video="video",
            note="one token per 32x32 pixels; interleaved mrope; DeepStack adds visual features "
                 "into the first LM layers at the image positions (prefill only)"),
     Family("internvl", "InternVL3-hf", ("internvl",), "language_model", False, LLAVA_KEEP, True,
-           max_pixels=1024 * 1024, image_limits=(("max_patches", 6),),
+           max_pixels=1024 * 1024, image_limits=(("max_patches", 6),), video="video",
            note="transformers-native -hf checkpoints only; 448px tiles (up to 6 + a thumbnail), "
                 "256 <IMG_CONTEXT> tokens each, expanded by the processor"),
     Family("idefics3", "SmolVLM / Idefics3", ("idefics3", "smolvlm"), "text_model", False,
@@ -75,7 +78,7 @@ FAMILIES: tuple[Family, ...] = (
            max_pixels=1024 * 1024,
            note="one fixed-size image (336px: 576 <image> tokens, expanded by the processor)"),
     Family("llava_onevision", "LLaVA-OneVision", ("llava_onevision",), "language_model", False,
-           LLAVA_KEEP, True, max_pixels=768 * 768,
+           LLAVA_KEEP, True, max_pixels=768 * 768, video="video",
            note="anyres: a base view plus a grid of 384px tiles picked by image size; image_sizes input"),
     Family("gemma3", "Gemma 3", ("gemma3",), "language_model", False, LLAVA_KEEP, True,
            max_pixels=1024 * 1024,

@@ -10,11 +10,13 @@ from typing import Sequence
 from . import data, inputs, menu, sessions
 from .config import TTRVConfig
 from .images import DICOM_EXTS
+from .video import VIDEO_EXTS
 from .problems import Problem
 
 EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
-UPLOAD_TYPES = ["image", *sorted(DICOM_EXTS), ".zip", ".csv", ".jsonl"]
-"""What the upload box takes: gradio's "image" is image/* by MIME type, which DICOM (application/dicom) is not."""
+UPLOAD_TYPES = ["image", "video", *sorted(DICOM_EXTS | VIDEO_EXTS), ".zip", ".csv", ".jsonl"]
+"""What the upload box takes: gradio's "image" and "video" go by MIME type, which DICOM (application/dicom)
+and Matroska are not; the extensions cover them."""
 NUMBERS = {"n_votes": int, "n_train": int, "temperature": float, "train_items": int, "max_steps": int, "epochs": int,
            "prompts_per_step": int, "lr": float, "lora_r": int, "eval_votes": int, "alpha": float, "beta": float,
            "max_pixels": int}

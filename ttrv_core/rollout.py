@@ -28,7 +28,7 @@ are never sampled (DESIGN.md section 5).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
@@ -36,6 +36,7 @@ from PIL import Image
 from .decode import Prefix, decoder
 from .encode import encode
 from .models import Policy
+from .video import Video
 
 
 @dataclass
@@ -113,12 +114,16 @@ def _encode_images(policy: Policy, inputs: dict[str, torch.Tensor]) -> dict:
     return {"outputs": {"image": out}, "consumed": frozenset(kw)}
 
 
-def prepare_prompt(policy: Policy, image: Image.Image, text: str) -> Prompt:
+def prepare_prompt(policy: Policy, image: Image.Image | Video, text: str) -> Prompt:
     """Encode through the processor's chat template (encode.py); positions by family.
 
     Every tensor the processor returns goes to the model (pixel_values,
     image_grid_thw, pixel_attention_mask, image_sizes, token_type_ids, ...)."""
-    batch = encode(policy.processor, fit_image(image, policy.max_pixels), text)
+    if isinstance(image, Video):  # each frame capped as an image is
+        image = replace(image, frames=tuple(fit_image(f, policy.max_pixels) for f in image.frames))
+    else:
+        image = fit_image(image, policy.max_pixels)
+    batch = encode(policy.processor, image, text, policy.family.video)
     inputs = {k: v.to(policy.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     for k, v in inputs.items():
         if v.is_floating_point():  # pixel values in the model's compute dtype
@@ -127,7 +132,8 @@ def prepare_prompt(policy: Policy, image: Image.Image, text: str) -> Prompt:
     if policy.family.mrope:
         pos, _ = policy.base.model.get_rope_index(
             ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs.get("image_grid_thw"),
-            attention_mask=inputs.get("attention_mask"))
+            video_grid_thw=inputs.get("video_grid_thw"), attention_mask=inputs.get("attention_mask"),
+            **{k: inputs[k] for k in ("second_per_grid_ts",) if k in inputs})
         nxt = int(pos.max()) + 1
     else:
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)

@@ -143,6 +143,7 @@ class PublicCaps:
     lora_r: int = 64            # LoRA rank
     steps: int = 12             # steps in all (epochs x batches, or max_steps)
     items: int = 48             # images evaluated; beyond it only the first 48 are used
+    video_frames: int = 16      # frames per video item: each frame costs what an image does
 
 
 CAPS = PublicCaps()
@@ -153,7 +154,7 @@ def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None
     if model not in allowed:
         return (f"this public Space only runs its preset models; '{model}' is not one of them "
                 "(run the app on your own machine for any model)")
-    for name in ("n_votes", "n_train", "eval_votes", "prompts_per_step", "lora_r"):
+    for name in ("n_votes", "n_train", "eval_votes", "prompts_per_step", "lora_r", "video_frames"):
         if getattr(cfg, name) > getattr(CAPS, name):
             return f"this public Space allows {name} up to {getattr(CAPS, name)}, got {getattr(cfg, name)}"
     pool = cfg.single_copies if single else cfg.train_items if 0 < cfg.train_items < n_items else n_items

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from .data import QUESTION_EXTS, find_questions_file, ignored
 from .questions import MAX_FILE_MB, MB, megabytes
 from .images import IMAGE_EXTS, UNSUPPORTED_EXTS
+from .video import VIDEO_EXTS
 from .problems import Problem
 
 MAX_TOTAL_MB = 1024
@@ -90,13 +91,14 @@ def collect_uploads(files: list[str], dest: Path) -> tuple[Path, Path | None, li
         ext = f.suffix.lower()
         if ext == ".zip":
             problems += extract_zip(f, dest, budget)
-        elif ext in IMAGE_EXTS or ext in QUESTION_EXTS:
+        elif ext in IMAGE_EXTS or ext in VIDEO_EXTS or ext in QUESTION_EXTS:
             problems += _copy_upload(f, dest, budget)
         elif ext in UNSUPPORTED_EXTS:
             problems.append(Problem(f.name, f"{ext.lstrip('.').upper()} images are not supported; "
                                             "convert to PNG or JPEG"))
         else:
-            problems.append(Problem(f.name, "not an image, a .zip or a questions file (.csv, .jsonl); skipped"))
+            problems.append(Problem(f.name, "not an image, a video, a .zip or a questions file (.csv, .jsonl); "
+                                            "skipped"))
     entries = [p for p in dest.iterdir() if not ignored(PurePosixPath(p.name))]
     if len(entries) == 1 and entries[0].is_dir():  # a zip of one folder: its contents are the set
         dest = entries[0]
@@ -185,7 +187,7 @@ def extract_zip(zip_path: Path, dest: Path, budget: _Budget | None = None) -> li
                     continue
                 if info.is_dir() or ignored(rel):
                     continue
-                if rel.suffix.lower() not in IMAGE_EXTS | set(QUESTION_EXTS) | UNSUPPORTED_EXTS | {".zip"}:
+                if rel.suffix.lower() not in IMAGE_EXTS | VIDEO_EXTS | set(QUESTION_EXTS) | UNSUPPORTED_EXTS | {".zip"}:
                     continue  # READMEs and the like, as in a folder
                 why = _member_refusal(info, rel)
                 if why is None:
