@@ -98,6 +98,19 @@ def test_uploads_and_zips_take_videos(tmp_path):
     assert {"video", ".mp4", ".webm", ".mov"} <= set(form.UPLOAD_TYPES)
 
 
+def test_video_times_stay_fp32_in_a_bf16_model(tiny_models):
+    """Qwen2.5-VL's seconds per temporal patch scale the video's positions: not cast to bf16 with the pixels."""
+    import torch
+    from ttrv_core.models import load_policy
+    from ttrv_core.rollout import prepare_prompt
+    pol = load_policy(str(tiny_models["qwen2_5_vl"]), precision="bf16", device="cpu")
+    frames = tuple(Image.new("RGB", (56, 56), (30 * i, 0, 0)) for i in range(4))
+    p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), "What happens?")
+    assert p.inputs["pixel_values_videos"].dtype == torch.bfloat16
+    assert p.inputs["second_per_grid_ts"].dtype == torch.float32
+    assert p.positions.shape[0] == 3 and p.next_position < p.inputs["input_ids"].shape[1]  # 3D: video tokens share t
+
+
 def test_a_family_that_takes_no_video_is_refused_with_a_message():
     v = Video((Image.new("RGB", (8, 8)),) * 2, (0.0, 0.5), 1.0)
     with pytest.raises(VideoRefused, match="takes neither videos nor several images"):

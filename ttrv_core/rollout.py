@@ -126,7 +126,9 @@ def prepare_prompt(policy: Policy, image: Image.Image | Video, text: str) -> Pro
     batch = encode(policy.processor, image, text, policy.family.video)
     inputs = {k: v.to(policy.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     for k, v in inputs.items():
-        if v.is_floating_point():  # pixel values in the model's compute dtype
+        # pixel values in the model's compute dtype; Qwen2.5-VL's seconds per temporal patch
+        # stay fp32 (they scale the video's temporal positions)
+        if v.is_floating_point() and k != "second_per_grid_ts":
             inputs[k] = v.to(policy.base.dtype)
     ids = inputs["input_ids"]
     if policy.family.mrope:
