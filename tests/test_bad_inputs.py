@@ -139,6 +139,8 @@ IMAGES = [  # file, contents, expected "file: message" (substring)
     ("empty.webm", b"", "empty.webm: empty file (0 bytes)"),
     ("unknown codec.mkv", lambda: video_files.clip_bytes(".mkv").replace(b"V_MPEG4/ISO/ASP", b"V_XXXXX/XXX/XXX"),
      "unknown codec.mkv: cannot read video: its codec (unknown) cannot be decoded here; convert it to H.264 MP4"),
+    ("lossless.mkv", lambda: video_files.clip_bytes(".mkv", codec="ffv1"),
+     "lossless.mkv: cannot read video: its codec (ffv1) is not one read here (H.264, HEVC, VP8, VP9, AV1, MPEG-4"),
 ]
 
 

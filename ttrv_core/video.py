@@ -6,7 +6,7 @@ uniform sampling does:
   1. Decoding is PyAV's (its wheel ships its own FFmpeg: no system tool is ever run).
      The container must probe as one of `CONTAINERS` (MP4/MOV, Matroska/WebM, GIF):
      a PNG or a text file renamed .mp4 is refused by what it is, not by its name.
-  2. The first video stream is used; audio streams are ignored (a file with audio
+  2. The first video stream is used, if its codec is one of `CODECS`; audio streams are ignored (a file with audio
      only is refused). Its size in the header goes through images.check_size before
      any frame is decoded; frames are downscaled to images.MAX_SIDE.
   3. A clip longer than MAX_SECONDS is sampled over its first MAX_SECONDS only, and
@@ -31,6 +31,10 @@ VIDEO_EXTS = {".mp4", ".webm", ".mov", ".m4v", ".mkv"}
 """Read with PyAV by content; animated .gif is a video too (see is_video)."""
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "gif"}
 """FFmpeg demuxers allowed (by what the file probes as): every other is refused."""
+CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg1video", "mpeg2video", "mjpeg", "prores", "h263",
+          "theora"}
+"""Video codecs decoded (by codec id): what phones, cameras, screen recorders and browsers write.
+FFmpeg has hundreds more; an upload is untrusted input, so the rare ones are refused, not decoded."""
 MAX_SECONDS = 600.0
 """Longer clips are sampled over their first 10 minutes (and the user is told)."""
 MAX_FRAMES = 64
@@ -162,6 +166,9 @@ def load_video(path: Path, k: int = FRAMES) -> Video:
             name = ctx.name if ctx is not None else "unknown"
             raise ImageError(f"cannot read video: its codec ({name}) cannot be decoded here; "
                              "convert it to H.264 MP4 or VP9 WebM")
+        if ctx.name not in CODECS:
+            raise ImageError(f"cannot read video: its codec ({ctx.name}) is not one read here (H.264, HEVC, VP8, "
+                             "VP9, AV1, MPEG-4, MJPEG, ProRes, ...); convert it to H.264 MP4 or VP9 WebM")
         check_size(ctx.width, ctx.height)
         duration = _duration(box, stream)
         frames, times = [], []
