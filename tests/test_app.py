@@ -316,6 +316,22 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
     assert "6 image(s) ready" in info and "evaluation only" not in info   # no answers without the file
 
 
+def test_videos_upload_beside_images(app_url, tmp_path):
+    """The upload box takes .mp4 / .mkv / animated .gif (issue 17); a broken video is named, the others run."""
+    from gradio_client import handle_file
+    from PIL import Image
+    import video_files
+    files = [video_files.clip(tmp_path / "a.mp4", n=4), video_files.clip(tmp_path / "b.mkv", n=4),
+             tmp_path / "c.gif", tmp_path / "d.png", tmp_path / "bad.mov"]
+    files[2].write_bytes(video_files.gif_bytes())
+    Image.new("RGB", (16, 16), "red").save(files[3])
+    files[4].write_bytes(b"not a video")
+    info = client(app_url).predict(source="My images", example=None, uploads=[handle_file(str(p)) for p in files],
+                                   folder=None, question="What happens?", qfile=None, task="open", options="",
+                                   api_name="/preview")[0]
+    assert "4 image(s) ready** (3 of them video" in info and "bad.mov`: cannot read video: not a video file" in info
+
+
 def test_the_spaces_gpu_decorator_wraps_the_gpu_work():
     """With the `spaces` package installed (tests/requirements.txt), the model load and the run go
     through spaces.GPU; off a Space it returns the function itself, and the runs above went through it."""

@@ -89,7 +89,9 @@ def describe(inp: Inputs, limit: int = 20) -> str:
     ds = inp.dataset
     n_ans = sum(it.answer is not None for it in ds.items)
     if ds.items:
-        lines = [f"**{len(ds.items)} image(s) ready** from {inp.where}; questions: {inp.questions}."]
+        n_vid = sum(it.video for it in ds.items)
+        vids = f" ({n_vid} of them video: frames sampled from each)" if n_vid else ""
+        lines = [f"**{len(ds.items)} image(s) ready**{vids} from {inp.where}; questions: {inp.questions}."]
         if n_ans:
             lines.append(f"Answers column found for {n_ans} image(s): *used for evaluation only* "
                          "(accuracy before/after), never for the rewards.")
