@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench_run import emit   # bench/ is on the path: these run as scripts
+
 HERE = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -99,10 +101,7 @@ def main() -> None:
                 for tree in (("old", "new") if run % 2 else ("new", "old")):
                     row = {"what": "app_run", "tree": tree, "commit": tag[tree], "run": run, "cpus": os.cpu_count(),
                            "load_1min": round(os.getloadavg()[0], 2), **run_once(pages[tree])}
-                    print(json.dumps(row), flush=True)
-                    if a.out:
-                        with open(a.out, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
+                    emit(row, a.out)
             browser.close()
     finally:
         for proc, _ in servers.values():

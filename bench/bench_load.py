@@ -57,12 +57,9 @@ def main() -> None:
            "params": sum(p.numel() for p in policy.base.parameters()), "cpus": os.cpu_count(),
            "load_1min": round(os.getloadavg()[0], 2)}
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_run import git_head
+    from bench_run import emit, git_head
     row["commit"] = git_head(tree)
-    print(json.dumps(row), flush=True)
-    if a.out:
-        with open(a.out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+    emit(row, a.out)
 
 
 if __name__ == "__main__":

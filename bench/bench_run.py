@@ -113,6 +113,14 @@ def compare(a: Path, b: Path) -> dict:
             "items": len(ra), "train_steps_equal": steps(a) == steps(b)}
 
 
+def emit(row: dict, out: str | None) -> None:
+    """Print one result line, and append it to `out` (JSON lines) when given."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def git_head(root: Path) -> str:
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "ttrv_core", "app.py"], cwd=root,
@@ -143,15 +151,9 @@ def main() -> None:
                 dirs[tree] = work / f"{tree}_{demo}_{rep}"
                 row = {"what": "cli_run", "tree": tree, "demo": demo, "repeat": rep, **tag,
                        **one(trees[tree], demo, dirs[tree])}
-                print(json.dumps(row), flush=True)
-                if a.out:
-                    with open(a.out, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
+                emit(row, a.out)
             row = {"what": "old_vs_new", "demo": demo, "repeat": rep, **compare(dirs["old"], dirs["new"])}
-            print(json.dumps(row), flush=True)
-            if a.out:
-                with open(a.out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, a.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_run import emit   # bench/ is on the path: these run as scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_DEFAULT = "demo"
 
@@ -229,10 +231,7 @@ def main() -> None:
                    "L": a.new_tokens, **tag, "load_1min": round(os.getloadavg()[0], 2),
                    "process_s": round(time.time() - t, 1)}
             row.update(json.loads(line[6:]) if line else {"error": r.stderr[-1500:]})
-            print(json.dumps(row), flush=True)
-            if a.out:
-                with open(a.out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, a.out)
 
 
 if __name__ == "__main__":
