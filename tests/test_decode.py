@@ -124,3 +124,98 @@ def test_bf16_autocast_path():
     after = dict(pol.model.named_parameters())
     assert all(after[n].dtype == torch.float32 for n in lora)
     assert any(not torch.equal(after[n], v) for n, v in lora.items())
+
+
+def _two_steps(keep, monkeypatch):
+    """Two engine steps with the static decoder (as on CUDA), Decoders.keep set; what each step's
+    sampling found kept, the step events and the LoRA weights after."""
+    import functools
+
+    import torch
+
+    from ttrv_core import engine
+    from ttrv_core.config import TTRVConfig
+    from ttrv_core.data import Item
+    from ttrv_core.demos import by_key
+    from ttrv_core.rollout import sample
+
+    torch.manual_seed(0)
+    pol = _demo_policy()
+    pol.decoders.keep = keep
+    found = []
+
+    def spy(policy, *a, **k):
+        found.append(policy.decoders.kept)
+        return sample(policy, *a, decode="static", **k)
+    monkeypatch.setattr(engine, "sample", spy)
+    opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=1e-2)
+    cfg = TTRVConfig(n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=2)
+    paths = sorted(by_key("open").example_dir.glob("*.png"))[:2]
+    batch = [Item(p.name, p, "Which digit is shown in the image?") for p in paths]
+    gen = torch.Generator().manual_seed(0)
+    events = [engine._step(s, 2, batch, pol, opt, cfg, gen) for s in (1, 2)]
+    lora = {n: p.detach().clone() for n, p in pol.model.named_parameters() if p.requires_grad}
+    return pol, found, events, lora
+
+
+def test_the_static_decoder_kept_through_the_update_gives_the_same_steps(monkeypatch):
+    """Decoders.keep: the static decoder survives the update and the next step's sampling loads
+    its next prompt into the same buffers (on CUDA: replays the recorded graph, no new
+    recording); the votes, rewards and LoRA weights after two steps are those of freeing it."""
+    import torch
+
+    pol, found, kept_ev, kept_lora = _two_steps(True, monkeypatch)
+    assert found[0] is None and found[1] is not None           # the first prompt of step 1 builds it
+    assert all(f is found[1] for f in found[1:])               # the same decoder through both updates
+    assert pol.decoders.kept is found[1] and pol.decoders.kept_bytes > 0
+    assert kept_ev[1].metrics["memory/kept_decoder_mib"] == pol.decoders.kept_bytes / 2**20
+
+    pol, found, freed_ev, freed_lora = _two_steps(False, monkeypatch)
+    assert found[2] is None and pol.decoders.kept is None      # freed after each step's sampling
+    assert freed_ev[1].metrics["memory/kept_decoder_mib"] == 0
+    for a, b in zip(kept_ev, freed_ev):
+        assert [iv.counts for iv in a.items] == [iv.counts for iv in b.items]
+        assert a.metrics["loss/total"] == b.metrics["loss/total"]
+    assert all(torch.equal(kept_lora[n], freed_lora[n]) for n in kept_lora)
+
+
+def test_kept_decoder_memory_is_its_cache():
+    """StaticDecoder.nbytes counts the static cache (layers x keys and values x rows x KV heads x
+    length x head size) and its small buffers: what keeping it adds to the update's peak."""
+    from ttrv_core.rollout import sample
+
+    pol = _demo_policy()
+    sample(pol, _prompt(pol), 4, max_new_tokens=3, decode="static")
+    dec, c = pol.decoders.kept, pol.base.config.get_text_config()
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    cache = c.num_hidden_layers * 2 * 4 * c.num_key_value_heads * dec.length * head * 4  # fp32
+    assert cache <= dec.nbytes <= cache + 4 * dec.length * 4 + 4096
+
+
+def test_auto_keeps_on_cuda_only_after_an_update_measured_and_only_where_it_fits(monkeypatch):
+    """keep=None (auto): never off CUDA; on CUDA not at the first step (no update's peak counted
+    yet), then when the peak so far plus the decoder fits in KEEP_WITHIN of free + reserved."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ttrv_core import decode
+    GiB = 2**30
+    mem = dict(free=10 * GiB, reserved=20 * GiB, peak=20 * GiB)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (mem["free"], 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: mem["reserved"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: mem["peak"])
+    dec = SimpleNamespace(tokens=torch.empty(0, device="meta"), nbytes=5 * GiB,
+                          graph_failed=False, free=lambda: None)
+    d = decode.Decoders()
+    assert not d._keeps(dec)                                   # not CUDA
+    dec.tokens = SimpleNamespace(device=torch.device("cuda", 0))
+    assert not d._keeps(dec)                                   # no update measured yet
+    d.kept = dec
+    d.end_sampling()
+    assert d.kept is None and d.trained_without and d.kept_bytes == 0
+    assert d._keeps(dec)                                       # 20 + 5 <= 0.9 x 30
+    mem["peak"] = 23 * GiB
+    assert not d._keeps(dec)                                   # 23 + 5 > 27
+    d.keep = True
+    assert d._keeps(dec)

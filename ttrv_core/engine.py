@@ -2,7 +2,7 @@
 
     evaluate(before) -> for each step:
         take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
-        sample: N answers for each item (rollout.py; decoders released after)
+        sample: N answers for each item (rollout.py; decode.Decoders.end_sampling after)
         score:  votes, rewards over all N, advantages of the first G (a `Group` per item)
         update: one GRPO update per item on its G answers (grpo.py)
         yield StepEvent
@@ -275,14 +275,16 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         prompt = prepare_prompt(policy, item.image(cfg.video_frames), item.prompt)
         sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
                                              cfg.max_new_tokens, gen, shared=shared)))
-    policy.decoders.release()  # the end of the sampling phase: training needs the memory
+    policy.decoders.end_sampling()  # the static decoder kept through the update where memory allows
     groups = [score(item, prompt, ro, cfg) for item, prompt, ro in sampled]
     t1 = time.time()
     ups = _update(groups, policy, opt, cfg, shared, should_stop)
     if ups is None:
         return None
     t2 = time.time()
-    return StepEvent(step, total, [g.stats for g in groups], _metrics(groups, ups, opt, (t0, t1, t2)))
+    metrics = _metrics(groups, ups, opt, (t0, t1, t2))
+    metrics["memory/kept_decoder_mib"] = policy.decoders.kept_bytes / 2**20
+    return StepEvent(step, total, [g.stats for g in groups], metrics)
 
 
 def _update(groups: list[Group], policy: Policy, opt, cfg: TTRVConfig, shared: bool,
