@@ -160,6 +160,41 @@ class Meter:
             return None
 
 
+def kept_decoder(policy, prompt, update_once, a, gen, dev, tag) -> None:
+    """Issue 16 item 3: sample, update, sample again, with the static decoder freed before the
+    update (keep=False) and kept through it (keep=True), alternating, `a.repeats` rounds. The next
+    sampling call's time (on CUDA: records the graph again, or replays the kept one) and the
+    update's peak memory (on CUDA) with and without the decoder held."""
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    draw = lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=True,  # noqa: E731
+                          decode="static")  # the CUDA default; on a CPU the static cache without a graph
+    rows = {False: [], True: []}
+    for _ in range(a.repeats):
+        for keep in (False, True):
+            policy.decoders.release()
+            policy.decoders.keep = keep
+            draw()
+            policy.decoders.end_sampling()
+            kept_mib = policy.decoders.kept_bytes / 2**20
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            update_once()
+            sync()
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            t = time.perf_counter()
+            draw()
+            sync()
+            rows[keep].append((time.perf_counter() - t, peak, kept_mib))
+    policy.decoders.release()
+    policy.decoders.keep = None
+    for keep, rs in rows.items():
+        peaks = [r[1] for r in rs if r[1] is not None]
+        emit(a.out, what="next_sample_kept" if keep else "next_sample_freed",
+             s=round(statistics.median(r[0] for r in rs), 4), runs=[round(r[0], 4) for r in rs],
+             update_peak_gib=round(max(peaks), 3) if peaks else None, kept_mib=round(rs[-1][2], 1), **tag)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="demo", choices=["demo", *SIZES])
@@ -278,6 +313,8 @@ def main() -> None:
                               temperature=1.0, eps_clip=0.2, dual_clip=3.0, beta=0.001, grad_clip=1.0, shared=shared)
 
     m("train_shared", upd(True))
+    if "kept_decoder" not in skip:
+        kept_decoder(policy, prompt, upd(True), a, gen, dev, tag)
     for mode in ("mlp", "layers"):  # gradient checkpointing of the packed row (recompute.py)
         if f"train_shared_{mode}" not in skip:
             set_recompute(policy, mode)
