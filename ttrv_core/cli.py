@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import inputs
+from . import inputs, parallel
 from .config import RECOMPUTE, TTRVConfig
 from .demos import DEFAULT, DEMOS, by_key
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
@@ -31,11 +32,12 @@ from .rewards import REWARDS
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
          "max-new-tokens": "max_new_tokens", "reward": "reward", "alpha": "alpha", "beta": "beta",
          "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
-         "prompts-per-step": "prompts_per_step", "lora-r": "lora_r", "lora-alpha": "lora_alpha", "seed": "seed",
+         "prompts-per-step": "prompts_per_step", "prompts-per-update": "prompts_per_update", "lora-r": "lora_r", "lora-alpha": "lora_alpha", "seed": "seed",
          "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
          "max-pixels": "max_pixels", "video-frames": "video_frames"}
 ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",
-              "max_steps": "by --epochs", "train_items": "all"}
+              "max_steps": "by --epochs", "train_items": "all",
+              "prompts_per_update": "one update per prompt, one process (K processes: K)"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
+    p.add_argument("--dist-timeout", type=float, default=parallel.DEFAULT_TIMEOUT_S, metavar="S",
+                   help="launched on several processes (torchrun, accelerate launch): how long a process waits "
+                        "for the others before the run ends with an error (default: %(default)s s)")
     # the fields' declared defaults: TTRVConfig() resolves some (lora_alpha 0 -> 2 x lora_r)
     defaults = {f.name: f.default for f in fields(TTRVConfig)}
     types = {f.name: f.type for f in fields(TTRVConfig)}
@@ -92,18 +97,33 @@ def main(argv: list[str] | None = None) -> int:
     folder (runs.record) with a progress bar; returns the exit status."""
     args = parser().parse_args(argv)
     quiet()
+    try:
+        args.device = parallel.init(args.dist_timeout, args.device)  # K processes: join them (parallel.py)
+        code = _main(args)
+    except Exception as e:  # K processes: the others learn which rank failed, and where
+        if parallel.size() == 1:
+            raise
+        traceback.print_exc()
+        print(f"error: {parallel.failed(e)}", file=sys.stderr)
+        code = 1
+    return parallel.finish(code)
+
+
+def _main(args) -> int:
     from .runs import ResumeError
     try:
         cfg, ds, meta, point = _resume_setup(args.resume) if args.resume else _new_setup(args)
     except (ValueError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for pr in ds.problems:
+    lead = parallel.is_main()  # rank 0 alone writes the run folder and the terminal's output
+    for pr in ds.problems if lead else ():
         print(f"warning: {pr}", file=sys.stderr)
     if not ds.items:
         print("error: no usable items; nothing to run", file=sys.stderr)
         return 2
     adapter = str(point.checkpoint / "adapter") if point else None
+    parallel.stage("load")
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                              adapter=adapter, max_pixels=cfg.max_pixels or None,
@@ -116,20 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import adapt
     from .runs import RunDir, record
 
-    out = RunDir(args.resume or args.out)
-    if point is None:
+    out = RunDir(args.resume or args.out) if lead else None
+    if out and point is None:
         out.write_json("config.json", meta)
         out.write_problems(ds.problems)
-    elif point.missing_event:  # killed between the checkpoint and its event line
+    elif out and point.missing_event:  # killed between the checkpoint and its event line
         out.append_json(point.missing_event)
     try:
         events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
-        _show(record(events, out, policy, ds.items, before=point.resume.before if point else None))
+        if out:
+            _show(record(events, out, policy, ds.items, before=point.resume.before if point else None))
+        else:  # ranks > 0 take part in every step and evaluation, and write nothing
+            for _ in events:
+                pass
     except (ValueError, TTRVError) as e:  # the run folder keeps what was computed before
-        print(f"error: {e}", file=sys.stderr)
-        print(f"run folder (partial): {out.root}", file=sys.stderr)
+        msg = parallel.failed(e)
+        print(f"error: {msg}", file=sys.stderr)
+        if out:
+            if parallel.size() > 1:
+                (out.root / "error.txt").write_text(msg + "\n", encoding="utf-8")
+            print(f"run folder (partial): {out.root}", file=sys.stderr)
         return 2
-    print(f"run folder: {out.root}")
+    if out:
+        print(f"run folder: {out.root}")
     return 0
 
 
@@ -141,6 +170,8 @@ def _new_setup(args):
     task = args.task or (demo.task if demo else "open")
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())
     given = {name: v for name in FLAGS.values() if (v := getattr(args, name)) is not None}
+    if parallel.size() > 1:  # one prompt per process and update, unless told otherwise
+        given.setdefault("prompts_per_update", parallel.size())
     cfg = TTRVConfig(model=args.model or (demo.model if demo else TTRVConfig.model), shared_prefix=not args.naive,
                      collapse_guard=not args.no_guard, gradient_checkpointing=args.checkpointing,
                      **{**(demo.settings if demo else {}), **given})
@@ -150,7 +181,7 @@ def _new_setup(args):
     meta = {"config": cfg.to_dict(), "images": str(got.folder),
             "questions": str(qfile) if qfile else None, "question": args.question,
             "task": task, "options": list(options), "single": args.single, "limit": args.limit,
-            "demo": demo.key if demo else None}
+            "demo": demo.key if demo else None, "world_size": parallel.size()}
     ds = _dataset(meta)
     ds.problems = got.problems + ds.problems
     return cfg, ds, meta, None

@@ -73,6 +73,13 @@ class TTRVConfig:
     """Linear warm-up share of the cosine schedule (paper code)."""
     prompts_per_step: int = 8
     """Prompts sampled per step (paper code: train_batch_size 8)."""
+    prompts_per_update: int = 0
+    """k: the prompts of one optimizer update. The update's gradient is the MEAN over its prompts
+    of each prompt's GRPO loss gradient (token-mean within a prompt), clipped once; the last update
+    of a step may hold fewer. Each prompt then samples from its own random stream, seeded from
+    (seed, step, its place in the step), so that K processes, each taking a share of every
+    update's prompts (parallel.py), compute what one process does. 0 = the paper code's one update
+    per prompt, the step's prompts sampled from one stream (one process only; as before issue 18)."""
     train_items: int = 20
     """Unlabeled items adapted on, drawn at random (seeded) from all items; every item is
     evaluated. Paper main setting: 20 test samples. 0 = adapt on all items."""
@@ -139,7 +146,7 @@ class TTRVConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not 1 <= self.video_frames <= MAX_FRAMES:
             raise ValueError(f"video_frames must be 1 to {MAX_FRAMES}, got {self.video_frames}")
-        for name in ("lora_alpha", "max_pixels"):
+        for name in ("lora_alpha", "max_pixels", "prompts_per_update"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default)")
         if self.lora_alpha == 0:  # the one place the rule lives (frozen: set through object)

@@ -4,7 +4,8 @@
         take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
         sample: N answers for each item (rollout.py; decode.Decoders.end_sampling after)
         score:  votes, rewards over all N, advantages of the first G (a `Group` per item)
-        update: one GRPO update per item on its G answers (grpo.py)
+        update: one GRPO update per item on its G answers (grpo.py), or per k items
+                (prompts_per_update; on K processes too: parallel.py)
         yield StepEvent
     -> evaluate(after) -> RunEnd
 
@@ -43,24 +44,23 @@ import random
 import time
 from dataclasses import dataclass
 from functools import partial
-from statistics import mean
 from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from . import parallel
 from .recompute import set_recompute
 from .config import TTRVConfig
 from .data import Item
 from .errors import explain_oom
 from .evaluate import evaluate, summarize
-from .events import EvalResult, Event, ItemVotes, Progress, RunEnd, RunStart, StepEvent
-from .grpo import UpdateStats, group_advantages, old_logprobs, update
+from .events import EvalResult, Event, Progress, RunEnd, RunStart, StepEvent
+from .grpo import UpdateStats, old_logprobs, update
+from .groups import Group, score, step_metrics
 from .guard import CollapseGuard, concentration
 from .models import Policy
-from .prompts import extract_answer, is_valid
-from .rewards import compute_rewards, vote_stats
-from .rollout import Prompt, Rollout, prepare_prompt, sample
+from .rollout import prepare_prompt, sample
 
 
 @dataclass
@@ -121,6 +121,9 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     schedule = train_schedule(train_items, cfg)
     train_ids = {i.id for i in train_items}
     start = resume.state.step if resume else 0
+    if parallel.size() > 1 and not cfg.prompts_per_update:
+        raise ValueError(f"{parallel.size()} processes: set prompts_per_update (--prompts-per-update), e.g. to "
+                         f"{parallel.size()}; 0 (one update per prompt from one random stream) runs on one process")
     if start > len(schedule):
         raise ValueError(f"cannot resume after step {start}: the run has {len(schedule)} steps")
     phases = ["before"] * (evaluate_before and not resume) + ["train", "after"]
@@ -138,6 +141,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     torch.manual_seed(cfg.seed)
     set_recompute(policy, cfg.gradient_checkpointing)
     params = [p for p in policy.model.parameters() if p.requires_grad]
+    parallel.broadcast_(params, "sharing the adapter")  # K processes start from rank 0's weights
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
@@ -218,54 +222,29 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     if should_stop():  # before the first item: nothing evaluated, no result
         return None
     # the same random streams before and after (one per item), so differences come from the model
-    for i, ev in enumerate(evaluate(policy, items, cfg, seed=cfg.seed + 1), 1):
+    # K processes: this rank's share of the items (every K-th), gathered back in order below
+    parallel.stage(f"evaluate {phase}")
+    mine = parallel.shard(items)
+    for i, ev in enumerate(evaluate(policy, mine, cfg, seed=cfg.seed + 1), 1):
         evals.append(ev)
-        if i == 1 or i % every == 0 or i == len(items):
-            yield Progress(phase, i, len(items), latest=ev)
-        if i < len(items) and should_stop():
+        if i == 1 or i % every == 0 or i == len(mine):  # K > 1: from rank 0's share, an estimate
+            yield Progress(phase, min(len(items), i * parallel.size()), len(items), latest=ev)
+        if i < len(mine) and should_stop():
             break
     policy.decoders.release()  # the end of a sampling phase (the kept static decoder, on CUDA)
+    evals = parallel.gather_shards(evals, f"gathering the {phase}-evaluation")
     result = EvalResult(phase, evals, summarize(evals))
     yield result
     return result
 
 
-@dataclass
-class Group:
-    """One prompt of a step, scored: its N answers, their votes and rewards, and the G trained on."""
-    item: Item
-    prompt: Prompt
-    votes: list[str]            # (N,) the answers extracted from the N sampled replies
-    rewards: list[float]        # (N,) computed over all N votes, never from the item's reference
-    train: Rollout              # the first G answers: what the update trains on
-    advantages: torch.Tensor    # (G,) their z-scored rewards
-    stats: ItemVotes            # the votes as the step event reports them
-
-    @property
-    def single_acc(self) -> float | None:
-        """Share of the N votes that match the reference (None: no reference); reported, never trained on."""
-        ref = self.item.reference
-        return None if ref is None else self.stats.counts.get(ref, 0) / len(self.votes)
-
-
-def score(item: Item, prompt: Prompt, rollout: Rollout, cfg: TTRVConfig) -> Group:
-    """Votes, rewards over all N, and advantages of the first G: label-free."""
-    votes = [extract_answer(item.task, t, item.options) for t in rollout.texts]
-    rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)
-    train = rollout.take(cfg.n_train)
-    adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=train.tokens.device), cfg.adv_eps)
-    st = vote_stats(votes)
-    ref = item.reference
-    stats = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
-                      None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper,
-                      invalid=1 - mean(float(is_valid(item.task, v, item.options)) for v in votes))
-    return Group(item, prompt, votes, rewards, train, adv, stats)
-
-
 def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
           gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
     """One step: sample N answers for each prompt, score them, update on each prompt's G.
-    None when a stop came before its last update (the step is then undone)."""
+    None when a stop came before its last update (the step is then undone).
+    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (parallel.py)."""
+    if cfg.prompts_per_update:
+        return parallel.step(step, total, batch, policy, opt, cfg, should_stop)
     t0 = time.time()
     shared = cfg.shared_prefix and policy.family.shared_prefix
     sampled = []
@@ -282,7 +261,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     if ups is None:
         return None
     t2 = time.time()
-    metrics = _metrics(groups, ups, opt, (t0, t1, t2))
+    metrics = step_metrics(groups, ups, opt, (t0, t1, t2))
     metrics["memory/kept_decoder_mib"] = policy.decoders.kept_bytes / 2**20
     return StepEvent(step, total, [g.stats for g in groups], metrics)
 
@@ -306,34 +285,3 @@ def _update(groups: list[Group], policy: Policy, opt, cfg: TTRVConfig, shared: b
                           temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
                           beta=cfg.beta, grad_clip=cfg.grad_clip, shared=shared))
     return ups
-
-
-def _metrics(groups: list[Group], ups: list[UpdateStats], opt, times: tuple[float, float, float]) -> dict:
-    """The step's metrics, namespaced (events.py). times: (start, sampled and scored, updated)."""
-    t0, t1, t2 = times
-    ivs = [g.stats for g in groups]
-    all_r = [r for g in groups for r in g.rewards]
-    m = {
-        "reward/mean": mean(all_r),
-        "reward/std": float(torch.tensor(all_r).std()) if len(all_r) > 1 else 0.0,
-        "answers/entropy": mean(iv.entropy for iv in ivs),
-        "answers/entropy_paper": mean(iv.entropy_paper for iv in ivs),
-        "answers/majority_share": mean(iv.majority_share for iv in ivs),
-        "answers/invalid": mean(iv.invalid for iv in ivs),
-        "answers/distinct": mean(len(iv.counts) for iv in ivs),
-        "loss/total": mean(u.loss for u in ups),
-        "loss/pg": mean(u.pg for u in ups),
-        "loss/kl": mean(u.kl for u in ups),
-        "loss/clip_frac": mean(u.clip_frac for u in ups),
-        "loss/ratio": mean(u.ratio_mean for u in ups),
-        "grad/norm": mean(u.grad_norm for u in ups),
-        "lr": opt.param_groups[0]["lr"],
-        "time/sample_s": t1 - t0,
-        "time/train_s": t2 - t1,
-        "time/step_s": t2 - t0,
-    }
-    labeled = [g for g in groups if g.item.reference is not None]
-    if labeled:
-        m["acc/majority"] = mean(float(g.stats.majority_correct) for g in labeled)
-        m["acc/single"] = mean(g.single_acc for g in labeled)
-    return m

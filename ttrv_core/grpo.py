@@ -48,7 +48,9 @@ MLPs or whole layers is a config option (recompute.py).
 
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
-fine-tune, hence a larger learning rate (config.py).
+fine-tune, hence a larger learning rate (config.py). config.prompts_per_update
+= k puts k prompts in one update, the mean of their gradients (`gradient`,
+parallel.py: also across processes).
 """
 from __future__ import annotations
 
@@ -253,12 +255,47 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tok
 def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
             mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, chunk: int, *, temperature: float,
             eps_clip: float, dual_clip: float, beta: float, grad_clip: float, shared: bool) -> UpdateStats:
-    """The update over micro-batches of `chunk` answers: each part's token-mean loss weighted by
-    its share of the answer tokens, so the sum is the group's token-mean loss."""
+    """The update over micro-batches of `chunk` answers (`_backward`), clipped, one optimizer step."""
+    sums = _backward(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
+                     eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the trained ones, no walk
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    *values, grad_norm = torch.cat([sums, norm.double().view(1).to(sums.device)]).tolist()  # the one sync
+    return UpdateStats(grad_norm=grad_norm, **dict(zip(STAT_NAMES, values)))
+
+
+STAT_NAMES = ("loss", "pg", "kl", "clip_frac", "ratio_mean")
+
+
+def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
+             mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
+             eps_clip: float, dual_clip: float, beta: float, shared: bool) -> torch.Tensor:
+    """The gradient of one prompt's loss left in the trained parameters' .grad (set anew), no step:
+    the part `update` does before clipping (prompts_per_update, parallel.py). Returns the (5,)
+    float64 STAT_NAMES of the loss. Micro-batches on CUDA out of memory, as `update`."""
+    g = tokens.shape[0]
+    while True:
+        chunk = min(policy.answers_per_forward or g, g)
+        try:
+            return _backward(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
+                             eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared)
+        except torch.OutOfMemoryError:
+            if chunk <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            policy.answers_per_forward = (chunk + 1) // 2
+
+
+def _backward(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
+              mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, chunk: int, *, temperature: float,
+              eps_clip: float, dual_clip: float, beta: float, shared: bool) -> torch.Tensor:
+    """Gradients from zero over micro-batches of `chunk` answers: each part's token-mean loss weighted
+    by its share of the answer tokens, so the sum is the group's token-mean loss. (5,) float64 stats."""
     optimizer.zero_grad(set_to_none=True)
     total = mask.sum().clamp(min=1.0)
-    names = ("loss", "pg", "kl", "clip_frac", "ratio_mean")
-    sums = torch.zeros(len(names), dtype=torch.float64, device=tokens.device)
+    sums = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=tokens.device)
     for s in (slice(i, i + chunk) for i in range(0, tokens.shape[0], chunk)):
         with policy.autocast():  # the forwards only; backward runs in the dtypes they chose
             ref = reference_logprobs(policy, prompt, tokens[s], temperature, shared) if beta > 0 else None
@@ -269,9 +306,5 @@ def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, to
         w = mask[s].sum() / total
         (parts.loss * w).backward()
         with torch.no_grad():
-            sums += w * torch.stack([getattr(parts, k).detach().double() for k in names])
-    params = [p for group in optimizer.param_groups for p in group["params"]]  # the trained ones, no walk
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    *values, grad_norm = torch.cat([sums, norm.double().view(1).to(sums.device)]).tolist()  # the one sync
-    return UpdateStats(grad_norm=grad_norm, **dict(zip(names, values)))
+            sums += w * torch.stack([getattr(parts, k).detach().double() for k in STAT_NAMES])
+    return sums
