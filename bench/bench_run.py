@@ -64,7 +64,12 @@ def child(root: str, demo: str, out: str) -> None:
     cli.load_policy = timed_load
     rc = main(["--out", out, "--demo", demo])
     marks["main_done"] = time.time()
-    print("BENCH " + json.dumps({"rc": rc, "phases": phases, "marks": marks}))
+    print("BENCH " + json.dumps({"rc": rc, "phases": phases, "marks": marks}), flush=True)
+    # then end as that tree's `python -m ttrv_core` ends (since issue 16: __main__.exit_now, no teardown)
+    main_py = Path(root) / "ttrv_core" / "__main__.py"
+    if "def exit_now" in main_py.read_text():  # an older __main__ runs the CLI when imported
+        from ttrv_core.__main__ import exit_now
+        exit_now(rc)
 
 
 def one(root: Path, demo: str, out: Path) -> dict:
@@ -101,7 +106,7 @@ def steps(folder: Path) -> list[dict]:
     for line in (folder / "events.jsonl").read_text().splitlines():
         e = json.loads(line)
         if e["type"] == "step":
-            out.append({k: v for k, v in e["metrics"].items() if not k.startswith("time/")})
+            out.append({k: v for k, v in e["metrics"].items() if not k.startswith(("time/", "memory/"))})
     return out
 
 
