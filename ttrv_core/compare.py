@@ -2,9 +2,10 @@
 
     verdict     one plain sentence on what changed, from the measured numbers
     summary     the before/after measures as a small table (markdown), the verdict first
-    table       one row per image: thumbnail, answers before/after with the option
-                text, the raw reply and a mark for replies that are not a valid
-                answer, majority share, correctness where answers were given
+    table       one row per image: thumbnail (a video's: a strip of STRIP_FRAMES of its
+                frames), answers before/after with the option text, the raw reply and
+                a mark for replies that are not a valid answer, majority share,
+                correctness where answers were given
 
 An evaluation cut short by Stop covers fewer images: the comparison is then made
 on the images evaluated both times, and says so. Gradio-free (html strings only).
@@ -17,11 +18,13 @@ import html
 import io
 from typing import Sequence
 
+from PIL import Image
+
 from .data import Item
 from .evaluate import summarize
 from .events import EvalResult
 from .images import load_image
-from .video import first_frame, is_video
+from .video import is_video, load_video
 from .prompts import LETTERS
 
 ROWS = (("eval/greedy_acc", "greedy accuracy", "acc"), ("eval/maj_acc", "majority-vote accuracy", "acc"),
@@ -112,6 +115,12 @@ def summary(before: EvalResult | None, after: EvalResult | None, n_items: int) -
     return "\n\n".join(lines + ["\n".join(rows)])
 
 
+STRIP_FRAMES = 4
+"""Frames in a video's strip in the table, sampled as the model's are (video.sample_times): enough to
+see what moves, few enough to stay cheap (one small PNG per clip)."""
+STRIP_WIDTH = "220px"
+"""The image column's width when the table holds a video (a strip of STRIP_FRAMES 48-px frames)."""
+
 COLUMNS = {  # header -> width
     "image": "64px", "file": "160px", "adapted on": "80px", "question": "140px", "answer (evaluation only)": "110px",
     "before": "170px", "after": "170px", "majority share": "110px", "changed": "80px"}
@@ -137,7 +146,8 @@ def table(items: Sequence[Item], before: EvalResult | None, after: EvalResult | 
                  "changed": "● changed" if eb and ea and eb.greedy != ea.greedy else ""}
         rows.append([cells[h] for h in heads])
     kinds = {"image": "html", "answer (evaluation only)": "html", "before": "html", "after": "html"}
-    return heads, rows, [kinds.get(h, "str") for h in heads], [COLUMNS[h] for h in heads]
+    widths = {**COLUMNS, "image": STRIP_WIDTH} if any(it.video for it in items) else COLUMNS
+    return heads, rows, [kinds.get(h, "str") for h in heads], [widths[h] for h in heads]
 
 
 def label(item: Item, answer: str | None) -> str:
@@ -172,19 +182,39 @@ def answer_cell(item: Item, e) -> str:
 
 
 def thumbnail(item: Item, side: int = 48) -> str:
-    """The image (a video's first frame) as an inline <img> (PNG when small, JPEG otherwise)."""
+    """The image as an inline <img> (PNG when small, JPEG otherwise); a video as one strip of
+    STRIP_FRAMES of its frames, left to right in time, `side` px high."""
     return _thumbnail(item.path, side)
 
 
 @functools.lru_cache(maxsize=4096)  # a table is drawn a few times per run
 def _thumbnail(path, side: int) -> str:
-    im = first_frame(path) if is_video(path) else load_image(path)
-    im.thumbnail((side, side))
+    video = is_video(path)
+    if video:
+        im = strip(load_video(path, STRIP_FRAMES).frames, side)
+    else:
+        im = load_image(path)
+        im.thumbnail((side, side))
     buf = io.BytesIO()
-    small = max(im.size) <= 64
+    small = im.height <= 64
     im.save(buf, format="PNG" if small else "JPEG")
     mime = "png" if small else "jpeg"
-    return f'<img src="data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}" height="{side}">'
+    title = f' title="{STRIP_FRAMES} frames of the clip, in time order"' if video else ""
+    return f'<img src="data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}" height="{side}"{title}>'
+
+
+def strip(frames, side: int, gap: int = 2) -> Image.Image:
+    """Frames side by side on white, in time order, each scaled to fit a side x side box.
+
+    >>> strip([Image.new("RGB", (32, 16))] * 4, 48).size
+    (198, 48)
+    """
+    out = Image.new("RGB", (len(frames) * (side + gap) - gap, side), "white")
+    for i, f in enumerate(frames):
+        scale = side / max(f.size)
+        f = f.resize((max(1, round(f.width * scale)), max(1, round(f.height * scale))), Image.BILINEAR)
+        out.paste(f, (i * (side + gap) + (side - f.width) // 2, (side - f.height) // 2))
+    return out
 
 
 def _move(b: dict, a: dict, key: str) -> float:
