@@ -32,7 +32,8 @@ from .rewards import REWARDS
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
          "max-new-tokens": "max_new_tokens", "reward": "reward", "alpha": "alpha", "beta": "beta",
          "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
-         "prompts-per-step": "prompts_per_step", "prompts-per-update": "prompts_per_update", "lora-r": "lora_r", "lora-alpha": "lora_alpha", "seed": "seed",
+         "prompts-per-step": "prompts_per_step", "prompts-per-update": "prompts_per_update", "lora-r": "lora_r",
+         "lora-alpha": "lora_alpha", "seed": "seed",
          "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
          "max-pixels": "max_pixels", "video-frames": "video_frames"}
 ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",

@@ -28,10 +28,11 @@ class OutOfMemory(TTRVError):
 
 
 def is_oom(e: BaseException) -> bool:
-    """torch.OutOfMemoryError, or an older-style RuntimeError that says so."""
+    """torch.OutOfMemoryError, or an older-style RuntimeError that says so (not one of ours: a
+    TTRVError's message is for the user already, and may mention memory)."""
     if isinstance(e, torch.OutOfMemoryError):
         return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    return isinstance(e, RuntimeError) and not isinstance(e, TTRVError) and "out of memory" in str(e).lower()
 
 
 def oom_message(stage: str, n_votes: int | None = None, n_train: int | None = None,

@@ -118,23 +118,26 @@ def stage(name: str) -> None:
     """This rank now works on `name` ("sample step 3"): kept for the failure message."""
     global _stage
     _stage = name
+    if _dist():
+        _put(f"ttrv/stage/{rank()}", name)
     hook = os.environ.get(EXIT_AT, "").split("@")
     if hook[:2] == [str(rank()), name]:
+        print(f"{EXIT_AT}: rank {rank()} {'hangs' if hook[2:] == ['hang'] else 'exits'} in stage '{name}' "
+              f"at {time.time():.3f}", file=sys.stderr, flush=True)
         if hook[2:] == ["hang"]:
             time.sleep(10 ** 6)
         os._exit(9)
-    if _dist():
-        _put(f"ttrv/stage/{rank()}", name)
 
 
 def failed(e: BaseException) -> str:
     """This rank's error as the run's message, also recorded for the other ranks."""
     global _failing
-    if isinstance(e, RankFailure) or size() == 1:
+    if size() == 1:
         return str(e)
     _failing = True
-    _put(f"ttrv/error/{rank()}", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    return f"rank {rank()} failed in stage '{_stage}': {e}"
+    first = str(e).splitlines()[0][:300] if str(e) else ""
+    _put(f"ttrv/error/{rank()}", f"{type(e).__name__}: {first}")
+    return str(e) if isinstance(e, RankFailure) else f"rank {rank()} failed in stage '{_stage}': {e}"
 
 
 def report(reason: str) -> str:
@@ -149,7 +152,7 @@ def report(reason: str) -> str:
         if err := _get(f"ttrv/error/{r}"):
             ended.append(f"rank {r} failed {where}: {err}")
         elif _alive(r) is False:
-            ended.append(f"rank {r} died {where} (it ended without a message: killed, or out of memory)")
+            ended.append(f"rank {r} died {where} (it ended without a message: killed, or out of host memory)")
         else:
             others.append(f"rank {r} was {where}")
     return "; ".join(ended + [f"rank {rank()} stopped in stage '{_stage}': {reason}"] + others)
@@ -321,6 +324,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     got = sorted((x for part in all_gather(mine, f"gathering step {step}") for x in part), key=lambda x: x[0])
     everyone = [Group(batch[i], None, votes, rewards, None, None, st) for i, votes, rewards, st, _ in got]
     ups = [u for *_, u in got]
+    stage(f"after step {step}")  # the guard, the checkpoint (rank 0)
     return StepEvent(step, total, [g.stats for g in everyone], step_metrics(everyone, ups, opt, (t0, t1, time.time())))
 
 
