@@ -21,6 +21,7 @@ from ttrv_core.events import RunEnd, StepEvent
 from ttrv_core.models import load_policy, set_threads_for
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "accelerate"
 # the format demo (the bundled tiny Qwen2.5-VL, assets/demo_choice) on 8 items: 3 steps of 4 prompts,
 # 4 prompts per update, so that each of the 2 ranks sums the gradients of 2 prompts per update
 ARGS = ["--demo", "format", "--limit", "8", "--train-items", "8", "--steps", "3", "--votes", "4", "--train", "2",
@@ -37,10 +38,16 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], env: dict | None = None, timeout: float = 240) -> tuple[subprocess.CompletedProcess, float]:
-    """`torchrun --nproc_per_node 2 -m ttrv_core ARGS`; (the finished process, the time it returned)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_port()), "-m", "ttrv_core", *args]
+def launch(args: list[str], env: dict | None = None, accelerate: str | None = None,
+           timeout: float = 240) -> tuple[subprocess.CompletedProcess, float]:
+    """`torchrun --nproc_per_node 2 -m ttrv_core ARGS`, or `accelerate launch --config_file
+    configs/accelerate/<accelerate>.yaml -m ttrv_core ARGS`; (the finished process, the time it returned)."""
+    if accelerate:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(CONFIGS / f"{accelerate}.yaml"), "--main_process_port", str(_port()), "-m", "ttrv_core", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_port()), "-m", "ttrv_core", *args]
     full = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     got = subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
@@ -122,10 +129,11 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
 
 
 def test_stuck_rank_ends_the_run_at_the_collective_timeout(tmp_path):
+    """Launched by accelerate with the CPU config (configs/accelerate/ddp_cpu_gloo.yaml): 2 processes, gloo."""
     out = tmp_path / "run"
     got, returned = launch(ARGS[:-4] + ["--steps", "2", "--prompts-per-step", "2", "--prompts-per-update", "2",
                                         "--out", str(out), "--dist-timeout", "5"],
-                           env={parallel.EXIT_AT: "1@sample step 2@hang"})
+                           env={parallel.EXIT_AT: "1@sample step 2@hang"}, accelerate="ddp_cpu_gloo")
     assert got.returncode != 0
     hung = float(re.search(r"rank 1 hangs in stage 'sample step 2' at ([\d.]+)", got.stderr).group(1))
     assert returned - hung < 5 + 15, got.stderr[-3000:]      # observed: 6.3 s (the 5 s timeout, then rank 0 exits)
@@ -133,3 +141,46 @@ def test_stuck_rank_ends_the_run_at_the_collective_timeout(tmp_path):
     assert "rank 0 stopped in stage 'update step 2'" in text and "Timed out" in text
     assert "rank 1 was in stage 'sample step 2'" in text
     assert (out / "checkpoints" / "step-000001").is_dir()
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+    got = {p.stem: load_config_from_file(str(p)) for p in sorted(CONFIGS.glob("*.yaml"))}
+    assert sorted(got) == ["ddp", "ddp_cpu_gloo", "fsdp_qlora"]
+    assert got["ddp"].distributed_type == got["ddp_cpu_gloo"].distributed_type == DistributedType.MULTI_GPU
+    assert got["ddp_cpu_gloo"].num_processes == 2 and not got["ddp_cpu_gloo"].use_cpu  # use_cpu: one process
+    fsdp = got["fsdp_qlora"]
+    assert fsdp.distributed_type == DistributedType.FSDP
+    # peft's FSDP-QLoRA recipe: flat parameters, weights loaded once and broadcast
+    assert fsdp.fsdp_config["fsdp_use_orig_params"] is False
+    assert fsdp.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp.fsdp_config["fsdp_sync_module_states"] is True
+
+
+def test_fsdp_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
+    """No GPU needed: the BitsAndBytesConfig that loading a 4-bit model on CUDA would use."""
+    from ttrv_core.families import family_of
+    from ttrv_core.models import _load_kwargs
+    fam = family_of("qwen2_5_vl")
+    for fsdp, storage in ((False, torch.uint8), (True, torch.bfloat16)):
+        kw = _load_kwargs(fam, "4bit", torch.device("cuda", 1), fsdp=fsdp)
+        q = kw["quantization_config"]
+        assert q.bnb_4bit_quant_storage == storage and q.bnb_4bit_compute_dtype == torch.bfloat16
+        assert kw["dtype"] == torch.bfloat16 and kw["device_map"] == {"": 1}       # the rank's own GPU
+    kw = _load_kwargs(fam, "4bit", torch.device("cpu"), fsdp=True)
+    assert kw["quantization_config"].bnb_4bit_quant_storage == kw["dtype"] == torch.float32
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")                      # what accelerate launch sets
+    assert parallel.fsdp_requested()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert not parallel.fsdp_requested()
+
+
+def test_shards_and_prompt_streams():
+    assert parallel.shard(range(5)) == [0, 1, 2, 3, 4]              # one process: everything
+    parts = [list(range(7))[r::3] for r in range(3)]                 # what 3 ranks hold
+    assert parallel.unshard(parts) == list(range(7))
+    # a prompt's stream depends on (seed, step, place) only: not on what was sampled before it
+    draw = lambda *key: torch.rand(3, generator=parallel.prompt_generator(torch.device("cpu"), *key))
+    assert torch.equal(draw(0, 2, 1), draw(0, 2, 1))
+    assert not torch.equal(draw(0, 2, 1), draw(0, 2, 0)) and not torch.equal(draw(0, 2, 1), draw(0, 3, 1))

@@ -125,10 +125,12 @@ def _main(args) -> int:
         return 2
     adapter = str(point.checkpoint / "adapter") if point else None
     parallel.stage("load")
+    if lead and parallel.fsdp_requested():
+        print(f"warning: {parallel.FSDP_NOTE}", file=sys.stderr)
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                              adapter=adapter, max_pixels=cfg.max_pixels or None,
-                             trust_remote_code=args.trust_remote_code)
+                             trust_remote_code=args.trust_remote_code, fsdp=parallel.fsdp_requested())
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

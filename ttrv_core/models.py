@@ -130,20 +130,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def load_policy(model_id: str, precision: str = "auto", device: str | None = None,
                 lora_r: int = 16, lora_alpha: int = 32, seed: int = 0,
                 adapter: str | None = None, *, max_pixels: int | None = None,
-                trust_remote_code: bool = False, keep: KeptBase | None = None) -> Policy:
+                trust_remote_code: bool = False, keep: KeptBase | None = None, fsdp: bool = False) -> Policy:
     """Load model + processor, quantize if asked, wrap the LM in a fresh LoRA adapter
     (or load a saved one from `adapter`).
 
     model_id: hub id or local folder. max_pixels: image size limit (default: the
     family's). trust_remote_code: run code shipped with the checkpoint (refused
     by default). keep: reuse the base model loaded by an earlier call with the same
-    model, precision, device and trust (KeptBase); the adapter is new all the same."""
+    model, precision, device and trust (KeptBase); the adapter is new all the same. fsdp: a
+    4-bit base stores its packed weights in the compute dtype, as FSDP needs (_load_kwargs)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = resolve_precision(precision, dev)
-    key = (model_id, prec, str(dev), trust_remote_code)
+    key = (model_id, prec, str(dev), trust_remote_code, fsdp)
     loaded = keep.take(key) if keep is not None else None
     if loaded is None:
-        loaded = _load_base(model_id, prec, dev, trust_remote_code)
+        loaded = _load_base(model_id, prec, dev, trust_remote_code, fsdp)
         if keep is not None:
             keep.put(key, loaded)
     base, processor, family = loaded
@@ -151,12 +152,12 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
                  family.max_pixels if max_pixels is None else max_pixels, keep)
 
 
-def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: bool):
+def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: bool, fsdp: bool = False):
     """(base model with frozen weights, processor, family)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     family = check_config(model_id, trust_remote_code)
-    kw = _load_kwargs(family, prec, dev)
+    kw = _load_kwargs(family, prec, dev, fsdp)
     with explain_oom(f"loading '{model_id}'", precision=prec), load_errors(model_id):
         base = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=trust_remote_code, **kw)
         if prec != "4bit":
@@ -263,7 +264,7 @@ def save_adapter(policy: Policy, folder: str) -> None:
     policy.model.save_pretrained(folder)
 
 
-def _load_kwargs(family: Family, prec: str, dev: torch.device) -> dict:
+def _load_kwargs(family: Family, prec: str, dev: torch.device, fsdp: bool = False) -> dict:
     if prec in ("bf16", "fp32"):
         return {"dtype": {"bf16": torch.bfloat16, "fp32": torch.float32}[prec]}
     if prec != "4bit":
@@ -278,10 +279,14 @@ def _load_kwargs(family: Family, prec: str, dev: torch.device) -> dict:
         raise ModelLoadError(f"4-bit loading runs on CUDA or CPU, not {dev.type}; choose bf16 or fp32")
     # CPU: compute in fp32, as the unquantized CPU path does (only the weights are 4-bit)
     compute = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    # FSDP shards floating-point tensors only: under FSDP the packed 4-bit weights are stored in the
+    # compute dtype, the dtype the model is loaded in (peft's FSDP-QLoRA recipe); else bnb's uint8
+    storage = compute if fsdp else torch.uint8
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=list(family.keep_full_precision)),
+            bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=storage,
+            llm_int8_skip_modules=list(family.keep_full_precision)),
         "dtype": compute,
         "device_map": {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"},
     }

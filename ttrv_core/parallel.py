@@ -78,6 +78,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def fsdp_requested() -> bool:
+    """Launched under an accelerate FSDP config (configs/accelerate/fsdp_qlora.yaml): a 4-bit base
+    then stores its weights as FSDP can shard them (models.py). The policy itself is not wrapped in
+    FSDP yet (FSDP_NOTE)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+FSDP_NOTE = ("FSDP: the 4-bit weights are stored in the compute dtype, as FSDP needs, but the policy is not "
+             "sharded: each process holds the whole model, as with configs/accelerate/ddp.yaml (README, Many GPUs)")
+
+
 def _dist():
     """torch.distributed while this process is in a group of several, else None."""
     import torch.distributed as dist
