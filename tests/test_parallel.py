@@ -5,6 +5,7 @@ interpreters importing torch and transformers), so the runs are few and shared."
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,6 +110,12 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
     weights, summary = one_process
     # after 2 steps (the checkpoint of the killed run): the same LoRA weights as one process
     assert max_diff(lora(out / "checkpoints" / "step-000002" / "adapter"), weights[2]) <= TOL
+
+    # a 2-process run resumes on any number of processes: here one, on a copy of the folder
+    one = out.parent / "resumed_on_one"
+    shutil.copytree(out, one)
+    assert cli.main(["--resume", str(one)]) == 0
+    assert max_diff(lora(one / "adapter"), weights[3]) <= TOL
 
     got, _ = launch(["--resume", str(out)])
     assert got.returncode == 0, got.stderr[-3000:]
