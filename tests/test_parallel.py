@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ttrv_core import cli, parallel
+from ttrv_core import cli, groups, parallel
 from ttrv_core.engine import adapt
 from ttrv_core.events import RunEnd, StepEvent
 from ttrv_core.models import load_policy, set_threads_for
@@ -27,6 +28,8 @@ CONFIGS = ROOT / "configs" / "accelerate"
 # 4 prompts per update, so that each of the 2 ranks sums the gradients of 2 prompts per update
 ARGS = ["--demo", "format", "--limit", "8", "--train-items", "8", "--steps", "3", "--votes", "4", "--train", "2",
         "--eval-votes", "4", "--prompts-per-step", "4", "--prompts-per-update", "4"]
+SMALL = ARGS + ["--limit", "4", "--train-items", "4", "--steps", "2", "--prompts-per-step", "2",
+                "--prompts-per-update", "2"]   # the failure tests' runs: 2 steps of 2 prompts, one per rank
 TOL = 1e-6
 """fp32: the 2 ranks' gradient sums added in another order than one process adds 4 prompts.
 Observed max |difference| of any LoRA weight, 2 processes vs 1: 7.45e-9 after 2 steps and after 3
@@ -83,23 +86,27 @@ def one_process(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
-    """A 2-process run whose rank 1 is killed as it starts sampling step 3."""
+    """A 2-process run whose rank 1 is killed as it starts gathering step 3's votes: after the step's
+    update (undone then), and after rank 0 wrote the checkpoint of step 2 (rank 0 took part in the
+    update's all-reduce; a kill earlier in step 3 may come while it writes it: it then finishes the
+    checkpoint before it ends, parallel.sheltered)."""
     out = tmp_path_factory.mktemp("two") / "run"
     got, returned = launch(ARGS + ["--out", str(out), "--dist-timeout", "20"],
-                           env={parallel.EXIT_AT: "1@sample step 3"})
+                           env={parallel.EXIT_AT: "1@gather step 3"})
     return out, got, returned
 
 
 def test_killed_rank_ends_the_run_with_its_rank_and_stage(killed):
     out, got, returned = killed
     assert got.returncode != 0
-    died = float(re.search(r"rank 1 exits in stage 'sample step 3' at ([\d.]+)", got.stderr).group(1))
-    # observed: 1.6 s from the kill to the launcher's return (torchrun sees the exit, SIGTERMs rank 0)
+    died = float(re.search(r"rank 1 exits in stage 'gather step 3' at ([\d.]+)", got.stderr).group(1))
+    # observed: 0.8 s from the kill to the launcher's return (rank 0's gather fails at once: the
+    # connection closed; killed earlier in a step, torchrun's SIGTERM ends rank 0: 1.6 s)
     assert returned - died < 20 + 10, got.stderr[-3000:]
-    message = "rank 1 died in stage 'sample step 3'"
+    message = "rank 1 died in stage 'gather step 3'"
     assert message in got.stderr
     assert message in (out / "error.txt").read_text()
-    # the last complete checkpoint is kept; the adapter is that of step 2 (step 3 never updated)
+    # the last complete checkpoint is kept; the adapter is that of step 2 (step 3's update undone)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
     assert max_diff(lora(out / "adapter"), lora(out / "checkpoints" / "step-000002" / "adapter")) == 0.0
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
@@ -138,8 +145,7 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
 def test_stuck_rank_ends_the_run_at_the_collective_timeout(tmp_path):
     """Launched by accelerate with the CPU config (configs/accelerate/ddp_cpu_gloo.yaml): 2 processes, gloo."""
     out = tmp_path / "run"
-    got, returned = launch(ARGS[:-4] + ["--steps", "2", "--prompts-per-step", "2", "--prompts-per-update", "2",
-                                        "--out", str(out), "--dist-timeout", "5"],
+    got, returned = launch(SMALL + ["--out", str(out), "--dist-timeout", "5"],
                            env={parallel.EXIT_AT: "1@sample step 2@hang"}, accelerate="ddp_cpu_gloo")
     assert got.returncode != 0
     hung = float(re.search(r"rank 1 hangs in stage 'sample step 2' at ([\d.]+)", got.stderr).group(1))
@@ -188,6 +194,35 @@ def test_shards_and_prompt_streams():
     parts = [list(range(7))[r::3] for r in range(3)]                 # what 3 ranks hold
     assert parallel.unshard(parts) == list(range(7))
     # a prompt's stream depends on (seed, step, place) only: not on what was sampled before it
-    draw = lambda *key: torch.rand(3, generator=parallel.prompt_generator(torch.device("cpu"), *key))
+    draw = lambda *key: torch.rand(3, generator=groups.prompt_generator(torch.device("cpu"), *key))
     assert torch.equal(draw(0, 2, 1), draw(0, 2, 1))
     assert not torch.equal(draw(0, 2, 1), draw(0, 2, 0)) and not torch.equal(draw(0, 2, 1), draw(0, 3, 1))
+
+
+def test_rank_out_of_memory_ends_the_run_naming_it(tmp_path):
+    out = tmp_path / "run"
+    got, _ = launch(SMALL + ["--out", str(out), "--dist-timeout", "20"], env={parallel.EXIT_AT: "1@update step 2@oom"})
+    assert got.returncode != 0
+    own = "rank 1 failed in stage 'update step 2': Out of GPU memory while TTRV step 2"   # rank 1 says so itself
+    assert own in got.stderr
+    # and rank 0, which writes the folder, names it from the launcher's store
+    text = (out / "error.txt").read_text()
+    assert "rank 1 failed in stage 'update step 2': OutOfMemory: Out of GPU memory while TTRV step 2" in text
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]
+
+
+def test_the_launchers_sigterm_waits_for_a_checkpoint_being_written(monkeypatch):
+    """parallel.sheltered: a SIGTERM (another rank ended) inside the block is raised after it."""
+    monkeypatch.setattr(parallel, "size", lambda: 2)
+    monkeypatch.setattr(parallel, "_failing", False)
+    before = signal.signal(signal.SIGTERM, parallel._on_sigterm)
+    try:
+        written = []
+        with pytest.raises(parallel.RankFailure, match="stopped by the launcher"):
+            with parallel.sheltered():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)                       # the handler runs in here, and waits
+                written.append("checkpoint")
+        assert written == ["checkpoint"]
+    finally:
+        signal.signal(signal.SIGTERM, before)

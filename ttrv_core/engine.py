@@ -5,7 +5,7 @@
         sample: N answers for each item (rollout.py; decode.Decoders.end_sampling after)
         score:  votes, rewards over all N, advantages of the first G (a `Group` per item)
         update: one GRPO update per item on its G answers (grpo.py), or per k items
-                (prompts_per_update; on K processes too: parallel.py)
+                (prompts_per_update, groups.step; on K processes too: parallel.py)
         yield StepEvent
     -> evaluate(after) -> RunEnd
 
@@ -58,6 +58,7 @@ from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, Progress, RunEnd, RunStart, StepEvent
 from .grpo import UpdateStats, old_logprobs, update
 from .groups import Group, score, step_metrics
+from .groups import step as step_by_updates
 from .guard import CollapseGuard, concentration
 from .models import Policy
 from .rollout import prepare_prompt, sample
@@ -242,9 +243,9 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
           gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
     """One step: sample N answers for each prompt, score them, update on each prompt's G.
     None when a stop came before its last update (the step is then undone).
-    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (parallel.py)."""
+    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (groups.step)."""
     if cfg.prompts_per_update:
-        return parallel.step(step, total, batch, policy, opt, cfg, should_stop)
+        return step_by_updates(step, total, batch, policy, opt, cfg, should_stop)
     t0 = time.time()
     shared = cfg.shared_prefix and policy.family.shared_prefix
     sampled = []

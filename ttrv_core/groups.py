@@ -1,21 +1,40 @@
 """A step's prompts scored: votes, rewards over all N, advantages of the first G (`Group`),
 and the step's metrics over its groups and updates (`step_metrics`). Label-free: an item's
 reference is only ever reported (acc/*), never rewarded.
+
+`step`: a step whose updates take k = config.prompts_per_update prompts each (the last may hold
+fewer), on K processes (parallel.py) or one. For an update with prompts P:
+
+    rank r samples and scores P[r::K], each prompt from its own generator, seeded from
+        (seed, step, the prompt's place in the step)        -> the same answers for any K
+    g_r = sum over its prompts p of grad L_p                  L_p: p's GRPO loss (grpo.py)
+    g   = all_reduce_sum(g_r) / |P|                           the MEAN over the update's prompts
+    clip ||g|| to grad_clip, one AdamW step                   the same on every rank
+
+So K processes and one with the same k compute the same updates; only the order of the gradient
+sum may differ (fp32 rounding; tests/test_parallel.py measures it). pi_old of each prompt comes
+before the step's first update, as in engine._step. The votes and update statistics are gathered
+to every rank, so that every rank's collapse guard and events agree.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from statistics import mean
+from typing import Callable
 
 import torch
 
 from .config import TTRVConfig
 from .data import Item
-from .events import ItemVotes
-from .grpo import UpdateStats, group_advantages
+from .events import ItemVotes, StepEvent
+from .grpo import STAT_NAMES, UpdateStats, gradient, group_advantages, old_logprobs
+from .models import Policy
+from .parallel import all_gather, all_reduce_, shard, stage
 from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
-from .rollout import Prompt, Rollout
+from .rollout import Prompt, Rollout, prepare_prompt, sample
 
 
 @dataclass
@@ -79,3 +98,75 @@ def step_metrics(groups: list[Group], ups: list[UpdateStats], opt, times: tuple[
         m["acc/majority"] = mean(float(g.stats.majority_correct) for g in labeled)
         m["acc/single"] = mean(g.single_acc for g in labeled)
     return m
+
+
+def prompt_generator(device: torch.device, seed: int, step: int, index: int) -> torch.Generator:
+    """The random stream of the prompt at `index` in `step`: the same on whichever rank samples it."""
+    digest = hashlib.sha256(f"{seed}\0train\0{step}\0{index}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
+         should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
+    """One step, k = cfg.prompts_per_update prompts per update, this rank's share of each (module
+    docstring). None when a stop came first (one process: the step is undone, as engine._step).
+    A failure (another rank ended: parallel.RankFailure) undoes the step too."""
+    t0 = time.time()
+    shared = cfg.shared_prefix and policy.family.shared_prefix
+    k = cfg.prompts_per_update
+    updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
+    stage(f"sample step {step}")
+    groups: dict[int, Group] = {}
+    for i in (i for u in updates for i in shard(u)):
+        if should_stop():
+            return None
+        prompt = prepare_prompt(policy, batch[i].image(cfg.video_frames), batch[i].prompt)
+        ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
+                    prompt_generator(policy.device, cfg.seed, step, i), shared=shared)
+        groups[i] = score(batch[i], prompt, ro, cfg)
+    policy.decoders.release()  # the end of the sampling phase: training needs the memory
+    t1 = time.time()
+    stage(f"update step {step}")
+    olds = {i: old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
+            if cfg.recompute_old_logprobs else g.train.logprobs for i, g in groups.items()}
+    params = [p for group in opt.param_groups for p in group["params"]]
+    kept = [p.detach().clone() for p in params]  # the weights before the step, to undo it
+    sums, norms, stopped, done = {}, {}, False, False
+    try:
+        for n, u in enumerate(updates, 1):
+            if stopped := should_stop():
+                break
+            acc = [torch.zeros_like(p) for p in params]   # this rank's sum of its prompts' gradients
+            for i in shard(u):
+                g = groups[i]
+                sums[i] = gradient(policy, opt, g.prompt, g.train.tokens, g.train.mask, olds[i], g.advantages,
+                                   temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
+                                   beta=cfg.beta, shared=shared)
+                for a, p in zip(acc, params):
+                    if p.grad is not None:
+                        a += p.grad
+            all_reduce_(acc, f"all-reduce of update {n} in step {step}")
+            for a, p in zip(acc, params):
+                p.grad = a.div_(len(u))                   # the mean over the update's prompts
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            norms.update((i, norm) for i in shard(u))
+        if not stopped:
+            stage(f"gather step {step}")
+            mine = [(i, groups[i].votes, groups[i].rewards, groups[i].stats,
+                     UpdateStats(grad_norm=float(norms[i]), **dict(zip(STAT_NAMES, sums[i].tolist()))))
+                    for i in groups]
+            got = sorted((x for part in all_gather(mine, f"gathering step {step}") for x in part),
+                         key=lambda x: x[0])
+            done = True
+    finally:  # a stop, or a failure (another rank ended): undo the step
+        if not done:
+            with torch.no_grad():
+                for p, w in zip(params, kept):
+                    p.copy_(w)
+    if stopped:
+        return None
+    everyone = [Group(batch[i], None, votes, rewards, None, None, st) for i, votes, rewards, st, _ in got]
+    ups = [u for *_, u in got]
+    stage(f"after step {step}")  # the guard, the checkpoint (rank 0)
+    return StepEvent(step, total, [g.stats for g in everyone], step_metrics(everyone, ups, opt, (t0, t1, time.time())))

@@ -5,57 +5,44 @@ Launched by `torchrun --nproc_per_node K -m ttrv_core ...` or `accelerate launch
 same loop (engine.adapt) and yields the same events; only rank 0 writes the run folder (cli.py).
 GPUs: NCCL, one GPU per rank (cuda:LOCAL_RANK); CPUs: gloo.
 
-With config.prompts_per_update = k, a step's prompts (prompts_per_step of them) are cut into
-updates of k prompts (the last may hold fewer). For an update with prompts P:
-
-    rank r samples and scores P[r::K], each prompt from its own generator, seeded from
-        (seed, step, the prompt's place in the step)        -> the same answers for any K
-    g_r = sum over its prompts p of grad L_p                  L_p: p's GRPO loss (grpo.py)
-    g   = all_reduce_sum(g_r) / |P|                           the MEAN over the update's prompts
-    clip ||g|| to grad_clip, one AdamW step                   the same on every rank
-
-So K processes and one process with the same k compute the same updates; only the order of the
-gradient sum may differ (fp32 rounding; tests/test_parallel.py measures it). pi_old of each prompt
-is computed before the step's first update, as in the one-process path. The step's votes and
-update statistics are gathered to every rank, so that every rank's collapse guard and events
-agree. Evaluation: rank r evaluates items[r::K] (each item has its own random stream,
-evaluate.py), gathered back in item order.
+Each rank takes a share of every optimizer update's prompts (config.prompts_per_update = k,
+the step in groups.py): it samples and scores them, their LoRA gradients are summed over the
+ranks (`all_reduce_`), and each rank takes the same AdamW step, so that K processes compute what
+one does with the same k. Evaluation: rank r evaluates items[r::K] (each item has its own random
+stream, evaluate.py), gathered back in item order (`gather_shards`).
 
 Failure: every collective waits at most the timeout given to `init` (--dist-timeout). Each rank
 records the stage it enters in the launcher's key-value store, and its error there when it raises.
 When a rank ends, the others see a collective fail or time out, or get the launcher's SIGTERM, and
 raise RankFailure with a message that names the rank that ended and its stage. A step cut short
 is undone; the last complete checkpoint stays (runs.py) for `--resume`.
+
+Not done here: FSDP sharding (fsdp_requested: only the 4-bit storage dtype follows it, models.py):
+FSDP's per-layer all-gathers need every rank to run the same forwards, and sampling decodes each
+rank's own prompts until their answers end. Stops (should_stop) are not shared between ranks: the
+CLI, the one front end that launches several processes, never stops a run.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from .config import TTRVConfig
-from .data import Item
 from .errors import TTRVError
-from .events import StepEvent
-from .groups import Group, score, step_metrics
-from .grpo import STAT_NAMES, UpdateStats, gradient, old_logprobs
-from .models import Policy
-from .rollout import prepare_prompt, sample
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT_S = 600.0
-"""Collective timeout: NCCL's own default (10 minutes); an evaluation batch or a step on a large
-model can keep a rank from the next collective for minutes."""
+DEFAULT_TIMEOUT_S = 600.0   # NCCL's own: an evaluation batch of a large model can keep a rank for minutes
 EXIT_AT = "TTRV_TEST_EXIT_AT"
 """Tests only: 'RANK@STAGE' makes that rank os._exit(9) as it enters STAGE (a killed process);
-'RANK@STAGE@hang' makes it sleep there instead (a stuck one)."""
+'RANK@STAGE@hang' makes it sleep there instead (a stuck one), 'RANK@STAGE@oom' raise torch's
+out-of-memory error (as CUDA would)."""
 
 
 class RankFailure(TTRVError):
@@ -64,6 +51,7 @@ class RankFailure(TTRVError):
 
 _stage = "start"
 _failing = False
+_held, _pending = 0, False   # inside `sheltered` blocks; a SIGTERM came during one
 
 
 def rank() -> int:
@@ -74,14 +62,8 @@ def size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
 def fsdp_requested() -> bool:
-    """Launched under an accelerate FSDP config (configs/accelerate/fsdp_qlora.yaml): a 4-bit base
-    then stores its weights as FSDP can shard them (models.py). The policy itself is not wrapped in
-    FSDP yet (FSDP_NOTE)."""
+    """Launched under an accelerate FSDP config (configs/accelerate/fsdp_qlora.yaml): see FSDP_NOTE."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
 
 
@@ -125,6 +107,10 @@ def finish(code: int) -> int:
     os._exit(code or 1)
 
 
+def is_main() -> bool:
+    return rank() == 0
+
+
 def stage(name: str) -> None:
     """This rank now works on `name` ("sample step 3"): kept for the failure message."""
     global _stage
@@ -133,9 +119,12 @@ def stage(name: str) -> None:
         _put(f"ttrv/stage/{rank()}", name)
     hook = os.environ.get(EXIT_AT, "").split("@")
     if hook[:2] == [str(rank()), name]:
-        print(f"{EXIT_AT}: rank {rank()} {'hangs' if hook[2:] == ['hang'] else 'exits'} in stage '{name}' "
-              f"at {time.time():.3f}", file=sys.stderr, flush=True)
-        if hook[2:] == ["hang"]:
+        act = hook[2] if hook[2:] else "exit"
+        verb = {"exit": "exits", "hang": "hangs", "oom": "runs out of memory"}[act]
+        print(f"{EXIT_AT}: rank {rank()} {verb} in stage '{name}' at {time.time():.3f}", file=sys.stderr, flush=True)
+        if act == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if act == "hang":
             time.sleep(10 ** 6)
         os._exit(9)
 
@@ -169,9 +158,32 @@ def report(reason: str) -> str:
     return "; ".join(ended + [f"rank {rank()} stopped in stage '{_stage}': {reason}"] + others)
 
 
+SIGTERM_REASON = "stopped by the launcher (SIGTERM): another process of the run ended"
+
+
 def _on_sigterm(signum, frame) -> None:
-    if not _failing:
-        raise RankFailure(report("stopped by the launcher (SIGTERM): another process of the run ended"))
+    global _pending
+    if _failing:
+        return
+    if _held:
+        _pending = True
+        return
+    raise RankFailure(report(SIGTERM_REASON))
+
+
+@contextmanager
+def sheltered() -> Iterator[None]:
+    """A block that the launcher's SIGTERM does not cut (a checkpoint and its event line being
+    written: the launcher waits 30 s before it kills); the failure is raised after it."""
+    global _held, _pending
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+    if not _held and _pending and not _failing:
+        _pending = False
+        raise RankFailure(report(SIGTERM_REASON))
 
 
 def _store():
@@ -268,76 +280,3 @@ def broadcast_(tensors: list[torch.Tensor], what: str) -> None:
         return
     for t in tensors:
         _collective(what, lambda t=t: dist.broadcast(t.data, 0))
-
-
-def prompt_generator(device: torch.device, seed: int, step: int, index: int) -> torch.Generator:
-    """The random stream of the prompt at `index` in `step`: the same on whichever rank samples it."""
-    digest = hashlib.sha256(f"{seed}\0train\0{step}\0{index}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-# --------------------------------------------------------------------------- the step
-
-def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-         should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
-    """One step, k = cfg.prompts_per_update prompts per update, this rank's share of each (module
-    docstring). None when a stop came first (one process: the step is undone, as engine._step)."""
-    t0 = time.time()
-    shared = cfg.shared_prefix and policy.family.shared_prefix
-    k = cfg.prompts_per_update
-    updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
-    stage(f"sample step {step}")
-    groups: dict[int, Group] = {}
-    for i in (i for u in updates for i in shard(u)):
-        if should_stop():
-            return None
-        prompt = prepare_prompt(policy, batch[i].image(cfg.video_frames), batch[i].prompt)
-        ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                    prompt_generator(policy.device, cfg.seed, step, i), shared=shared)
-        groups[i] = score(batch[i], prompt, ro, cfg)
-    policy.decoders.release()  # the end of the sampling phase: training needs the memory
-    t1 = time.time()
-    stage(f"update step {step}")
-    olds = {i: old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
-            if cfg.recompute_old_logprobs else g.train.logprobs for i, g in groups.items()}
-    params = [p for group in opt.param_groups for p in group["params"]]
-    kept = [p.detach().clone() for p in params]  # the weights before the step, to undo it
-    sums, norms = {}, {}
-    try:
-        for n, u in enumerate(updates, 1):
-            if should_stop():
-                raise _Stop
-            acc = [torch.zeros_like(p) for p in params]   # this rank's sum of its prompts' gradients
-            for i in shard(u):
-                g = groups[i]
-                sums[i] = gradient(policy, opt, g.prompt, g.train.tokens, g.train.mask, olds[i], g.advantages,
-                                   temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
-                                   beta=cfg.beta, shared=shared)
-                for a, p in zip(acc, params):
-                    if p.grad is not None:
-                        a += p.grad
-            all_reduce_(acc, f"all-reduce of update {n} in step {step}")
-            for a, p in zip(acc, params):
-                p.grad = a.div_(len(u))                   # the mean over the update's prompts
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            norms.update((i, norm) for i in shard(u))
-    except BaseException as e:  # a stop, or a failure (another rank ended): undo the step
-        with torch.no_grad():
-            for p, w in zip(params, kept):
-                p.copy_(w)
-        if isinstance(e, _Stop):
-            return None
-        raise
-    stage(f"gather step {step}")
-    mine = [(i, groups[i].votes, groups[i].rewards, groups[i].stats,
-             UpdateStats(grad_norm=float(norms[i]), **dict(zip(STAT_NAMES, sums[i].tolist())))) for i in groups]
-    got = sorted((x for part in all_gather(mine, f"gathering step {step}") for x in part), key=lambda x: x[0])
-    everyone = [Group(batch[i], None, votes, rewards, None, None, st) for i, votes, rewards, st, _ in got]
-    ups = [u for *_, u in got]
-    stage(f"after step {step}")  # the guard, the checkpoint (rank 0)
-    return StepEvent(step, total, [g.stats for g in everyone], step_metrics(everyone, ups, opt, (t0, t1, time.time())))
-
-
-class _Stop(Exception):
-    pass

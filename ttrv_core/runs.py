@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import card
+from . import card, parallel
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
@@ -199,9 +199,10 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
                 adapted_on, start, steps = ev.train_ids, ev, max(steps, ev.resumed_from)
             if isinstance(ev, StepEvent):
                 steps = ev.step
-            if isinstance(ev, StepEvent) and ev.snapshot is not None:
-                run_dir.save_checkpoint(policy, ev.snapshot(), to_json(ev))
-            run_dir.append(ev)
+            with parallel.sheltered():  # K processes: another's end waits for the checkpoint and its line
+                if isinstance(ev, StepEvent) and ev.snapshot is not None:
+                    run_dir.save_checkpoint(policy, ev.snapshot(), to_json(ev))
+                run_dir.append(ev)
             if isinstance(ev, EvalResult):
                 evals[ev.phase] = ev
             if isinstance(ev, RunEnd):
