@@ -226,3 +226,19 @@ def test_the_launchers_sigterm_waits_for_a_checkpoint_being_written(monkeypatch)
         assert written == ["checkpoint"]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_an_fsdp_launch_loads_for_fsdp_and_says_it_is_not_sharded(monkeypatch, tmp_path, capsys):
+    """What the CLI does under `accelerate launch --config_file configs/accelerate/fsdp_qlora.yaml`."""
+    from ttrv_core.models import ModelLoadError
+    seen = {}
+
+    def load(*a, **kw):
+        seen.update(kw)
+        raise ModelLoadError("stop here")
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(cli, "load_policy", load)
+    assert cli.main(ARGS + ["--out", str(tmp_path / "run")]) == 2
+    assert seen["fsdp"] is True
+    assert parallel.FSDP_NOTE in capsys.readouterr().err
