@@ -154,5 +154,5 @@ def test_the_adapter_carries_a_model_card(policy_path, items, tmp_path):
     card = (run_dir.root / "adapter" / "README.md").read_text()
     assert policy_path not in card and f"Base model: `{Path(policy_path).name}`" in card   # a local folder: its name
     assert "What is it?" in card and items[0].prompt in card                # the question and its suffix
-    assert "| n_votes | 4 |" in card and "| lr | 0.01 |" in card
+    assert "| n_votes | 4 |" in card and "| lr | 0.01 |" in card and "| prompts_per_update | 0 |" in card
     assert "| accuracy, greedy answer |" in card and "| images evaluated | 6 | 6 |" in card

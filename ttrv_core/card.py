@@ -20,7 +20,8 @@ MEASURES = (("eval/greedy_acc", "accuracy, greedy answer"), ("eval/maj_acc", "ac
             ("eval/greedy_invalid", "greedy replies with no valid answer"),
             ("eval/majority_share", "majority share (label-free)"), ("eval/entropy", "entropy H / ln N (label-free)"))
 SETTINGS = ("n_votes", "n_train", "temperature", "reward", "alpha", "beta", "lr", "lora_r", "lora_alpha",
-            "prompts_per_step", "train_items", "epochs", "max_steps", "precision", "max_pixels", "seed")
+            "prompts_per_step", "prompts_per_update", "train_items", "epochs", "max_steps", "precision",
+            "max_pixels", "seed")
 
 
 def model_name(model: str) -> str:
