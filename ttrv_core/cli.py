@@ -126,7 +126,7 @@ def _main(args) -> int:
     adapter = str(point.checkpoint / "adapter") if point else None
     parallel.stage("load")
     if lead and parallel.fsdp_requested():
-        print(f"warning: {parallel.FSDP_NOTE}", file=sys.stderr)
+        print(f"note: {parallel.FSDP_NOTE}", file=sys.stderr)
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                              adapter=adapter, max_pixels=cfg.max_pixels or None,
@@ -134,6 +134,8 @@ def _main(args) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if parallel.fsdp_requested() and parallel.size() > 1:
+        parallel.shard_policy(policy)  # the decoder layers sharded over the processes (parallel.py)
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
     from .engine import adapt

@@ -301,7 +301,7 @@ def decoder(policy, prefix: Prefix, max_new_tokens: int, mode: str = "auto"):
         mode = "static" if cuda else "prefix"
     if mode == "prefix" and not state.no_static:
         try:
-            return PrefixDecoder(policy.model, policy.base.config, prefix)
+            return PrefixDecoder(policy.model, policy.base.config, prefix, policy.lockstep)
         except NotImplementedError:
             state.no_static = True
             return EagerDecoder(policy.model, prefix)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Iterator, Sequence
 
@@ -152,7 +152,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     n_answers = min((len(i.options) for i in train_items if i.task != "open"), default=0)
     guard = CollapseGuard(baseline=baseline, n_answers=n_answers) if cfg.collapse_guard else None
     if resume:
-        _restore(resume.state, opt, sched, gen, guard)
+        _restore(resume.state, opt, sched, gen, guard, dict(policy.model.named_parameters()))
     elif guard:
         guard.keep(0, policy.model)
     stopped, done = False, start
@@ -175,6 +175,11 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
             ev.metrics["guard/concentration"] = guard.check(step, {iv.item_id: iv.majority for iv in ev.items},
                                                             policy.model)
         ev.snapshot = partial(_snapshot, step, opt, sched, gen, guard)
+        if policy.lockstep:  # FSDP: the full weights and state, gathered on every rank (rank 0 writes them)
+            policy.gathered = parallel.gathered({n: p.detach() for n, p in policy.model.named_parameters()
+                                                 if p.requires_grad})
+            snap = _gathered(ev.snapshot())
+            ev.snapshot = lambda: snap
         yield ev
         ev.snapshot = None  # the live state has moved on
         if guard and guard.fired_at:
@@ -202,14 +207,25 @@ def _snapshot(step: int, opt, sched, gen: torch.Generator, guard: CollapseGuard 
                       guard.state_dict() if guard else None, guard.kept if guard else None)
 
 
-def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: CollapseGuard | None) -> None:
+def _gathered(state: TrainState) -> TrainState:
+    """The state with FSDP shards replaced by full tensors (parallel.gathered: on every rank)."""
+    state.optimizer = parallel.gathered(state.optimizer)
+    state.guard_kept = parallel.gathered(state.guard_kept)
+    return state
+
+
+def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: CollapseGuard | None,
+             params: dict[str, torch.Tensor]) -> None:
     # the optimizer after the schedule: building the schedule rewrote the learning rates
     opt.load_state_dict(state.optimizer)
+    for p, st in opt.state.items():  # FSDP: a checkpoint's full tensors cut to the rank's shards
+        st.update({k: parallel.resharded(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
     sched.load_state_dict(state.scheduler)
     gen.set_state(state.sampler_rng)
     torch.set_rng_state(state.torch_rng)
     if guard and state.guard is not None:
-        guard.load_state_dict(state.guard, state.guard_kept or [])
+        kept = [(s, {n: parallel.resharded(w, params[n]) for n, w in ws.items()}) for s, ws in state.guard_kept or []]
+        guard.load_state_dict(state.guard, kept)
 
 
 def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig,
@@ -226,7 +242,13 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     # K processes: this rank's share of the items (every K-th), gathered back in order below
     parallel.stage(f"evaluate {phase}")
     mine = parallel.shard(items)
-    for i, ev in enumerate(evaluate(policy, mine, cfg, seed=cfg.seed + 1), 1):
+    # FSDP (lockstep): one item a batch (a batch's prompts of several lengths prefill in several
+    # forwards), and a rank one item short evaluates a stand-in, dropped: as many forwards everywhere
+    extra = [items[0]] * parallel.stand_ins(len(items), len(mine)) if policy.lockstep else []
+    run = replace(cfg, eval_batch=1) if policy.lockstep else cfg
+    for i, ev in enumerate(evaluate(policy, mine + extra, run, seed=cfg.seed + 1), 1):
+        if i > len(mine):
+            break
         evals.append(ev)
         if i == 1 or i % every == 0 or i == len(mine):  # K > 1: from rank 0's share, an estimate
             yield Progress(phase, min(len(items), i * parallel.size()), len(items), latest=ev)

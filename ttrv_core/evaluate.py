@@ -39,6 +39,7 @@ from .data import Item
 from .errors import explain_oom
 from .events import ItemEval
 from .models import Policy
+from .parallel import gathered
 from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
 from .rollout import prepare_prompt, sample_many
@@ -118,8 +119,8 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) 
 def _adapter_is_zero(policy: Policy) -> bool:
     """True for an adapter that adds nothing: every lora_B is 0 (a fresh one, before training), so
     x A^T B^T = 0 and the base model alone gives the same logits without the LoRA products."""
-    b = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
-    return bool(b) and not any(bool(p.detach().any()) for p in b)
+    b = [gathered(p.detach()) for n, p in policy.model.named_parameters() if "lora_B" in n]  # FSDP: whole
+    return bool(b) and not any(bool(p.any()) for p in b)
 
 
 def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:

@@ -11,6 +11,8 @@ fewer), on K processes (parallel.py) or one. For an update with prompts P:
     g   = all_reduce_sum(g_r) / |P|                           the MEAN over the update's prompts
     clip ||g|| to grad_clip, one AdamW step                   the same on every rank
 
+Under FSDP (parallel.shard_policy) the all-reduce is FSDP's reduce-scatter at each backward, and
+a rank with one prompt fewer in an update samples and back-propagates a stand-in weighted 0.
 So K processes and one with the same k compute the same updates; only the order of the gradient
 sum may differ (fp32 rounding; tests/test_parallel.py measures it). pi_old of each prompt comes
 before the step's first update, as in engine._step. The votes and update statistics are gathered
@@ -31,7 +33,7 @@ from .data import Item
 from .events import ItemVotes, StepEvent
 from .grpo import STAT_NAMES, UpdateStats, gradient, group_advantages, old_logprobs
 from .models import Policy
-from .parallel import all_gather, all_reduce_, shard, stage
+from .parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
 from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
 from .rollout import Prompt, Rollout, prepare_prompt, sample
@@ -115,15 +117,20 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     shared = cfg.shared_prefix and policy.family.shared_prefix
     k = cfg.prompts_per_update
     updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
+    # FSDP (policy.lockstep): a rank one prompt short in an update runs a stand-in, the update's first
+    # prompt, whose loss is weighted 0 (key -1 - n): every rank runs as many forwards and backwards
+    mine = [shard(u) + [-1 - n] * (stand_ins(len(u), len(shard(u))) if policy.lockstep else 0)
+            for n, u in enumerate(updates)]
     stage(f"sample step {step}")
     groups: dict[int, Group] = {}
-    for i in (i for u in updates for i in shard(u)):
+    for n, i in ((n, i) for n, m in enumerate(mine) for i in m):
         if should_stop():
             return None
-        prompt = prepare_prompt(policy, batch[i].image(cfg.video_frames), batch[i].prompt)
+        j = i if i >= 0 else updates[n][0]
+        prompt = prepare_prompt(policy, batch[j].image(cfg.video_frames), batch[j].prompt)
         ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                    prompt_generator(policy.device, cfg.seed, step, i), shared=shared)
-        groups[i] = score(batch[i], prompt, ro, cfg)
+                    prompt_generator(policy.device, cfg.seed, step, j), shared=shared)
+        groups[i] = score(batch[j], prompt, ro, cfg)
     policy.decoders.release()  # the end of the sampling phase: training needs the memory
     t1 = time.time()
     stage(f"update step {step}")
@@ -137,24 +144,26 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
             if stopped := should_stop():
                 break
             acc = [torch.zeros_like(p) for p in params]   # this rank's sum of its prompts' gradients
-            for i in shard(u):
+            for i in mine[n - 1]:
                 g = groups[i]
                 sums[i] = gradient(policy, opt, g.prompt, g.train.tokens, g.train.mask, olds[i], g.advantages,
                                    temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
-                                   beta=cfg.beta, shared=shared)
+                                   beta=cfg.beta, shared=shared, scale=float(i >= 0))
                 for a, p in zip(acc, params):
                     if p.grad is not None:
-                        a += p.grad
+                        a += p.grad   # FSDP: the sum over the ranks' prompts of this backward already
             all_reduce_(acc, f"all-reduce of update {n} in step {step}")
             for a, p in zip(acc, params):
                 p.grad = a.div_(len(u))                   # the mean over the update's prompts
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             norms.update((i, norm) for i in shard(u))
+        for i in [i for i in groups if i < 0]:   # the stand-ins' results are dropped
+            del groups[i]
         if not stopped:
             stage(f"gather step {step}")
             mine = [(i, groups[i].votes, groups[i].rewards, groups[i].stats,
-                     UpdateStats(grad_norm=float(norms[i]), **dict(zip(STAT_NAMES, sums[i].tolist()))))
+                     UpdateStats(grad_norm=float(gathered(norms[i])), **dict(zip(STAT_NAMES, sums[i].tolist()))))
                     for i in groups]
             got = sorted((x for part in all_gather(mine, f"gathering step {step}") for x in part),
                          key=lambda x: x[0])

@@ -270,16 +270,17 @@ STAT_NAMES = ("loss", "pg", "kl", "clip_frac", "ratio_mean")
 
 def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
              mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
-             eps_clip: float, dual_clip: float, beta: float, shared: bool) -> torch.Tensor:
-    """The gradient of one prompt's loss left in the trained parameters' .grad (set anew), no step:
-    the part `update` does before clipping (prompts_per_update, parallel.py). Returns the (5,)
-    float64 STAT_NAMES of the loss. Micro-batches on CUDA out of memory, as `update`."""
+             eps_clip: float, dual_clip: float, beta: float, shared: bool, scale: float = 1.0) -> torch.Tensor:
+    """The gradient of one prompt's loss times `scale` left in the trained parameters' .grad (set anew),
+    no step: the part `update` does before clipping (prompts_per_update, parallel.py; scale 0: an FSDP
+    stand-in, groups.step). Returns the (5,) float64 STAT_NAMES of the loss. Micro-batches on CUDA out
+    of memory, as `update`."""
     g = tokens.shape[0]
     while True:
         chunk = min(policy.answers_per_forward or g, g)
         try:
             return _backward(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
-                             eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared)
+                             eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared, scale=scale)
         except torch.OutOfMemoryError:
             if chunk <= 1:
                 raise
@@ -290,7 +291,7 @@ def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, t
 
 def _backward(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
               mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, chunk: int, *, temperature: float,
-              eps_clip: float, dual_clip: float, beta: float, shared: bool) -> torch.Tensor:
+              eps_clip: float, dual_clip: float, beta: float, shared: bool, scale: float = 1.0) -> torch.Tensor:
     """Gradients from zero over micro-batches of `chunk` answers: each part's token-mean loss weighted
     by its share of the answer tokens, so the sum is the group's token-mean loss. (5,) float64 stats."""
     optimizer.zero_grad(set_to_none=True)
@@ -304,7 +305,7 @@ def _backward(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, 
             logp = answer_logprobs(policy, prompt, tokens[s], temperature, shared)
             parts = grpo_loss(logp, old_logp[s], ref, adv[s], mask[s], eps_clip, dual_clip, beta)
         w = mask[s].sum() / total
-        (parts.loss * w).backward()
+        (parts.loss * w if scale == 1.0 else parts.loss * (w * scale)).backward()
         with torch.no_grad():
             sums += w * torch.stack([getattr(parts, k).detach().double() for k in STAT_NAMES])
     return sums

@@ -59,6 +59,13 @@ class Policy:
     pack_answers: bool = True
     """Shared-prefix training forwards: the prompt and the G answers packed in one row (grpo._packed_logits);
     False: through the prompt's KV cache replicated G times (what bench/bench_step.py compares it with)."""
+    lockstep: bool = False
+    """Decode max_new_tokens steps whatever the rows do (rows that ended decode padding, masked as
+    always): the same number of forwards on every process, as FSDP's per-layer all-gathers need
+    (parallel.shard_policy sets it). The rows' tokens and log-probs are those without it."""
+    gathered: dict | None = field(default=None, repr=False)
+    """Under FSDP: the full LoRA weights (name -> tensor) after the last step, what save_adapter
+    writes (each process holds shards only; the engine gathers them on every process)."""
     decoders: Decoders = field(default_factory=Decoders, repr=False)
     """The decode step's kept state (decode.py): the engine releases it at its phase boundaries."""
     _lora_layers: list | None = field(default=None, repr=False)
@@ -92,11 +99,20 @@ class Policy:
         was = [not m.disable_adapters for m in layers]
         try:
             for m in layers:
-                m.enable_adapters(False)
+                self._switch(m, False)
             yield
         finally:
             for m, on in zip(layers, was):
-                m.enable_adapters(on)
+                self._switch(m, on)
+
+    def _switch(self, layer, on: bool) -> None:
+        """peft's switch also sets the LoRA weights' requires_grad; under FSDP (lockstep) the flag
+        alone: FSDP2 gives a layer's gathered weights the requires_grad of their first gathering
+        (in the reference forward: False), and training would then get no gradients."""
+        if self.lockstep:
+            layer._disable_adapters = not on
+        else:
+            layer.enable_adapters(on)
 
     @property
     def adapter_on(self) -> bool:
@@ -261,7 +277,7 @@ class KeptBase:
 def save_adapter(policy: Policy, folder: str) -> None:
     """The LoRA adapter in peft's format: PeftModel.from_pretrained(base, folder) loads it
     onto the base model anywhere (or load_policy(..., adapter=folder))."""
-    policy.model.save_pretrained(folder)
+    policy.model.save_pretrained(folder, state_dict=policy.gathered)   # None: the model's own
 
 
 def _load_kwargs(family: Family, prec: str, dev: torch.device, fsdp: bool = False) -> dict:

@@ -24,15 +24,17 @@ class PrefixDecoder:
     the step's forward only) takes one softmax over both parts, the prompt part as one matrix
     product per prompt for all of its rows. A finished row (EOS) leaves the batch; its logits
     stay those of its last step (the sampler masks its tokens). Full-attention layers only (no
-    sliding window); one token per row and step."""
+    sliding window); one token per row and step. lockstep: when every row has ended, the rows
+    last live keep going through the model (their logits unread): a forward at every step."""
 
-    def __init__(self, model, config, prefix: Prefix):
+    def __init__(self, model, config, prefix: Prefix, lockstep: bool = False):
         from transformers import AttentionInterface, DynamicCache
 
         if any(getattr(layer, "is_sliding", False) for c, _, _ in prefix.groups for layer in c.layers):
             raise NotImplementedError("sliding-window layers")
         AttentionInterface.register(PREFIX_ATTENTION, _prefix_attention)  # idempotent
         self.model, self.prefix, self.rows = model, prefix, prefix.rows
+        self.lockstep = lockstep  # Policy.lockstep: the last live rows stay in the batch once all have ended
         self.configs = _configs(config)
         self.cache = DynamicCache(config=config)          # answer tokens of the live rows
         pad = prefix.padding()
@@ -63,6 +65,8 @@ class PrefixDecoder:
 
     def step(self, tokens: torch.Tensor, t: int, live: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (R,) fed at answer position t; live (R,) bool: the rows still decoding (None: all)."""
+        if live is not None and (self.lockstep and not live.any()):
+            live = None       # every row ended: a forward all the same (FSDP), over the rows last live
         if live is not None and int(live.sum()) < len(self.live):
             keep = live[self.live]                                   # over the rows live until now
             self.cache.batch_select_indices(keep.nonzero().squeeze(1))

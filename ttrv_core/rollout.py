@@ -276,7 +276,7 @@ def _sample(policy, prompts, n, temperature, top_p, max_new_tokens, generators, 
             tok = tok.masked_fill(done, policy.pad_id)
             toks.append(tok)
             done = done | torch.isin(tok, policy.eos_ids)
-            if bool(done.all()) or t == max_new_tokens - 1:
+            if t == max_new_tokens - 1 or bool(done.all()) and not policy.lockstep:  # lockstep: every step
                 break
             logits = dec.step(tok, t, ~done)   # finished rows' logits may stay as they were: not read
     finally:
