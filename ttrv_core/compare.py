@@ -115,11 +115,12 @@ def summary(before: EvalResult | None, after: EvalResult | None, n_items: int) -
     return "\n\n".join(lines + ["\n".join(rows)])
 
 
-STRIP_FRAMES = 4
-"""Frames in a video's strip in the table, sampled as the model's are (video.sample_times): enough to
-see what moves, few enough to stay cheap (one small PNG per clip)."""
-STRIP_WIDTH = "220px"
-"""The image column's width when the table holds a video (a strip of STRIP_FRAMES 48-px frames)."""
+STRIP_FRAMES, STRIP_SIDE = 4, 40
+"""A video's strip in the table: STRIP_FRAMES frames sampled as the model's are (video.sample_times),
+each fitted in STRIP_SIDE px: enough to see what moves, few enough to stay cheap (one small PNG)."""
+STRIP_WIDTH = "180px"
+"""The image column's width when the table holds a video (the strip, 166 px): with the other
+columns the table still fits a 1,280-px screen."""
 
 COLUMNS = {  # header -> width
     "image": "64px", "file": "160px", "adapted on": "80px", "question": "140px", "answer (evaluation only)": "110px",
@@ -182,8 +183,8 @@ def answer_cell(item: Item, e) -> str:
 
 
 def thumbnail(item: Item, side: int = 48) -> str:
-    """The image as an inline <img> (PNG when small, JPEG otherwise); a video as one strip of
-    STRIP_FRAMES of its frames, left to right in time, `side` px high."""
+    """The image as an inline <img> (PNG when small, JPEG otherwise), `side` px; a video as one strip
+    of STRIP_FRAMES of its frames, left to right in time, STRIP_SIDE px high."""
     return _thumbnail(item.path, side)
 
 
@@ -191,6 +192,7 @@ def thumbnail(item: Item, side: int = 48) -> str:
 def _thumbnail(path, side: int) -> str:
     video = is_video(path)
     if video:
+        side = STRIP_SIDE
         im = strip(load_video(path, STRIP_FRAMES).frames, side)
     else:
         im = load_image(path)
