@@ -120,7 +120,7 @@ STRIP_FRAMES, STRIP_SIDE = 4, 40
 each fitted in STRIP_SIDE px: enough to see what moves, few enough to stay cheap (one small PNG)."""
 STRIP_WIDTH = "180px"
 """The image column's width when the table holds a video (the strip, 166 px): with the other
-columns the table still fits a 1,280-px screen."""
+columns the table still fits the page of a 1,400-px-wide window (seen in Chromium)."""
 
 COLUMNS = {  # header -> width
     "image": "64px", "file": "160px", "adapted on": "80px", "question": "140px", "answer (evaluation only)": "110px",
