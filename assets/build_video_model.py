@@ -186,7 +186,8 @@ class Clips:
 
     def inputs(self, kind: str, clips: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
         meta = {"fps": self.fps, "total_num_frames": K, "frames_indices": list(range(K))}
-        f = self.processor(text=[self.texts[kind]] * len(clips), videos=[[im.convert("RGB") for im in c] for c in clips],
+        f = self.processor(text=[self.texts[kind]] * len(clips),
+                           videos=[[im.convert("RGB") for im in c] for c in clips],
                            fps=self.fps, video_metadata=[meta] * len(clips), do_sample_frames=False,
                            return_tensors="pt")
         return dict(f)

@@ -17,7 +17,8 @@ def test_pip_install_gives_the_ttrv_command_and_the_demo_models(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     where = subprocess.run([sys.executable, "-c", "import ttrv_core.demos as d, ttrv_core.config as c; "
                             "print(d.__file__); print(c.DEMO_MODEL); print(*(x.model for x in d.DEMOS)); "
-                            "print(*(len([f for f in x.example_dir.iterdir() if f.suffix in ('.png', '.gif')]) for x in d.DEMOS))"],
+                            "print(*(len([f for f in x.example_dir.iterdir() if f.suffix in ('.png', '.gif')]) "
+                            "for x in d.DEMOS))"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert where.returncode == 0, where.stderr[-2000:]
     module, demo_model, models, files = where.stdout.split("\n")[:4]   # files: images or clips
