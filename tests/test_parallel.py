@@ -1,6 +1,7 @@
 """Data parallel on 2 CPU processes (gloo, torchrun) against one process (parallel.py): the same
 adapter, the run folder written once, resume from a 2-process run, a killed or stuck rank ends the
-run with a message naming it and its stage; the same under FSDP (the decoder layers sharded). Each launch costs ~15-20 s on 2 cores (two fresh
+run with a message naming it and its stage. FSDP (the decoder layers sharded): the same adapter as
+DDP and one process, resume, stand-ins. Each launch costs ~15-25 s on 2 cores (two fresh
 interpreters importing torch and transformers), so the runs are few and shared."""
 import json
 import os
@@ -248,7 +249,7 @@ def test_an_fsdp_launch_loads_for_fsdp_and_says_so(monkeypatch, tmp_path, capsys
 
 # --------------------------------------------------------------------------- FSDP (parallel.shard_policy)
 
-FSDP = {"ACCELERATE_USE_FSDP": "true"}   # what `accelerate launch --config_file configs/accelerate/fsdp_qlora.yaml` sets
+FSDP = {"ACCELERATE_USE_FSDP": "true"}   # what accelerate launch sets under configs/accelerate/fsdp_qlora.yaml
 FSDP_TOL = 1e-6
 """fp32, FSDP against DDP and one process: the gradients summed in another order (FSDP's reduce-scatter
 per backward). Observed max |difference| of any LoRA weight (weights up to 0.089) after 2 steps: FSDP vs
