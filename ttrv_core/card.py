@@ -28,7 +28,7 @@ def model_name(model: str) -> str:
     """A model as others can find it: a hub id as it is, a bundled demo as its assets/ folder,
     another local folder by its name only (its path is the running machine's business).
 
-    >>> model_name("Qwen/Qwen2.5-VL-3B-Instruct"), model_name(demos.DEMOS[-1].model)
+    >>> model_name("Qwen/Qwen2.5-VL-3B-Instruct"), model_name(demos.by_key("open").model)
     ('Qwen/Qwen2.5-VL-3B-Instruct', 'assets/demo_model')
     """
     demo = demos.by_model(model)
