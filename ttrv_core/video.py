@@ -214,7 +214,7 @@ def _frame_at(box, stream, t: float):
 
 
 def first_frame(path: Path) -> Image.Image:
-    """The clip's first frame (the before/after table's thumbnail). Raises ImageError."""
+    """The clip's first frame. Raises ImageError."""
     path = Path(path)
     if path.suffix.lower() == ".gif":
         try:
