@@ -119,11 +119,11 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
     # FSDP (policy.lockstep): a rank one prompt short in an update runs a stand-in, the update's first
     # prompt, whose loss is weighted 0 (key -1 - n): every rank runs as many forwards and backwards
-    mine = [shard(u) + [-1 - n] * (stand_ins(len(u), len(shard(u))) if policy.lockstep else 0)
-            for n, u in enumerate(updates)]
+    share = [shard(u) + [-1 - n] * (stand_ins(len(u), len(shard(u))) if policy.lockstep else 0)
+             for n, u in enumerate(updates)]   # this rank's prompts of each update
     stage(f"sample step {step}")
     groups: dict[int, Group] = {}
-    for n, i in ((n, i) for n, m in enumerate(mine) for i in m):
+    for n, i in ((n, i) for n, m in enumerate(share) for i in m):
         if should_stop():
             return None
         j = i if i >= 0 else updates[n][0]
@@ -144,7 +144,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
             if stopped := should_stop():
                 break
             acc = [torch.zeros_like(p) for p in params]   # this rank's sum of its prompts' gradients
-            for i in mine[n - 1]:
+            for i in share[n - 1]:
                 g = groups[i]
                 sums[i] = gradient(policy, opt, g.prompt, g.train.tokens, g.train.mask, olds[i], g.advantages,
                                    temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
