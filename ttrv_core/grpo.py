@@ -237,12 +237,18 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tok
     When the G answers do not fit in one training forward (CUDA out of memory), the
     step is redone in micro-batches of half as many answers (each with the prompt,
     gradients accumulated: the same step), and the policy remembers the size that fit."""
-    g = tokens.shape[0]
+    return _fitting(policy, optimizer, tokens.shape[0], lambda chunk: _update(
+        policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
+        eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, grad_clip=grad_clip, shared=shared))
+
+
+def _fitting(policy: Policy, optimizer: torch.optim.Optimizer, g: int, run):
+    """run(chunk), chunk = the answers per training forward (all g, or the size that fit before); on
+    CUDA out of memory, the gradients cleared and run again with half as many, remembered by the policy."""
     while True:
         chunk = min(policy.answers_per_forward or g, g)
         try:
-            return _update(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
-                           eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, grad_clip=grad_clip, shared=shared)
+            return run(chunk)
         except torch.OutOfMemoryError:
             if chunk <= 1:
                 raise
@@ -275,18 +281,9 @@ def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, t
     no step: the part `update` does before clipping (prompts_per_update, parallel.py; scale 0: an FSDP
     stand-in, groups.step). Returns the (5,) float64 STAT_NAMES of the loss. Micro-batches on CUDA out
     of memory, as `update`."""
-    g = tokens.shape[0]
-    while True:
-        chunk = min(policy.answers_per_forward or g, g)
-        try:
-            return _backward(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
-                             eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared, scale=scale)
-        except torch.OutOfMemoryError:
-            if chunk <= 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            policy.answers_per_forward = (chunk + 1) // 2
+    return _fitting(policy, optimizer, tokens.shape[0], lambda chunk: _backward(
+        policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
+        eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared, scale=scale))
 
 
 def _backward(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,
