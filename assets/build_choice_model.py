@@ -191,16 +191,7 @@ def training_batch(data: Prompts, tokenizer, kind: str, variant: int, idx, rng, 
     eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     replies = [tokenizer(target_text(kind, int(data.labels[i]), rng, letter_share),
                          add_special_tokens=False)["input_ids"] + [eos] for i in idx]
-    B, P, T = len(idx), inp["input_ids"].shape[1], max(map(len, replies))
-    tgt = torch.full((B, T), pad)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    for j, r in enumerate(replies):
-        tgt[j, :len(r)], mask[j, :len(r)] = torch.tensor(r), 1
-    inp["input_ids"] = torch.cat([inp["input_ids"], tgt], 1)
-    inp["attention_mask"] = torch.cat([inp["attention_mask"], mask], 1)
-    inp["mm_token_type_ids"] = torch.cat([inp["mm_token_type_ids"], torch.zeros_like(tgt)], 1)
-    inp["labels"] = torch.cat([torch.full((B, P), -100), tgt.masked_fill(mask == 0, -100)], 1)
-    return inp
+    return base.with_replies(inp, replies, pad)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -328,6 +328,21 @@ def training_batch(data: Encoded, idx, digit_ids: torch.Tensor, eos: int) -> dic
 
 # --------------------------------------------------------------------------- evaluation
 
+def with_replies(inp: dict, replies: list[list[int]], pad: int) -> dict:
+    """A batch of B prompts with each row's reply token ids appended (padded to the longest reply) as
+    supervised targets: labels -100 on the prompt and the padding (build_choice_model, build_video_model)."""
+    B, P, T = len(replies), inp["input_ids"].shape[1], max(map(len, replies))
+    tgt = torch.full((B, T), pad)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for j, r in enumerate(replies):
+        tgt[j, :len(r)], mask[j, :len(r)] = torch.tensor(r), 1
+    inp["input_ids"] = torch.cat([inp["input_ids"], tgt], 1)
+    inp["attention_mask"] = torch.cat([inp["attention_mask"], mask], 1)
+    inp["mm_token_type_ids"] = torch.cat([inp["mm_token_type_ids"], torch.zeros_like(tgt)], 1)
+    inp["labels"] = torch.cat([torch.full((B, P), -100), tgt.masked_fill(mask == 0, -100)], 1)
+    return inp
+
+
 def suppressed_ids(tokenizer) -> list[int]:
     """Special tokens a sample must never contain (all but EOS; DESIGN.md section 5)."""
     return [i for t, i in special_ids(tokenizer).items() if t != "<|im_end|>"]

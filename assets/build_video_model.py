@@ -217,16 +217,7 @@ def training_batch(clips: Clips, tokenizer, kind: str, digits: np.ndarray, label
              sentence(kind, SENTENCES[kind][rng.integers(len(SENTENCES[kind]))], int(y), m)
              for y, m in zip(labels, dirs)]
     replies = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
-    B, P, T = len(digits), inp["input_ids"].shape[1], max(map(len, replies))
-    tgt = torch.full((B, T), pad)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    for j, r in enumerate(replies):
-        tgt[j, :len(r)], mask[j, :len(r)] = torch.tensor(r), 1
-    inp["input_ids"] = torch.cat([inp["input_ids"], tgt], 1)
-    inp["attention_mask"] = torch.cat([inp["attention_mask"], mask], 1)
-    inp["mm_token_type_ids"] = torch.cat([inp["mm_token_type_ids"], torch.zeros_like(tgt)], 1)
-    inp["labels"] = torch.cat([torch.full((B, P), -100), tgt.masked_fill(mask == 0, -100)], 1)
-    return inp
+    return base.with_replies(inp, replies, pad)
 
 
 # --------------------------------------------------------------------------- evaluation
