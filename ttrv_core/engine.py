@@ -40,6 +40,7 @@ bit-identical to one that was never interrupted.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, replace
@@ -47,7 +48,7 @@ from functools import partial
 from typing import Callable, Iterator, Sequence
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from torch.optim.lr_scheduler import LambdaLR
 
 from . import parallel
 from .recompute import set_recompute
@@ -61,7 +62,7 @@ from .groups import Group, score, step_metrics
 from .groups import step as step_by_updates
 from .guard import CollapseGuard, concentration
 from .models import Policy
-from .rollout import prepare_prompt, sample
+from .rollout import Prompts, sample
 
 
 @dataclass
@@ -100,6 +101,20 @@ def train_schedule(items: Sequence[Item], cfg: TTRVConfig) -> list[list[Item]]:
     return steps[:n_steps]
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
+    """The learning rate: linear warm-up over `warmup` steps, then half a cosine to 0 at `total`:
+    transformers' get_cosine_schedule_with_warmup, the same numbers and state_dict, written here so
+    that importing the engine does not import transformers' trainer and with it peft."""
+    return LambdaLR(opt, partial(_cosine, warmup=warmup, total=total))
+
+
+def _cosine(step: int, *, warmup: int, total: int) -> float:
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
 def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
         should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True,
         resume: Resume | None = None) -> Iterator[Event]:
@@ -128,13 +143,15 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     if start > len(schedule):
         raise ValueError(f"cannot resume after step {start}: the run has {len(schedule)} steps")
     phases = ["before"] * (evaluate_before and not resume) + ["train", "after"]
+    prompts = Prompts(policy, cfg.video_frames)  # each item's encoded prompt, prepared once for the whole run
     yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted(train_ids),
                    total_steps=len(schedule), mode="single" if single else "all", resumed_from=start, phases=phases)
 
     if resume:
         before = resume.before
     else:
-        before = (yield from _evaluate_phase("before", policy, items, cfg, should_stop)) if evaluate_before else None
+        before = (yield from _evaluate_phase("before", policy, items, cfg, prompts, should_stop)) \
+            if evaluate_before else None
     if should_stop() and not resume:  # stopped before training: nothing to train or to evaluate again
         yield RunEnd(stopped=True, seconds=time.time() - t_run, summary=_summary(before, None))
         return
@@ -144,7 +161,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     params = [p for p in policy.model.parameters() if p.requires_grad]
     parallel.broadcast_(params, "sharing the adapter")  # K processes start from rank 0's weights
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
+    sched = cosine_schedule(opt, int(cfg.warmup_ratio * len(schedule)), len(schedule))
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
     # label-free baseline: how concentrated the adapted items' majority answers were before training
     baseline = concentration([e.majority for e in before.items if e.item_id in train_ids]) if before else None
@@ -165,7 +182,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
                          checkpointing=cfg.gradient_checkpointing,
                          max_pixels=policy.max_pixels, precision=policy.precision):
-            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen, should_stop)
+            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen, should_stop, prompts)
         if ev is None:  # a stop within the step, which was undone
             stopped = True
             break
@@ -188,7 +205,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     # a stop before the first step leaves the model as it was: nothing to evaluate again.
     # The stop that ended training does not end this evaluation; a further one does.
     seen = int(should_stop()) if stopped else 0
-    after = (yield from _evaluate_phase("after", policy, items, cfg, lambda: int(should_stop()) > seen)) \
+    after = (yield from _evaluate_phase("after", policy, items, cfg, prompts, lambda: int(should_stop()) > seen)) \
         if done else None
     stopped = stopped or bool(done) and (after is None or len(after.items) < len(items))
     summary = _summary(before, after)
@@ -228,7 +245,7 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
         guard.load_state_dict(state.guard, kept)
 
 
-def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig,
+def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRVConfig, prompts: Prompts,
                     should_stop: Callable[[], bool] = lambda: False):
     """Evaluate items in order (evaluate.py: batches of cfg.eval_batch, the first item alone), with
     about 20 progress events (the first item's included, so that a live view has votes at once); a
@@ -246,7 +263,7 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     # forwards), and a rank one item short evaluates a stand-in, dropped: as many forwards everywhere
     extra = [items[0]] * parallel.stand_ins(len(items), len(mine)) if policy.lockstep else []
     run = replace(cfg, eval_batch=1) if policy.lockstep else cfg
-    for i, ev in enumerate(evaluate(policy, mine + extra, run, seed=cfg.seed + 1), 1):
+    for i, ev in enumerate(evaluate(policy, mine + extra, run, seed=cfg.seed + 1, prompts=prompts), 1):
         if i > len(mine):
             break
         evals.append(ev)
@@ -262,19 +279,22 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
 
 
 def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-          gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
+          gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False,
+          prompts: Prompts | None = None) -> StepEvent | None:
     """One step: sample N answers for each prompt, score them, update on each prompt's G.
     None when a stop came before its last update (the step is then undone).
-    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (groups.step)."""
+    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (groups.step).
+    prompts: the run's encoded prompts (adapt's), else each prepared here."""
+    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0)
     if cfg.prompts_per_update:
-        return step_by_updates(step, total, batch, policy, opt, cfg, should_stop)
+        return step_by_updates(step, total, batch, policy, opt, cfg, should_stop, prompts)
     t0 = time.time()
     shared = cfg.shared_prefix and policy.family.shared_prefix
     sampled = []
     for item in batch:
         if should_stop():  # nothing updated yet
             return None
-        prompt = prepare_prompt(policy, item.image(cfg.video_frames), item.prompt)
+        prompt = prompts(item)
         sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
                                              cfg.max_new_tokens, gen, shared=shared)))
     policy.decoders.end_sampling()  # the static decoder kept through the update where memory allows

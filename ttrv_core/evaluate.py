@@ -42,7 +42,7 @@ from .models import Policy
 from .parallel import gathered
 from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
-from .rollout import prepare_prompt, sample_many
+from .rollout import Prompts, sample_many
 from .similarity import rouge1, token_f1
 
 
@@ -52,12 +52,14 @@ def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generat
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) -> list[ItemEval]:
-    """Evaluate items in one batch (one decode over the N + 1 rows of each)."""
-    prompts = [prepare_prompt(policy, it.image(cfg.video_frames), it.prompt) for it in items]
+def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
+                   prompts: Prompts | None = None) -> list[ItemEval]:
+    """Evaluate items in one batch (one decode over the N + 1 rows of each). prompts: the run's
+    encoded prompts (rollout.Prompts), else each item's prepared here."""
+    prepared = prompts or Prompts(policy, cfg.video_frames, budget=0)
     gens = [item_generator(policy.device, seed, it) for it in items]
     n = cfg.votes_for_eval
-    ros = sample_many(policy, prompts, n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gens,
+    ros = sample_many(policy, [prepared(it) for it in items], n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gens,
                       greedy_rows=1, shared=cfg.shared_prefix and policy.family.shared_prefix, draw="cdf")
     return [_score(it, ro) for it, ro in zip(items, ros)]
 
@@ -90,12 +92,14 @@ def _score(item: Item, ro) -> ItemEval:
     return ev
 
 
-def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) -> Iterator[ItemEval]:
+def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
+             prompts: Prompts | None = None) -> Iterator[ItemEval]:
     """Yields one ItemEval per item, in order, computed `cfg.eval_batch` items at a time (the first
     item alone, so that its votes show at once). Same seed -> same answers, whatever the batch size.
     Out of memory in a batch of several items: fewer items per batch from then on (the same answers:
     each item has its own stream); in one item alone: OutOfMemory, with what to lower. An adapter
-    that adds nothing (a fresh one: lora_B = 0) is switched off, which skips the LoRA products."""
+    that adds nothing (a fresh one: lora_B = 0) is switched off, which skips the LoRA products.
+    prompts: the run's encoded prompts (the engine's, kept from one phase to the next)."""
     size, i = max(1, cfg.eval_batch), 0
     base = policy.adapter_off if _adapter_is_zero(policy) else nullcontext
     while i < len(items):
@@ -104,11 +108,13 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int) 
                          precision=policy.precision):
             try:
                 with base():
-                    evs = evaluate_batch(policy, chunk, cfg, seed)
+                    evs = evaluate_batch(policy, chunk, cfg, seed, prompts)
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
                 size = (len(chunk) + 1) // 2
+                if prompts is not None:
+                    prompts.clear()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue

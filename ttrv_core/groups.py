@@ -36,7 +36,7 @@ from .models import Policy
 from .parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
 from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
-from .rollout import Prompt, Rollout, prepare_prompt, sample
+from .rollout import Prompt, Prompts, Rollout, sample
 
 
 @dataclass
@@ -109,11 +109,13 @@ def prompt_generator(device: torch.device, seed: int, step: int, index: int) -> 
 
 
 def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-         should_stop: Callable[[], bool] = lambda: False) -> StepEvent | None:
+         should_stop: Callable[[], bool] = lambda: False, prompts: Prompts | None = None) -> StepEvent | None:
     """One step, k = cfg.prompts_per_update prompts per update, this rank's share of each (module
-    docstring). None when a stop came first (one process: the step is undone, as engine._step).
+    docstring); prompts: the run's encoded prompts (engine.adapt's). None when a stop came first (one
+    process: the step is undone, as engine._step).
     A failure (another rank ended: parallel.RankFailure) undoes the step too."""
     t0 = time.time()
+    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0)
     shared = cfg.shared_prefix and policy.family.shared_prefix
     k = cfg.prompts_per_update
     updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
@@ -127,7 +129,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
         if should_stop():
             return None
         j = i if i >= 0 else updates[n][0]
-        prompt = prepare_prompt(policy, batch[j].image(cfg.video_frames), batch[j].prompt)
+        prompt = prompts(batch[j])
         ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
                     prompt_generator(policy.device, cfg.seed, step, j), shared=shared)
         groups[i] = score(batch[j], prompt, ro, cfg)
