@@ -41,6 +41,7 @@ MAX_FILE_SIZE = MAX_TOTAL_MB * questions.MB  # gradio's max_file_size: uploads.p
 SESSIONS = sessions.make_root()
 DEMO = menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
+models.import_peft()  # at startup, not in the first run's wait (the engine no longer imports it)
 KEPT = models.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 

@@ -130,7 +130,8 @@ def _main(args) -> int:
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                              adapter=adapter, max_pixels=cfg.max_pixels or None,
-                             trust_remote_code=args.trust_remote_code, fsdp=parallel.fsdp_requested())
+                             trust_remote_code=args.trust_remote_code, fsdp=parallel.fsdp_requested(),
+                             only_model=True)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -146,7 +147,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def load_policy(model_id: str, precision: str = "auto", device: str | None = None,
                 lora_r: int = 16, lora_alpha: int = 32, seed: int = 0,
                 adapter: str | None = None, *, max_pixels: int | None = None,
-                trust_remote_code: bool = False, keep: KeptBase | None = None, fsdp: bool = False) -> Policy:
+                trust_remote_code: bool = False, keep: KeptBase | None = None, fsdp: bool = False,
+                only_model: bool = False) -> Policy:
     """Load model + processor, quantize if asked, wrap the LM in a fresh LoRA adapter
     (or load a saved one from `adapter`).
 
@@ -154,18 +156,53 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
     family's). trust_remote_code: run code shipped with the checkpoint (refused
     by default). keep: reuse the base model loaded by an earlier call with the same
     model, precision, device and trust (KeptBase); the adapter is new all the same. fsdp: a
-    4-bit base stores its packed weights in the compute dtype, as FSDP needs (_load_kwargs)."""
+    4-bit base stores its packed weights in the compute dtype, as FSDP needs (_load_kwargs).
+    only_model: the process loads no other model (the CLI): an unquantized one is then loaded without
+    importing bitsandbytes (_bitsandbytes_hidden)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = resolve_precision(precision, dev)
     key = (model_id, prec, str(dev), trust_remote_code, fsdp)
     loaded = keep.take(key) if keep is not None else None
-    if loaded is None:
-        loaded = _load_base(model_id, prec, dev, trust_remote_code, fsdp)
-        if keep is not None:
-            keep.put(key, loaded)
-    base, processor, family = loaded
-    return _wrap(base, processor, family, dev, prec, lora_r, lora_alpha, seed, adapter,
-                 family.max_pixels if max_pixels is None else max_pixels, keep)
+    with _bitsandbytes_hidden() if only_model and prec != "4bit" else nullcontext():
+        if loaded is None:
+            loaded = _load_base(model_id, prec, dev, trust_remote_code, fsdp)
+            if keep is not None:
+                keep.put(key, loaded)
+        base, processor, family = loaded
+        return _wrap(base, processor, family, dev, prec, lora_r, lora_alpha, seed, adapter,
+                     family.max_pixels if max_pixels is None else max_pixels, keep)
+
+
+def import_peft() -> None:
+    """Import peft now (with bitsandbytes where it is installed): a long-lived process (the app) does
+    at startup, so that its first run does not wait the ~3 s on a CPU that load_policy would."""
+    import peft  # noqa: F401
+
+
+_PEFT_WITHOUT_BNB = False
+"""True once peft was imported with bitsandbytes hidden: its 4-bit LoRA layers are then missing."""
+
+
+@contextmanager
+def _bitsandbytes_hidden():
+    """peft imports bitsandbytes whenever it is installed: on a CPU that takes ~2 s of a CLI run
+    (bitsandbytes registers its kernels and pulls in torch's compiler) and prints a warning about a
+    missing `kernels` package, for a model that never uses it. While peft is imported for the first
+    time, bitsandbytes is hidden (None in sys.modules: find_spec says it is not there), so peft
+    leaves its 4-bit layers out for the life of the process: only a process that loads one
+    unquantized model asks for this (load_policy's only_model), and a 4-bit load after it is refused
+    (_load_kwargs)."""
+    global _PEFT_WITHOUT_BNB
+    if "peft" in sys.modules or "bitsandbytes" in sys.modules:
+        yield
+        return
+    sys.modules["bitsandbytes"] = None
+    try:
+        yield
+    finally:
+        if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+            del sys.modules["bitsandbytes"]
+        _PEFT_WITHOUT_BNB = "peft" in sys.modules
 
 
 def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: bool, fsdp: bool = False):
@@ -285,6 +322,9 @@ def _load_kwargs(family: Family, prec: str, dev: torch.device, fsdp: bool = Fals
         return {"dtype": {"bf16": torch.bfloat16, "fp32": torch.float32}[prec]}
     if prec != "4bit":
         raise ModelLoadError(f"precision must be auto, 4bit, bf16 or fp32, got '{prec}'")
+    if _PEFT_WITHOUT_BNB:
+        raise ModelLoadError("this process loaded an unquantized model with only_model=True, so peft has no "
+                             "4-bit layers here; load a 4-bit model in a new process")
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
