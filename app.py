@@ -20,9 +20,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core import card, compare, engine, form, inputs, menu, models, plots, questions, runs, sessions
+from ttrv_core import card, compare, engine, evaluate, form, inputs, menu, models, plots, questions, runs, sessions
 from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
 from ttrv_core.demos import by_model
+from ttrv_core.events import EvalResult
 from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
 from ttrv_core.live import FIRST, LiveRun, background, status_html
 from ttrv_core.rewards import REWARDS
@@ -54,7 +55,9 @@ def ensure(sess, request) -> sessions.Session:
 def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
     """A run's GPU-held part (spaces.GPU on a Space): the policy (the base model kept from the last run
     when it is the same one, a new LoRA adapter), then engine.adapt recorded into the run folder `out`,
-    made once the model has loaded. One run at a time holds the kept model."""
+    made once the model has loaded. One run at a time holds the kept model. The last complete
+    before-evaluation is kept with the model (KEPT.memo) and used again by a run whose evaluation
+    depends on nothing that changed (evaluate.depends: the same images, questions and settings)."""
     with KEPT.lock:
         policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                                     max_pixels=cfg.max_pixels or None,
@@ -63,8 +66,12 @@ def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: d
         run_dir = runs.RunDir(out)
         run_dir.write_json("config.json", meta)
         run_dir.write_problems(problems)
-        yield from runs.record(engine.adapt(cfg, policy, items, single=single, should_stop=should_stop),
-                               run_dir, policy, items)
+        key = ("before", evaluate.depends(policy, items, cfg))
+        events = engine.adapt(cfg, policy, items, single=single, should_stop=should_stop, before=KEPT.memo.get(key))
+        for ev in runs.record(events, run_dir, policy, items):
+            if isinstance(ev, EvalResult) and ev.phase == "before" and len(ev.items) == len(items):
+                KEPT.memo = {key: ev}   # the last complete one only
+            yield ev
 
 
 # --------------------------------------------------------------------------- handlers

@@ -13,7 +13,7 @@ from test_app import app_url, client, run_args, upload  # noqa: F401 (fixtures)
 from ttrv_core import engine, models
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
-from ttrv_core.events import RunEnd, StepEvent
+from ttrv_core.events import Progress, RunEnd, StepEvent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = dict(n_votes=6, n_train=4, max_new_tokens=3, prompts_per_step=3, lr=3e-2, seed=1, max_steps=2,
@@ -110,3 +110,98 @@ def test_two_app_runs_load_the_model_once_and_agree(app_url, upload, monkeypatch
                          z.read("adapter_model.safetensors")))
     assert loads == ["fp32", "bf16"]          # auto is fp32 on a CPU: the same model until bf16
     assert outs[1] == outs[0] and outs[2] == outs[0]
+
+
+def _without(lines: list, key: str) -> list:
+    return [json.dumps({k: v for k, v in json.loads(e).items() if k != key}, sort_keys=True) for e in lines]
+
+
+def test_a_run_on_the_kept_model_reuses_the_last_before_evaluation(tiny_models, items, monkeypatch):
+    """engine.adapt(before=...): the events of a run that evaluates, the before-evaluation marked reused
+    and not computed again (only the after-evaluation's images go through evaluate_batch)."""
+    from ttrv_core import evaluate
+    from ttrv_core.events import EvalResult
+    path = str(tiny_models["qwen2_5_vl"])
+    cfg = TTRVConfig(model=path, **SMALL)
+    first = [e for e in engine.adapt(cfg, load(path, cfg), items) if isinstance(e, EvalResult)][0]
+    assert first.phase == "before" and not first.reused and first.seconds > 0
+    other = cfg.with_(lr=1e-2, max_steps=1)                 # training settings: the evaluation does not change
+    evaluated, real = [], evaluate.evaluate_batch
+    monkeypatch.setattr(evaluate, "evaluate_batch", lambda pol, chunk, *a: evaluated.extend(chunk) or real(pol, chunk, *a))
+    reused = list(engine.adapt(other, load(path, other), items, before=first))
+    assert len(evaluated) == len(items)                     # the after-evaluation only
+    again = list(engine.adapt(other, load(path, other), items))
+    assert len(evaluated) == 3 * len(items)
+    got = [e for e in reused if isinstance(e, EvalResult) and e.phase == "before"]
+    assert len(got) == 1 and got[0].reused and got[0].items == first.items and got[0].seconds == first.seconds
+    again = [e for e in again if not (isinstance(e, Progress) and e.phase == "before")]    # evaluating: not here
+    assert _without(untimed(reused), "reused") == _without(untimed(again), "reused")   # the same run otherwise
+    with pytest.raises(ValueError, match="not of these items"):
+        list(engine.adapt(other, load(path, other), items[:3], before=first))
+
+
+def test_what_the_before_evaluation_depends_on(tiny_models, items, tmp_path):
+    from ttrv_core.data import Item as It
+    from ttrv_core.evaluate import depends
+    path = str(tiny_models["qwen2_5_vl"])
+    cfg = TTRVConfig(model=path, **SMALL)
+    pol = load(path, cfg)
+    base = depends(pol, items, cfg)
+    for change in (dict(lr=1e-1), dict(n_train=2), dict(epochs=3), dict(max_steps=5), dict(prompts_per_step=1),
+                   dict(beta=0.1), dict(reward="majority"), dict(collapse_guard=True)):
+        assert depends(pol, items, cfg.with_(**change)) == base, change
+    for change in (dict(eval_votes=2), dict(temperature=1.0), dict(seed=2), dict(max_new_tokens=5),
+                   dict(top_p=0.9), dict(eval_batch=4), dict(lora_r=8)):
+        assert depends(pol, items, cfg.with_(**change)) != base, change
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    moved = []
+    for it in items:                                        # the same files elsewhere (the app copies uploads)
+        (copies / it.path.name).write_bytes(it.path.read_bytes())
+        moved.append(It(it.id, copies / it.path.name, it.question, answer=it.answer))
+    assert depends(pol, moved, cfg) == base
+    Image.new("RGB", (28, 28), (1, 2, 3)).save(moved[2].path)
+    assert depends(pol, moved, cfg) != base                 # one image's bytes
+    assert depends(pol, items[:3], cfg) != base
+    assert depends(pol, [It(i.id, i.path, "What colour?", answer=i.answer) for i in items], cfg) != base
+    assert depends(pol, [It(i.id, i.path, i.question, answer="blue") for i in items], cfg) != base
+    kept = models.KeptBase()
+    load(path, cfg, kept)
+    kept.memo["x"] = 1
+    load(path, cfg.with_(lr=1.0), kept)
+    assert kept.memo == {"x": 1}                            # the same base: kept
+    load(path, cfg, kept, precision="bf16")
+    assert kept.memo == {}                                  # another base: gone with the model
+
+
+def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_changes(app_url, upload):  # noqa: F811
+    """Over HTTP: a second run with another learning rate shows the first's before-evaluation, says
+    so, and trains as a fresh run would; other evaluation settings evaluate again; so do other images."""
+    import app
+    from html import escape
+    from ttrv_core.live import REUSED
+    app.KEPT.clear()
+    c = client(app_url)
+
+    def run(files=upload, **over):
+        out = c.predict(**run_args(files, max_steps=1, **over), api_name="/run")
+        names = {Path(f).name: Path(f) for f in out[6]}
+        evals = [json.loads(l) for l in names["events.jsonl"].read_text().splitlines()
+                 if json.loads(l)["type"] == "eval"]
+        return out[0], json.loads(names["results.json"].read_text()), evals
+
+    s1, r1, e1 = run()
+    s2, r2, e2 = run(lr=5e-3)
+    s3, r3, e3 = run(lr=5e-3, eval_votes=2)
+    digits = [f for f in upload if f.suffix == ".png" and f.name != "broken.png"]
+    fewer = [f for f in upload if f != digits[0]]          # one image less
+    s4, r4, e4 = run(fewer, lr=5e-3, eval_votes=2)
+    assert [e["reused"] for e in e1] == [False, False] and escape(REUSED) not in s1
+    assert [e["reused"] for e in e2] == [True, False] and escape(REUSED) in s2
+    assert e2[0]["items"] == e1[0]["items"] and e2[0]["metrics"] == e1[0]["metrics"]
+    assert r2["before"] == r1["before"]
+    assert [{k: v for k, v in i.items() if k.startswith("before")} for i in r2["items"]] == \
+        [{k: v for k, v in i.items() if k.startswith("before")} for i in r1["items"]]
+    assert [e["reused"] for e in e3] == [False, False] and escape(REUSED) not in s3      # other evaluation settings
+    assert [e["reused"] for e in e4] == [False, False] and len(e4[0]["items"]) == len(e3[0]["items"]) - 1
+    assert all(s.startswith('<div id="ttrv-status" data-kind="done"') for s in (s1, s2, s3, s4))

@@ -35,7 +35,8 @@ def events(folder: Path) -> list[dict]:
 def trajectory(evs: list[dict]) -> list[dict]:
     """The before-evaluation, every step, the last after-evaluation; no wall-clock numbers."""
     def untimed(e):
-        return dict(e, metrics={k: v for k, v in e["metrics"].items() if not k.startswith("time/")})
+        return dict({k: v for k, v in e.items() if k != "seconds"},
+                    metrics={k: v for k, v in e["metrics"].items() if not k.startswith("time/")})
     evals = [e for e in evs if e["type"] == "eval"]
     return ([untimed(e) for e in evals if e["phase"] == "before"] + [untimed(e) for e in evs if e["type"] == "step"]
             + [untimed(e) for e in evals if e["phase"] == "after"][-1:])

@@ -117,11 +117,14 @@ def _cosine(step: int, *, warmup: int, total: int) -> float:
 
 def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
         should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True,
-        resume: Resume | None = None) -> Iterator[Event]:
+        resume: Resume | None = None, before: EvalResult | None = None) -> Iterator[Event]:
     """Adapt `policy` on `items` (or on the one item with id `single`), yielding events.
 
     resume: continue an interrupted run after `resume.state.step` (no before-evaluation;
-    `resume.before` stands for it). The policy must hold that step's weights."""
+    `resume.before` stands for it). The policy must hold that step's weights.
+    before: a complete before-evaluation of these items by this base model with these evaluation
+    settings (evaluate.depends), from an earlier run (the app keeps its last one): yielded as this
+    run's, marked reused, instead of evaluating again."""
     t_run = time.time()
     if not items:
         raise ValueError("no items to adapt on")
@@ -149,6 +152,11 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
 
     if resume:
         before = resume.before
+    elif before is not None and evaluate_before:
+        if [e.item_id for e in before.items] != [it.id for it in items]:
+            raise ValueError("the before-evaluation given is not of these items")
+        before = replace(before, reused=True)
+        yield before
     else:
         before = (yield from _evaluate_phase("before", policy, items, cfg, prompts, should_stop)) \
             if evaluate_before else None
@@ -251,7 +259,7 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     about 20 progress events (the first item's included, so that a live view has votes at once); a
     stop ends it before the next item: the result then covers the items so far (None if there are
     none)."""
-    evals = []
+    evals, t0 = [], time.time()
     every = max(1, len(items) // 20)
     if should_stop():  # before the first item: nothing evaluated, no result
         return None
@@ -273,7 +281,7 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
             break
     policy.decoders.release()  # the end of a sampling phase (the kept static decoder, on CUDA)
     evals = parallel.gather_shards(evals, f"gathering the {phase}-evaluation")
-    result = EvalResult(phase, evals, summarize(evals))
+    result = EvalResult(phase, evals, summarize(evals), time.time() - t0)
     yield result
     return result
 

@@ -106,6 +106,8 @@ class EvalResult:
     phase: str                 # "before" or "after"
     items: list[ItemEval]
     metrics: dict[str, float]  # eval/greedy_acc, eval/maj_acc, eval/single_acc, eval/entropy, ...
+    seconds: float = field(default=0.0, compare=False)   # how long the evaluation took (not in ==)
+    reused: bool = False       # taken from an earlier run on the same base model (engine.adapt's before=)
     type: str = "eval"
 
 
@@ -145,4 +147,5 @@ def to_json(event: Event) -> dict:
 
 def eval_from_json(d: dict) -> EvalResult:
     """An `eval` line of events.jsonl back as an EvalResult."""
-    return EvalResult(d["phase"], [ItemEval(**e) for e in d["items"]], d["metrics"])
+    return EvalResult(d["phase"], [ItemEval(**e) for e in d["items"]], d["metrics"], d.get("seconds", 0.0),
+                      d.get("reused", False))

@@ -31,6 +31,8 @@ FIRST = "the first image step 1 trains on"
 """Histogram choice: follow that one image through the run (before, the steps that sample it, after)."""
 DRAW_EVERY_S = 1.0
 """Redraw the plots at most this often while a run streams (a redraw is ~60 ms of plotly on a CPU)."""
+REUSED = ("The evaluation before training is the last run's, not run again: the same model, images, questions "
+          "and evaluation settings give the same answers.")
 
 
 @dataclass
@@ -78,6 +80,10 @@ class LiveRun:
             self.evals[ev.phase] = ev
             if ev.phase == "before":
                 self._began["train"] = now
+            if ev.reused and ev.items:  # not evaluated now: its pace is the one it had, its votes are here
+                self._pace[ev.phase] = [(0.0, 0), (ev.seconds, len(ev.items))]
+                self.latest = self.latest or ev.items[0]
+                self.first_votes_s = self.first_votes_s or now - self.t0
         elif isinstance(ev, StepEvent):
             self.steps.append(ev)
             self._step_times.append(now)
@@ -161,7 +167,7 @@ class LiveRun:
             return (evals + steps_left * step, True) if step else (evals, False)
         if phase == "train":
             return ((steps_left * step if step else 0.0) + self.n * pace, step is not None)
-        return (p.total - p.done) * pace if p.phase == "after" else self.n * pace, True
+        return (p.total - p.done) * pace if p is not None and p.phase == "after" else self.n * pace, True
 
     def status(self) -> tuple[str, float]:
         """A line on where the run is, and the fraction done (by the time measured and left)."""
@@ -185,6 +191,8 @@ class LiveRun:
                 text += (f" · majority share {m['answers/majority_share']:.2f} · votes with no valid answer "
                          f"{m.get('answers/invalid', 0):.0%} · {m['time/step_s']:.1f} s/step")
             text += when
+            if "before" in self.evals and self.evals["before"].reused:
+                text += "\n" + REUSED
         else:
             done = p.done if p and p.phase == "after" else 0
             text = f"Evaluating the adapted model: {done}/{self.n} images{when}"
@@ -241,6 +249,8 @@ class LiveRun:
                 msg += f"\nThe results so far ({steps} step(s)) are below and in the downloads."
         if self.end is not None and self.end.guard:
             msg += "\n" + self.end.guard[0].upper() + self.end.guard[1:] + "."
+        if before is not None and before.reused:
+            msg += "\n" + REUSED
         return msg, kind
 
     # ----------------------------------------------------------------- figures

@@ -276,13 +276,17 @@ class KeptBase:
     (tests/test_kept_model.py). The previous run's Policy is void from then on.
 
     One run at a time uses the kept model: hold `lock` from loading to the run's end (the
-    app's queue runs one job at a time; the lock makes it so for any caller)."""
+    app's queue runs one job at a time; the lock makes it so for any caller).
+
+    `memo`: what a run computed with the base model alone that a later run on it may reuse (the
+    app keeps its last before-evaluation there); emptied whenever the kept model goes."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._key: tuple | None = None
         self._loaded: tuple | None = None   # (base, processor, family)
         self._model = None                  # the PeftModel the base is wrapped in now
+        self.memo: dict = {}
 
     def take(self, key: tuple):
         """(base, processor, family) freed of its last adapter, or None when `key` is not the kept one
@@ -296,7 +300,7 @@ class KeptBase:
         return self._loaded
 
     def put(self, key: tuple, loaded: tuple) -> None:
-        self._key, self._loaded, self._model = key, loaded, None
+        self._key, self._loaded, self._model, self.memo = key, loaded, None, {}
 
     def wrapped(self, model) -> None:
         self._model = model
@@ -305,6 +309,7 @@ class KeptBase:
         """Drop the kept model (its memory goes once the last run's Policy is gone too)."""
         had = self._loaded is not None
         self._key = self._loaded = self._model = None
+        self.memo = {}
         if had:
             gc.collect()
             if torch.cuda.is_available():
