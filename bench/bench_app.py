@@ -9,7 +9,9 @@ tests/test_browser.py does) opens each page, waits until the default demo's 240 
 ready, and presses Run, `--runs` times on the same page, the trees taking turns run by run.
 Run 1 of a process is the one that loads the model (the old code loads it on every run; the new
 keeps it, models.KeptBase). First votes: the histogram shows bars under a title that says the
-image is being evaluated (plots.evaluating); done: the status says the run ended. The page's
+image is being evaluated, or was before training (plots.evaluating: "before (evaluating)", or
+"before training" when the app reused the last run's before-evaluation, app.gpu_job; the last
+run's final histogram says "after"); done: the status says the run ended. The page's
 default demo and settings are used as they are (no field is touched).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SERVER = ("import sys, app; app.demo.launch(server_name='127.0.0.1', server_port=int(sys.argv[1]), quiet=True, "
           "max_file_size=app.MAX_FILE_SIZE)")
 FIRST_VOTES = ("() => { const t = document.querySelector('#histogram .gtitle');"
-               " return !!(t && t.textContent.includes('evaluating') && document.querySelector('#histogram .bars .point')); }")
+               " return !!(t && t.textContent.includes('before') && document.querySelector('#histogram .bars .point')); }")
 KIND = "() => document.querySelector('#status [data-kind]')?.dataset.kind"
 
 
