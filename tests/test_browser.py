@@ -223,6 +223,11 @@ def test_phone_width_stacks_the_plots(browser, app_url, tmp_path):
     assert all(b["x"] >= 0 and b["x"] + b["width"] <= 421 for b in (hist, ent, rew))
     table = page.locator("#compare").bounding_box()
     assert table["x"] >= 0 and table["x"] + table["width"] <= 421    # the table scrolls inside the page width
+    lines = page.evaluate("""() => [...document.querySelectorAll('#accuracy th')].map(th => {
+        const r = document.createRange(); r.selectNodeContents(th);
+        return [th.textContent.trim(), new Set([...r.getClientRects()].map(x => Math.round(x.top))).size]; })""")
+    assert [w for w, _ in lines] == ["measure", "before", "after"]
+    assert all(n == 1 for _, n in lines), lines                      # no header word broken across lines
     shot = tmp_path / "phone.png"
     page.screenshot(path=str(shot), full_page=True)
     if UPDATE:
