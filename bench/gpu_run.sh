@@ -4,6 +4,8 @@
 #   bench_step.py: sampling (generate vs our eager vs our CUDA-graph decode, ms per token),
 #                  training (packed row vs replicated cache vs naive + checkpointing), the TTRV step
 #   bench_trl.py:  our step vs TRL GRPOTrainer on the 3B shape (if trl's wheels travelled)
+#   bench_first_votes.py: the app's Run -> first votes on the 3B shape, the first run (load) and later
+#                  ones (the model kept; the before-evaluation reused or not); FIRST_VOTES=0 skips it
 # Wheels travel in .whl/ (bitsandbytes, transformers, trl and what it needs).
 # SIZES="7b" SKIP=... TRL=0 narrow it down.
 set -u
@@ -27,6 +29,12 @@ for size in ${SIZES:-3b 7b}; do
     timeout ${TRL_TIMEOUT:-170} python3 bench/bench_trl.py --size 3b --precision 4bit --n 32 --g 16 --tokens 16 \
       --side 448 --repeats 2 --warmup 1 --skip ${TRL_SKIP:-ours_naive,ours_naive_n=g} --out "$OUT/trl.jsonl" 2>&1 | quiet
     echo "bench_trl 3b: $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
+  fi
+  if [ "$size" = 3b ] && [ "${FIRST_VOTES:-1}" = 1 ]; then  # the app's Run -> first votes, first and later runs
+    start=$(date +%s)
+    timeout ${FV_TIMEOUT:-200} python3 bench/bench_first_votes.py --model /tmp/ttrv_bench_3b_448 \
+      --images assets/examples/digits --steps 1 --out "$OUT/first_votes.jsonl" 2>&1 | quiet
+    echo "bench_first_votes 3b: $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   fi
   rm -rf /tmp/ttrv_bench_${size}_448
 done
