@@ -112,7 +112,7 @@ def _cosine(step: int, *, warmup: int, total: int) -> float:
     if step < warmup:
         return float(step) / float(max(1, warmup))
     progress = float(step - warmup) / float(max(1, total - warmup))
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))   # transformers: pi * 0.5 cycles * 2, exact
 
 
 def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,

@@ -59,8 +59,9 @@ def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed:
     prepared = prompts or Prompts(policy, cfg.video_frames, budget=0)
     gens = [item_generator(policy.device, seed, it) for it in items]
     n = cfg.votes_for_eval
-    ros = sample_many(policy, [prepared(it) for it in items], n + 1, cfg.temperature, cfg.top_p, cfg.max_new_tokens, gens,
-                      greedy_rows=1, shared=cfg.shared_prefix and policy.family.shared_prefix, draw="cdf")
+    ros = sample_many(policy, [prepared(it) for it in items], n + 1, cfg.temperature, cfg.top_p,
+                      cfg.max_new_tokens, gens, greedy_rows=1,
+                      shared=cfg.shared_prefix and policy.family.shared_prefix, draw="cdf")
     return [_score(it, ro) for it, ro in zip(items, ros)]
 
 
@@ -126,9 +127,9 @@ def depends(policy: Policy, items: Sequence[Item], cfg: TTRVConfig) -> str:
     """A digest of what a run's before-evaluation depends on besides the base model's weights: the
     evaluation settings, the seed (of the votes and of the fresh adapter) and the adapter's rank and
     scale, the model's precision, device and image size cap, and every item: id, task, question,
-    options, answer and the bytes of its file. Two runs on one kept base
-    model (models.KeptBase) with the same digest evaluate alike before training: the app reuses
-    the first's (engine.adapt's before=)."""
+    options, answer and the bytes of its file. Two runs on one kept base model (models.KeptBase)
+    with the same digest evaluate alike before training: the app reuses the first's
+    (engine.adapt's before=)."""
     h = hashlib.sha256(repr((cfg.votes_for_eval, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.video_frames,
                              cfg.seed, cfg.shared_prefix, cfg.eval_batch, cfg.lora_r, cfg.lora_alpha,
                              policy.precision, str(policy.device), policy.max_pixels)).encode())
