@@ -135,6 +135,10 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
     types = [e["type"] for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())]
     assert [t for t in types if t != "progress"] == ["run_start", "eval", "step", "step",
                                                      "run_start", "step", "eval", "run_end"]
+    # config.json: started on 2 processes; resumed after step 2 on 1 (the copy) or on 2
+    started = json.loads((out / "config.json").read_text())
+    assert started["world_size"] == 2 and started["resumes"] == [{"after_step": 2, "world_size": 2}]
+    assert json.loads((one / "config.json").read_text())["resumes"] == [{"after_step": 2, "world_size": 1}]
     steps = [json.loads(line)["step"] for line in (out / "events.jsonl").read_text().splitlines()
              if '"type": "step"' in line]
     assert steps == [1, 2, 3]

@@ -146,8 +146,12 @@ def _main(args) -> int:
     if out and point is None:
         out.write_json("config.json", meta)
         out.write_problems(ds.problems)
-    elif out and point.missing_event:  # killed between the checkpoint and its event line
-        out.append_json(point.missing_event)
+    elif out:  # config.json keeps how the run started; each resume adds where it went on, on how many processes
+        meta["resumes"] = [*meta.get("resumes", []), {"after_step": point.resume.state.step,
+                                                      "world_size": parallel.size()}]
+        out.write_json("config.json", meta)
+        if point.missing_event:  # killed between the checkpoint and its event line
+            out.append_json(point.missing_event)
     try:
         events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
         if out:
