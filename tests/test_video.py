@@ -4,6 +4,7 @@ takes neither video nor several images; one short CLI run on the demo model with
 Bad video files are in test_bad_inputs.py; shared-prefix exactness on video prompts in test_shared_prefix.py.
 """
 import csv
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -110,6 +111,22 @@ def test_video_times_stay_fp32_in_a_bf16_model(tiny_models):
     assert p.inputs["second_per_grid_ts"].dtype == torch.float32
     assert p.positions.shape[0] == 3 and p.next_position < p.inputs["input_ids"].shape[1]  # 3D: video tokens share t
 
+
+def test_qwen3_vl_videos_take_the_reference_per_frame_cap_without_a_warning(tiny_models):
+    """transformers' Qwen3-VL video processor leaves frames uncapped and warns unless told: the load tells it
+    to cap them as the reference (qwen-vl-utils) does. A fresh process: the warning is printed once a process."""
+    import subprocess
+    import sys
+    code = ("from PIL import Image\nfrom ttrv_core.models import load_policy\n"
+            "from ttrv_core.rollout import prepare_prompt\nfrom ttrv_core.video import Video\n"
+            f"pol = load_policy({str(tiny_models['qwen3_vl'])!r}, precision='fp32', device='cpu')\n"
+            "frames = tuple(Image.new('RGB', (56, 56), (30 * i, 0, 0)) for i in range(4))\n"
+            "p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), 'What happens?')\n"
+            "print('CAP', pol.processor.video_processor.cap_pixels_per_frame, 'pixel_values_videos' in p.inputs)\n")
+    got = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert "CAP True True" in got.stdout, got.stderr[-2000:]
+    assert "cap_pixels_per_frame" not in got.stderr
 
 def test_a_family_that_takes_no_video_is_refused_with_a_message():
     v = Video((Image.new("RGB", (8, 8)),) * 2, (0.0, 0.5), 1.0)

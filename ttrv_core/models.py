@@ -220,6 +220,11 @@ def _load_base(model_id: str, prec: str, dev: torch.device, trust_remote_code: b
     for attr, most in family.image_limits:
         if getattr(processor.image_processor, attr, None) is not None:
             setattr(processor.image_processor, attr, min(getattr(processor.image_processor, attr), most))
+    videos = getattr(processor, "video_processor", None)
+    if videos is not None and hasattr(videos, "cap_pixels_per_frame") and videos.cap_pixels_per_frame is None:
+        # Qwen3-VL: the reference's per-frame pixel cap (qwen-vl-utils; transformers' coming default),
+        # not the uncapped frames transformers still uses unless told, with a warning on every load
+        videos.cap_pixels_per_frame = True
     if prec == "4bit" and dev.type == "cpu":
         _disable_avx512bf16(base)
     for p in base.parameters():
