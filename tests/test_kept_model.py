@@ -205,3 +205,32 @@ def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_change
     assert [e["reused"] for e in e3] == [False, False] and escape(REUSED) not in s3      # other evaluation settings
     assert [e["reused"] for e in e4] == [False, False] and len(e4[0]["items"]) == len(e3[0]["items"]) - 1
     assert all(s.startswith('<div id="ttrv-status" data-kind="done"') for s in (s1, s2, s3, s4))
+
+
+def test_only_a_complete_before_evaluation_is_kept_for_the_next_run(tiny_models, items, tmp_path):
+    """app.gpu_job keeps the last before-evaluation only when it covers every image: a run stopped during
+    it leaves nothing to reuse; a complete one is kept, with its key, and replaces the last."""
+    import app
+    from ttrv_core.events import EvalResult
+    path = str(tiny_models["qwen2_5_vl"])
+    cfg = TTRVConfig(model=path, precision="fp32", **SMALL)
+    app.KEPT.clear()
+
+    def run(name, cfg, stop_after_first_votes=False):
+        stops = []
+        for ev in app.gpu_job(cfg, items, None, tmp_path / name, {}, [], lambda: len(stops)):
+            if stop_after_first_votes and isinstance(ev, Progress) and ev.done == 1:
+                stops.append("stop")
+            yield ev
+
+    partial = [e for e in run("a", cfg, True) if isinstance(e, EvalResult)]
+    assert len(partial) == 1 and len(partial[0].items) < len(items)
+    assert app.KEPT.memo == {}
+    list(run("b", cfg))
+    (key, kept), = app.KEPT.memo.items()
+    assert len(kept.items) == len(items) and not kept.reused
+    evals = [e for e in run("c", cfg.with_(lr=0.1)) if isinstance(e, EvalResult)]
+    assert evals[0].reused and evals[0].items == kept.items
+    list(run("d", cfg.with_(eval_votes=2)))
+    assert list(app.KEPT.memo) != [key]                     # the new complete one replaces it
+    app.KEPT.clear()
