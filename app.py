@@ -3,10 +3,11 @@
     python app.py          # http://127.0.0.1:7860
 
 Widgets <-> ttrv_core, nothing else: form (what the fields mean; images and questions through
-inputs, the CLI's data path), menu (models, what to expect, a run's plan), engine.adapt recorded by
-runs.record, live (status, time left, Stop, plots), compare (before/after), sessions (folders,
-runs, downloads, public caps). A run replaces the page's results only once it has started: bad
-settings, bad data or a model that does not load leave the last results and downloads in place.
+inputs, the CLI's data path), menu (models, what to expect, a run's plan), kept.run (engine.adapt on
+the kept base model, recorded by runs.record), live (status, time left, Stop, plots), compare
+(before/after), sessions (folders, runs, downloads, public caps). A run replaces the page's results
+only once it has started: bad settings, bad data or a model that does not load leave the last
+results and downloads in place.
 
 Environment: TTRV_PUBLIC=1 (a public Space: the menu's models only, runs capped by sessions.CAPS);
 TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are only read as data.
@@ -20,10 +21,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core import card, compare, engine, evaluate, form, inputs, menu, models, plots, questions, runs, sessions
+from ttrv_core import card, compare, form, inputs, kept, menu, models, plots, questions, sessions
 from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
 from ttrv_core.demos import by_model
-from ttrv_core.events import EvalResult
 from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
 from ttrv_core.live import FIRST, LiveRun, background, status_html
 from ttrv_core.rewards import REWARDS
@@ -53,25 +53,10 @@ def ensure(sess, request) -> sessions.Session:
 
 @gpu
 def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
-    """A run's GPU-held part (spaces.GPU on a Space): the policy (the base model kept from the last run
-    when it is the same one, a new LoRA adapter), then engine.adapt recorded into the run folder `out`,
-    made once the model has loaded. One run at a time holds the kept model. The last complete
-    before-evaluation is kept with the model (KEPT.memo) and used again by a run whose evaluation
-    depends on nothing that changed (evaluate.depends: the same images, questions and settings)."""
-    with KEPT.lock:
-        policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
-                                    max_pixels=cfg.max_pixels or None,
-                                    trust_remote_code=models.remote_code_allowed() and not PUBLIC, keep=KEPT)
-        models.set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
-        run_dir = runs.RunDir(out)
-        run_dir.write_json("config.json", meta)
-        run_dir.write_problems(problems)
-        key = ("before", evaluate.depends(policy, items, cfg))
-        events = engine.adapt(cfg, policy, items, single=single, should_stop=should_stop, before=KEPT.memo.get(key))
-        for ev in runs.record(events, run_dir, policy, items):
-            if isinstance(ev, EvalResult) and ev.phase == "before" and len(ev.items) == len(items):
-                KEPT.memo = {key: ev}   # the last complete one only
-            yield ev
+    """A run's GPU-held part (spaces.GPU on a Space): kept.run on the app's kept base model (KEPT: the
+    model loaded once, the last complete before-evaluation used again while nothing it depends on changed)."""
+    yield from kept.run(cfg, items, single, out, meta, problems, should_stop, KEPT,
+                        trust_remote_code=models.remote_code_allowed() and not PUBLIC)
 
 
 # --------------------------------------------------------------------------- handlers

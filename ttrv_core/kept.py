@@ -1,0 +1,46 @@
+"""The runs of a long-lived process (the app) on one kept base model.
+
+    run(cfg, items, ..., keep) -> events:
+        the policy: the kept base model when the model, precision, device and trust are the same
+                    (models.KeptBase; loaded otherwise), a fresh LoRA adapter from the run's seed
+        the run folder: config.json, problems.txt, then engine.adapt recorded into it (runs.record)
+        the before-evaluation: the last complete one kept with the model is used again when nothing
+                    it depends on changed (evaluate.depends); a complete new one replaces it
+
+One run at a time holds the kept model (keep.lock). The app calls this inside its GPU-held function
+(app.gpu_job, spaces.GPU on a Space); benchmarks call it without the app.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from . import models   # the module: models.load_policy as it is at call time (tests replace it)
+from .config import TTRVConfig
+from .data import Item
+from .engine import adapt
+from .evaluate import depends
+from .events import EvalResult, Event
+from .models import KeptBase
+from .problems import Problem
+from .runs import RunDir, record
+
+
+def run(cfg: TTRVConfig, items: Sequence[Item], single: str | None, out: Path, meta: dict,
+        problems: Sequence[Problem], should_stop: Callable[[], int], keep: KeptBase,
+        trust_remote_code: bool = False) -> Iterator[Event]:
+    """A run on the kept base model, recorded into the run folder `out` (made once the model has loaded)."""
+    with keep.lock:
+        policy = models.load_policy(cfg.model, cfg.precision, None, cfg.lora_r, cfg.lora_alpha, cfg.seed,
+                                    max_pixels=cfg.max_pixels or None, trust_remote_code=trust_remote_code,
+                                    keep=keep)
+        models.set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
+        run_dir = RunDir(out)
+        run_dir.write_json("config.json", meta)
+        run_dir.write_problems(problems)
+        key = ("before", depends(policy, items, cfg))
+        events = adapt(cfg, policy, items, single=single, should_stop=should_stop, before=keep.memo.get(key))
+        for ev in record(events, run_dir, policy, items):
+            if isinstance(ev, EvalResult) and ev.phase == "before" and len(ev.items) == len(items):
+                keep.memo = {key: ev}   # the last complete one only
+            yield ev
