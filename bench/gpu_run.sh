@@ -30,9 +30,8 @@ for size in ${SIZES:-3b 7b}; do
       --side 448 --repeats 2 --warmup 1 --skip ${TRL_SKIP:-ours_naive,ours_naive_n=g} --out "$OUT/trl.jsonl" 2>&1 | quiet
     echo "bench_trl 3b: $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   fi
-  if [ "$size" = 3b ] && [ "${FIRST_VOTES:-1}" = 1 ] && ! python3 -c "import gradio" 2>/dev/null; then
-    echo "bench_first_votes 3b: skipped, no gradio here (carry its wheels in .whl/)" | tee -a "$OUT/log.txt"
-  elif [ "$size" = 3b ] && [ "${FIRST_VOTES:-1}" = 1 ]; then  # the app's Run -> first votes, first and later runs
+  if [ "$size" = 3b ] && [ "${FIRST_VOTES:-1}" = 1 ]; then  # Run -> first votes, first and later runs (kept.run
+    # through the app where gradio is installed, else on its own: the line's "path" says which)
     start=$(date +%s)
     timeout ${FV_TIMEOUT:-200} python3 bench/bench_first_votes.py --model /tmp/ttrv_bench_3b_448 \
       --images assets/examples/digits --steps 1 --out "$OUT/first_votes.jsonl" 2>&1 | quiet
