@@ -1,7 +1,7 @@
 """Answer parsing: the two fixed defects, and the authors' quirks that stay (<= 8 options)."""
 import pytest
 
-from ttrv_core.prompts import canonical_reference, extract_answer, extract_letter, normalize_open
+from ttrv_core.prompts import canonical_reference, extract_answer, extract_letter, is_valid, normalize_open
 
 
 @pytest.mark.parametrize("reply, want", [
@@ -50,3 +50,16 @@ def test_pronoun_i_is_not_option_i(reply, want):
 ])
 def test_authors_quirks_stay_up_to_8_options(reply, n, want):
     assert extract_letter(reply, n) == want
+
+
+# A valid multiple-choice answer is exactly one of the option letters. An empty reply, "." (cleaned to
+# ""), and a run of option letters such as "HI" or "DEF" (a substring of "ABCDEFGHIJ") are no answer:
+# the authors' evaluation scores them wrong, and they are the failure their collapsed runs show.
+@pytest.mark.parametrize("reply, n, valid", [
+    ("", 4, False), (".", 4, False), ("  ", 4, False), ("HI", 10, False), ("DEF", 10, False), ("AB", 4, False),
+    ("K", 10, False), ("E", 4, False), ("It must be two.", 10, False),
+    ("A", 4, True), ("J.", 10, True), ("The answer is C", 4, True), ("d", 4, True),
+])
+def test_choice_valid_is_exactly_one_option_letter(reply, n, valid):
+    options = [str(i) for i in range(n)]
+    assert is_valid("choice", extract_answer("choice", reply, options), options) is valid

@@ -196,9 +196,11 @@ def is_valid(task: Task, answer: str, options: Sequence[str] = ()) -> bool:
     True
     >>> is_valid("open", extract_answer("open", "."))
     False
+    >>> [is_valid("choice", a, "abcd") for a in ("", "AB", "BC", "E", "D")]
+    [False, False, False, False, True]
     """
     if task == "choice":
-        return answer in LETTERS[:len(options) or 4]
+        return len(answer) == 1 and answer in LETTERS[:len(options) or 4]
     if task == "classify":
         return answer in options
     return answer != ""
