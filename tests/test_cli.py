@@ -133,7 +133,7 @@ def test_cli_defaults_run_the_format_demo_and_report_invalid_replies(tmp_path):
                  "--train", "4"]) == 0
     meta = json.load(open(out / "config.json"))
     assert meta["demo"] == DEFAULT.key == "format" and meta["task"] == "choice"
-    assert meta["config"]["model"] == DEFAULT.model and meta["config"]["lr"] == DEFAULT.settings["lr"]
+    assert meta["config"]["model"] == "demo:format" and meta["config"]["lr"] == DEFAULT.settings["lr"]
     assert meta["config"]["max_steps"] == 2 and meta["config"]["n_votes"] == 8    # the flags given
     summary = json.load(open(out / "summary.json"))
     for key in ("before/greedy_invalid", "after/greedy_invalid", "before/invalid", "after/valid_acc"):
@@ -159,3 +159,63 @@ def test_cli_finds_the_questions_file_among_the_images(folder, tmp_path, capsys)
     meta = json.load(open(out / "config.json"))
     assert meta["questions"] == str(folder / "questions.csv") and meta["task"] == "open"
     assert len(json.load(open(out / "results.json"))["items"]) == 4
+
+
+def plan_of(out: str) -> tuple[str, str]:
+    """The two plan lines a run prints first: the model, then the settings."""
+    lines = out.splitlines()
+    return next(x for x in lines if x.startswith("model: ")), next(x for x in lines if x.startswith("settings: "))
+
+
+def test_images_for_choice_without_a_model_run_the_format_demo_and_say_so(folder, tmp_path, capsys):
+    """--images DIR --task choice with no --model: the bundled multiple-choice model (the default
+    demo's) with its settings, not the open-answer model at the paper's; both plan lines say it."""
+    out = tmp_path / "run"
+    assert main(["--images", str(folder), "--task", "choice", "--options", "|".join("0123456789"), "--out",
+                 str(out), "--steps", "1", "--votes", "4", "--train", "2", "--eval-votes", "2"]) == 0
+    model, settings = plan_of(capsys.readouterr().out)
+    assert "demo 'format' (assets/demo_choice)" in model and "no --model given" in model
+    assert "lr 0.001 (demo 'format')" in settings and "epochs 3 (demo 'format')" in settings
+    assert "max_steps 1 (--steps)" in settings and "n_votes 4 (--votes)" in settings
+    cfg = json.load(open(out / "config.json"))["config"]
+    assert cfg["model"] == "demo:format" and cfg["lr"] == 1e-3 and cfg["epochs"] == 3
+
+
+def test_images_for_open_answers_run_the_open_demo_at_the_paper_settings(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--images", str(folder), "--out", str(out), "--steps", "1", "--votes", "4", "--train", "2",
+                 "--eval-votes", "2"]) == 0
+    model, settings = plan_of(capsys.readouterr().out)
+    assert "demo 'open' (assets/demo_model)" in model and "task 'open'" in model
+    assert " lr " not in settings and "epochs" not in settings and "every other setting at its default" in settings
+    assert json.load(open(out / "config.json"))["config"]["model"] == "demo:open"
+
+
+def test_a_demo_folder_as_model_brings_its_settings_and_a_flag_wins(folder, tmp_path, capsys):
+    """--model naming a bundled demo's folder, however written, runs with that demo's settings;
+    a flag given wins over one of them; the plan line says where each comes from."""
+    out = tmp_path / "run"
+    model_dir = by_key("format").model + "/"
+    assert main(["--model", model_dir, "--images", str(folder), "--task", "choice", "--options",
+                 "|".join("0123456789"), "--out", str(out), "--lr", "3e-4", "--steps", "1", "--votes", "4",
+                 "--train", "2", "--eval-votes", "2"]) == 0
+    model, settings = plan_of(capsys.readouterr().out)
+    assert "demo 'format'" in model and "--model" in model and "its settings apply" in model
+    assert "lr 0.0003 (--lr)" in settings and "epochs 3 (demo 'format')" in settings
+    cfg = json.load(open(out / "config.json"))["config"]
+    assert cfg["model"] == "demo:format" and (cfg["lr"], cfg["epochs"]) == (3e-4, 3)
+
+
+def test_settings_follow_the_model_not_the_example_set(tmp_path, capsys):
+    """The default demo's example set on another model (here a copy of the demo's folder, not a
+    bundled one): the paper's settings, the model named as it was given."""
+    copy = tmp_path / "my_model"
+    shutil.copytree(by_key("format").model, copy)
+    out = tmp_path / "run"
+    assert main(["--model", str(copy), "--out", str(out), "--limit", "4", "--steps", "1", "--votes", "4",
+                 "--train", "2", "--eval-votes", "2"]) == 0
+    model, settings = plan_of(capsys.readouterr().out)
+    assert model == f"model: {copy}: --model" and "lr" not in settings and "epochs" not in settings
+    meta = json.load(open(out / "config.json"))
+    assert meta["config"]["model"] == str(copy) and (meta["config"]["lr"], meta["config"]["epochs"]) == (1e-4, 2)
+    assert meta["demo"] == "format" and meta["task"] == "choice"                 # the example set's

@@ -165,6 +165,9 @@ def test_stopped_run_resumes(reference, tmp_path, monkeypatch):
     evs = events(run)
     assert evs[-1]["stopped"] and [e["step"] for e in evs if e["type"] == "step"] == [1, 2, 3]
     assert latest_checkpoint(run).name == "step-000003"
+    meta = json.loads((run / "config.json").read_text())    # the demo by its name, no path of this machine
+    assert (meta["config"]["model"], meta["images"]) == ("demo:format", "assets:examples/digits_choice")
+    monkeypatch.chdir(tmp_path)                              # the names resolve wherever the resume starts
     assert main(["--resume", str(run)]) == 0
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert len(rows) == 8

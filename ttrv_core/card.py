@@ -5,10 +5,12 @@ local folder by its name, never a path on the machine that ran it), the prompt t
 adapter was trained on (the question and the instruction suffix the task format
 adds, prompts.build_prompt), the settings, and greedy accuracy, majority accuracy,
 invalid greedy replies and majority share before and after. Written by
-runs.record next to the adapter; the app's adapter.zip carries it.
+runs.record next to the adapter (name_base names the base in the adapter's config as the card
+does); the app's adapter.zip carries it.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +42,24 @@ def model_name(model: str) -> str:
     return model
 
 
+def name_base(folder: Path) -> None:
+    """peft writes the base model as it was loaded, a path of this machine for a local folder: a
+    run's adapter names it as model_name does instead (loading it onto a base model,
+    PeftModel.from_pretrained, never reads that name). A checkpoint's adapter keeps the path: peft
+    saves what it loaded under the name it read, and looks a name it cannot find up on the hub;
+    checkpoints are the machine's state for a resume, as state.pt is, never a download."""
+    path = Path(folder) / "adapter_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    was = str(cfg.get("base_model_name_or_path") or "")
+    if not was or model_name(was) == was:
+        return
+    cfg["base_model_name_or_path"] = model_name(was)
+    path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    readme = Path(folder) / "README.md"   # peft's card, before write() replaces it
+    if readme.is_file():
+        readme.write_text(readme.read_text(encoding="utf-8").replace(was, model_name(was)), encoding="utf-8")
+
+
 def render(start: RunStart | None, steps: int, end: RunEnd | None, items: Sequence[Item],
            before: EvalResult | None, after: EvalResult | None) -> str:
     cfg = start.config if start else {}
@@ -48,7 +68,8 @@ def render(start: RunStart | None, steps: int, end: RunEnd | None, items: Sequen
     front = [f"base_model: {base}"] if "/" in base and not demo else []  # a hub id: the hub links it
     lines = ["---", *front, "library_name: peft", "tags: [ttrv, lora, test-time-reinforcement-learning]", "---", "",
              "# LoRA adapter from a TTRV run", "",
-             f"Base model: `{base}`" + (" (ttrv's bundled demo model: in the ttrv repository)" if demo else "") + ".",
+             f"Base model: `{base}`" + (f" (the model of ttrv's bundled demo '{demo.key}': in the ttrv repository, "
+                                        f"`python -m ttrv_core --demo {demo.key}`)" if demo else "") + ".",
              f"Adapted with TTRV (test-time RL: each answer rewarded by how often the model gave it, no labels) on "
              f"{len(start.train_ids) if start else '?'} unlabeled image(s) "
              f"({'one image, repeated' if start and start.mode == 'single' else 'a random subset'} of "

@@ -2,8 +2,14 @@
 
 With no --images, runs a bundled demo (ttrv_core/demos.py; --demo, default: the
 multiple-choice digits model whose reply format is half learned): its model,
-its example set, its task and its settings; a flag given on the command line
-wins over the demo's setting.
+its example set and its task. With --images and no --model, the model is the
+--demo's if one is named, else the bundled model of the task (multiple choice:
+the default demo's). A bundled demo's model, however it is named (--demo, or
+its folder as --model), runs with that demo's settings; a flag given on the
+command line wins over them. Before a run, two lines say which model runs and
+why, and every setting that is not the paper's default, with where it comes from.
+The run folder's config.json names a bundled demo's model and files by name
+(demos.public: 'demo:format') and any other path as it was given.
 `python -m ttrv_core --resume DIR` continues a run that was killed or stopped,
 from its checkpoint after the last completed step (runs.py), with the settings
 and images in DIR/config.json; it appends to the same events.jsonl.
@@ -21,7 +27,7 @@ from tqdm import tqdm
 
 from . import inputs, parallel
 from .config import RECOMPUTE, TTRVConfig
-from .demos import DEFAULT, DEMOS, by_key
+from .demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
 from .models import ModelLoadError, load_policy, set_threads_for
@@ -44,15 +50,19 @@ ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ttrv_core", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=Path, help="folder (or .zip) of images (default: the --demo's example set)")
-    p.add_argument("--demo", choices=[d.key for d in DEMOS], default=DEFAULT.key,
-                   help="with no --images, the bundled demo to run: " + "; ".join(
-                       f"{d.key} = {d.label}" for d in DEMOS) + " (default: %(default)s)")
+    p.add_argument("--demo", choices=[d.key for d in DEMOS],
+                   help="the bundled demo: its example set with no --images, its model and settings with no "
+                        "--model: " + "; ".join(f"{d.key} = {d.label}" for d in DEMOS) +
+                        f" (default: {DEFAULT.key})")
     p.add_argument("--question", help="one question for every image")
     p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer] "
                    "(default: questions.csv or .jsonl among the images, if there is one)")
     p.add_argument("--task", choices=TASKS, help="answer format (default: open; the demo's with no --images)")
     p.add_argument("--options", default="", help="options / class names for every image, separated by '|'")
-    p.add_argument("--model", help=f"hub id or folder (default: the demo's model, {Path(TTRVConfig.model).name})")
+    p.add_argument("--model", help="hub id or folder (default: the --demo's model; with --images and no --demo, "
+                   "the bundled model of the --task: " + ", ".join(
+                       f"{t} {by_task(t).folder}" for t in TASKS) + "). A bundled demo's folder brings that "
+                   "demo's settings (a flag wins over them)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (default: runs/latest)")
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
@@ -113,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     from .runs import ResumeError
     try:
-        cfg, ds, meta, point = _resume_setup(args.resume) if args.resume else _new_setup(args)
+        cfg, ds, meta, point, said = _resume_setup(args.resume) if args.resume else _new_setup(args)
     except (ValueError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lead = parallel.is_main()  # rank 0 alone writes the run folder and the terminal's output
+    if lead:
+        print("\n".join(said), flush=True)
     for pr in ds.problems if lead else ():
         print(f"warning: {pr}", file=sys.stderr)
     if not ds.items:
@@ -144,12 +156,12 @@ def _main(args) -> int:
 
     out = RunDir(args.resume or args.out) if lead else None
     if out and point is None:
-        out.write_json("config.json", meta)
+        out.write_config(meta)
         out.write_problems(ds.problems)
     elif out:  # config.json keeps how the run started; each resume adds where it went on, on how many processes
         meta["resumes"] = [*meta.get("resumes", []), {"after_step": point.resume.state.step,
                                                       "world_size": parallel.size()}]
-        out.write_json("config.json", meta)
+        out.write_config(meta)
         if point.missing_event:  # killed between the checkpoint and its event line
             out.append_json(point.missing_event)
     try:
@@ -173,28 +185,61 @@ def _main(args) -> int:
 
 
 def _new_setup(args):
-    """Config, items and the config.json record of a new run, from the flags."""
-    demo = by_key(args.demo) if args.images is None else None
+    """Config, items, the config.json record and the plan lines of a new run, from the flags."""
+    demo = by_key(args.demo or DEFAULT.key) if args.images is None else None   # its example set runs
     if demo:
         args.images, args.questions = demo.example_dir, args.questions or demo.example_dir / "questions.csv"
     task = args.task or (demo.task if demo else "open")
     options = tuple(o.strip() for o in args.options.split("|") if o.strip())
+    model, why = _model(args, task, own=demo is None)
+    bundled = by_model(model)   # a bundled demo's model runs with that demo's settings
+    settings = bundled.settings if bundled else {}
     given = {name: v for name in FLAGS.values() if (v := getattr(args, name)) is not None}
-    if parallel.size() > 1:  # one prompt per process and update, unless told otherwise
-        given.setdefault("prompts_per_update", parallel.size())
-    cfg = TTRVConfig(model=args.model or (demo.model if demo else TTRVConfig.model), shared_prefix=not args.naive,
-                     collapse_guard=not args.no_guard, gradient_checkpointing=args.checkpointing,
-                     **{**(demo.settings if demo else {}), **given})
+    flag = {name: f"--{f}" for f, name in FLAGS.items()}
+    sources = {**{k: f"demo '{bundled.key}'" for k in settings}, **{k: flag[k] for k in given},
+               "shared_prefix": "--naive", "collapse_guard": "--no-guard", "gradient_checkpointing": "--checkpointing"}
+    if parallel.size() > 1 and "prompts_per_update" not in given:  # one prompt per process and update
+        given["prompts_per_update"], sources["prompts_per_update"] = parallel.size(), "one per process"
+    cfg = TTRVConfig(model=model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
+                     gradient_checkpointing=args.checkpointing, **{**settings, **given})
     # a folder in place; a .zip unpacked into the run folder (inputs.collect, as the app does)
     got = inputs.collect(args.images, args.out, label=f"example set '{demo.examples}'" if demo else None)
     qfile = args.questions or got.found   # the file given, else one among the images (inputs.load)
-    meta = {"config": cfg.to_dict(), "images": str(got.folder),
-            "questions": str(qfile) if qfile else None, "question": args.question,
+    meta = {"config": {**cfg.to_dict(), "model": public(cfg.model)}, "images": public(got.folder),
+            "questions": public(qfile) if qfile else None, "question": args.question,
             "task": task, "options": list(options), "single": args.single, "limit": args.limit,
             "demo": demo.key if demo else None, "world_size": parallel.size()}
     ds = _dataset(meta)
     ds.problems = got.problems + ds.problems
-    return cfg, ds, meta, None
+    return cfg, ds, meta, None, plan(cfg, why, sources)
+
+
+def _model(args, task: str, own: bool) -> tuple[str, str]:
+    """The model a new run loads, and why that one, in words for the plan line. own: --images given."""
+    if args.model:
+        demo = by_model(args.model)
+        return args.model, "--model" + (f", the bundled demo '{demo.key}': its settings apply" if demo else "")
+    if args.demo:
+        return by_key(args.demo).model, f"--demo {args.demo}"
+    if not own:   # the default demo's example set runs
+        return DEFAULT.model, "the default demo"
+    demo = by_task(task)
+    return demo.model, (f"no --model given: the bundled model for task '{task}' (the demo '{demo.key}'); "
+                        "name another with --model")
+
+
+def plan(cfg: TTRVConfig, why: str, sources: dict[str, str]) -> list[str]:
+    """What a run will do, said before the model loads: the model (a bundled demo by its name) and
+    why that one, then every setting that is not the paper's default, with where it comes from."""
+    demo = by_model(cfg.model)
+    model = f"demo '{demo.key}' (assets/{demo.folder})" if demo else public(cfg.model)
+    paper = TTRVConfig(model=cfg.model)
+    sources = {"lora_alpha": "2 x lora_r", **sources}
+    changed = [f"{f.name} {getattr(cfg, f.name)}" + (f" ({sources[f.name]})" if f.name in sources else "")
+               for f in fields(TTRVConfig) if f.name != "model" and getattr(cfg, f.name) != getattr(paper, f.name)]
+    rest = "every other setting" if changed else "every setting"
+    return [f"model: {model}: {why}", f"settings: {', '.join(changed) + '; ' if changed else ''}{rest} at its "
+                                      "default (the paper's where it has one; --help lists them)"]
 
 
 def _resume_setup(folder: Path):
@@ -206,7 +251,9 @@ def _resume_setup(folder: Path):
         raise ResumeError(f"{folder}/config.json names no image folder (a run started in the app?); "
                           "only runs started with `python -m ttrv_core` can be resumed here")
     names = {f.name for f in fields(TTRVConfig)}
-    cfg = TTRVConfig(**{k: v for k, v in meta["config"].items() if k in names})
+    # a bundled demo's model is recorded by its name (demos.public): its folder on this machine
+    cfg = TTRVConfig(**{**{k: v for k, v in meta["config"].items() if k in names},
+                        "model": local(meta["config"]["model"])})
     ds = _dataset(meta)
     start = point.run_start
     ids = {it.id for it in ds.items}
@@ -214,14 +261,15 @@ def _resume_setup(folder: Path):
         raise ResumeError(f"the images or questions named in {folder}/config.json changed since the run started "
                           f"({start['n_items']} items then, {len(ds.items)} now); it cannot be resumed")
     ds.problems = []  # reported when the run started (problems.txt)
-    return cfg, ds, meta, point
+    return cfg, ds, meta, point, plan(cfg, f"as the run started ({folder / 'config.json'})", {})
 
 
 def _dataset(meta: dict):
     """The items a config.json record names, through the app's one data path (inputs.load)."""
-    got = inputs.collect(Path(meta["images"]), Path(meta["images"]))   # a folder: used where it is
-    ds = inputs.load(got, meta["question"], Path(meta["questions"]) if meta["questions"] else None, meta["task"],
-                     tuple(meta.get("options") or ())).dataset
+    images = Path(local(meta["images"]))
+    got = inputs.collect(images, images)   # a folder: used where it is
+    ds = inputs.load(got, meta["question"], Path(local(meta["questions"])) if meta["questions"] else None,
+                     meta["task"], tuple(meta.get("options") or ())).dataset
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds

@@ -43,6 +43,8 @@ def _assets() -> Path:
 
 
 ASSETS = _assets()
+DEMO_PREFIX, ASSETS_PREFIX = "demo:", "assets:"
+"""How a run folder names a bundled demo's model and the other bundled files (`public`)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,45 @@ def by_model(model: str) -> Demo | None:
     except OSError:
         return None
     return next((d for d in DEMOS if Path(d.model).resolve() == path), None)
+
+
+def by_task(task: str) -> Demo:
+    """The bundled model a run of this task format gets when no model is named: the first demo
+    of that task (multiple choice: the default demo's model), else the open-answer demo's."""
+    return next((d for d in DEMOS if d.task == task), by_key("open"))
+
+
+def public(path: str | Path) -> str:
+    """How a run folder names a model or a file: a bundled demo's model folder by the demo
+    ('demo:format'), anything else among the bundled assets by its place there
+    ('assets:examples/digits_choice'), any other path or hub id as it was given. The record then
+    holds nothing of the machine's own filesystem for the bundled files; `local` reads it back.
+
+    >>> public(by_key("format").model), public(by_key("format").example_dir), public("my_digits")
+    ('demo:format', 'assets:examples/digits_choice', 'my_digits')
+    """
+    text = str(path)
+    demo = by_model(text)
+    if demo is not None:
+        return DEMO_PREFIX + demo.key
+    try:
+        inside = Path(text).resolve().relative_to(ASSETS.resolve())
+    except (OSError, ValueError):
+        return text
+    return ASSETS_PREFIX + inside.as_posix()
+
+
+def local(name: str) -> str:
+    """The path a name written by `public` stands for on this machine (other names as they are).
+
+    >>> local(public(by_key("open").model)) == by_key("open").model
+    True
+    """
+    if name.startswith(DEMO_PREFIX):
+        return by_key(name[len(DEMO_PREFIX):]).model
+    if name.startswith(ASSETS_PREFIX):
+        return str(ASSETS / name[len(ASSETS_PREFIX):])
+    return name
 
 
 def by_key(key: str) -> Demo:

@@ -3,7 +3,9 @@
     run(cfg, items, ..., keep) -> events:
         the policy: the kept base model when the model, precision, device and trust are the same
                     (models.KeptBase; loaded otherwise), a fresh LoRA adapter from the run's seed
-        the run folder: config.json, problems.txt, then engine.adapt recorded into it (runs.record)
+        the run folder: config.json, problems.txt, then engine.adapt recorded into it (runs.record);
+                    a download on a Space, so the model is named as `shown` names it, never by a
+                    path of the server
         the before-evaluation: the last complete one kept with the model is used again when nothing
                     it depends on changed (evaluate.depends); a complete new one replaces it
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import models   # the module: models.load_policy as it is at call time (tests replace it)
+from . import card, demos, models   # models.load_policy as it is at call time (tests replace it)
 from .config import TTRVConfig
 from .data import Item
 from .engine import adapt
@@ -36,7 +38,7 @@ def run(cfg: TTRVConfig, items: Sequence[Item], single: str | None, out: Path, m
                                     keep=keep)
         models.set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
         run_dir = RunDir(out)
-        run_dir.write_json("config.json", meta)
+        run_dir.write_config({**meta, "config": {**meta["config"], "model": shown(cfg.model)}})
         run_dir.write_problems(problems)
         key = ("before", depends(policy, items, cfg))
         events = adapt(cfg, policy, items, single=single, should_stop=should_stop, before=keep.memo.get(key))
@@ -44,3 +46,10 @@ def run(cfg: TTRVConfig, items: Sequence[Item], single: str | None, out: Path, m
             if isinstance(ev, EvalResult) and ev.phase == "before" and len(ev.items) == len(items):
                 keep.memo = {key: ev}   # the last complete one only
             yield ev
+
+
+def shown(model: str) -> str:
+    """The model as a run folder of the app names it: a bundled demo by its name ('demo:format'),
+    a hub id as it is, another local folder by its own name only (card.model_name)."""
+    name = demos.public(model)
+    return name if name != model else card.model_name(model)

@@ -1,11 +1,13 @@
 """A run folder: everything a run computed, written as it happens.
 
-    config.json     the TTRVConfig and where the items came from
+    config.json     the TTRVConfig and where the items came from (written by the front end,
+                    RunDir.write_config; a bundled demo's model by its name: demos.public)
     problems.txt    input problems (file: message), if any
     events.jsonl    one JSON object per event, flushed as each arrives
     results.csv     before/after per item (also results.json)
-    adapter/        the LoRA adapter in peft format (base model id in its config), with a
-                    model card (README.md, card.py); only when something was trained
+    adapter/        the LoRA adapter in peft format (base model named as card.model_name
+                    names it, not by a path of this machine), with a model card
+                    (README.md, card.py); only when something was trained
     checkpoints/step-NNNNNN/   the state after the last completed step, while the
                     run is unfinished (killed, stopped, failed); removed when it ends:
         adapter/        the LoRA weights then, in peft format
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import card, parallel
+from . import card, demos, parallel
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
@@ -69,6 +71,14 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         _cut_partial_line(self.root / "events.jsonl")
         self._events = open(self.root / "events.jsonl", "a", encoding="utf-8")
+        self.model_name: str | None = None
+        """The model as config.json names it; the run_start line names it so too."""
+
+    def write_config(self, meta: dict) -> None:
+        """config.json: the front end's record of the run (its "config" a TTRVConfig as a dict,
+        the model named as the folder may show it)."""
+        self.model_name = meta["config"]["model"]
+        self.write_json("config.json", meta)
 
     def write_json(self, name: str, obj) -> None:
         tmp = self.root / (name + ".tmp")
@@ -80,7 +90,10 @@ class RunDir:
             (self.root / "problems.txt").write_text("\n".join(map(str, problems)) + "\n", encoding="utf-8")
 
     def append(self, event: Event) -> None:
-        self.append_json(to_json(event))
+        obj = to_json(event)
+        if isinstance(event, RunStart):  # the config as loaded holds the model's path on this machine
+            obj["config"] = {**obj["config"], "model": self.model_name or demos.public(obj["config"]["model"])}
+        self.append_json(obj)
 
     def append_json(self, obj: dict) -> None:
         self._events.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -133,6 +146,7 @@ class RunDir:
         final, tmp = self.root / "adapter", self.root / "adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_adapter(policy, str(tmp))
+        card.name_base(tmp)
         old = self.root / "adapter.old"
         if final.exists():
             os.replace(final, old)
@@ -346,3 +360,4 @@ def _write_adapter(policy: Policy, folder: Path) -> list[Path]:
     weights and config written by hand without the card: not worth the hand-written code."""
     save_adapter(policy, str(folder))
     return sorted(p for p in folder.iterdir() if p.is_file())
+
