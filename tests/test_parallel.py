@@ -73,7 +73,7 @@ def one_process(tmp_path_factory):
     """The same run in this process (one rank): the LoRA weights after step 2 and at the end, and the summary."""
     from peft import get_peft_model_state_dict
     out = tmp_path_factory.mktemp("one")
-    cfg, ds, _, _ = cli._new_setup(cli.parser().parse_args(ARGS + ["--out", str(out)]))
+    cfg, ds, *_ = cli._new_setup(cli.parser().parse_args(ARGS + ["--out", str(out)]))
     policy = load_policy(cfg.model, cfg.precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed)
     set_threads_for(policy)
     weights, summary = {}, None
@@ -332,7 +332,7 @@ def test_fsdp_stand_ins_keep_the_ranks_in_step(tmp_path):
             "--train", "2", "--eval-votes", "4", "--prompts-per-step", "3", "--prompts-per-update", "2"]
     got, _ = launch(args + ["--out", str(tmp_path / "fsdp"), "--dist-timeout", "30"], env=FSDP)
     assert got.returncode == 0, got.stderr[-3000:]
-    cfg, ds, _, _ = cli._new_setup(cli.parser().parse_args(args + ["--out", str(tmp_path / "one")]))
+    cfg, ds, *_ = cli._new_setup(cli.parser().parse_args(args + ["--out", str(tmp_path / "one")]))
     policy = load_policy(cfg.model, cfg.precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed)
     set_threads_for(policy)
     summary = [ev.summary for ev in adapt(cfg, policy, ds.items) if isinstance(ev, RunEnd)][0]
