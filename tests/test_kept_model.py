@@ -140,31 +140,82 @@ def test_a_run_on_the_kept_model_reuses_the_last_before_evaluation(tiny_models, 
         list(engine.adapt(other, load(path, other), items[:3], before=first))
 
 
-def test_what_the_before_evaluation_depends_on(tiny_models, items, tmp_path):
-    from ttrv_core.data import Item as It
+EVALUATION = {"n_votes", "eval_votes", "temperature", "top_p", "max_new_tokens", "video_frames", "seed",
+              "shared_prefix", "eval_batch"}
+"""The settings a before-evaluation depends on (evaluate.py reads them; the seed seeds each item's votes)."""
+THROUGH_POLICY = {"model", "precision", "max_pixels"}
+"""Settings that act through the loaded policy: its base model (KeptBase's key), its precision and image
+size cap (the policy's own values are what count: checked on the policy)."""
+ANOTHER = dict(model="elsewhere", precision="bf16", n_votes=8, n_train=2, temperature=1.0, top_p=0.9, max_new_tokens=5,
+               video_frames=4, reward="majority", alpha=0.5, prior_weight=0.5, consensus=0.5, eps_clip=0.3,
+               dual_clip=2.0, beta=0.1, adv_eps=1e-3, lr=0.1, weight_decay=0.0, grad_clip=0.5, warmup_ratio=0.1,
+               prompts_per_step=1, prompts_per_update=1, train_items=2, epochs=3, max_steps=5, lora_r=8,
+               lora_alpha=3, seed=2, shared_prefix=False, gradient_checkpointing="layers", max_pixels=5000,
+               recompute_old_logprobs=False, collapse_guard=True, single_copies=2, eval_votes=2, eval_batch=4)
+"""Another value for every setting."""
+
+
+def choice_items(folder: Path) -> list:
+    out = []
+    for i in range(3):
+        p = folder / f"c{i}.png"
+        Image.new("RGB", (28, 28), (60 * i, 30, 90)).save(p)
+        out.append(Item(p.name, p, "Which colour?", task="choice", options=("red", "blue"), answer="A"))
+    return out
+
+
+def test_the_digest_changes_with_what_the_before_evaluation_depends_on_and_nothing_else(tiny_models, tmp_path):
+    """evaluate.depends: every setting is either one the evaluation reads (the digest changes), one that acts
+    through the policy, or one it cannot depend on (it does not change); so is every field of every item."""
+    from dataclasses import fields, replace
     from ttrv_core.evaluate import depends
+    assert set(ANOTHER) == {f.name for f in fields(TTRVConfig)}, "a setting not sorted here"
     path = str(tiny_models["qwen2_5_vl"])
-    cfg = TTRVConfig(model=path, **SMALL)
+    cfg = TTRVConfig(model=path, **SMALL | {"eval_votes": 0})   # the votes are n_votes: both count
     pol = load(path, cfg)
+    items = choice_items(tmp_path)
     base = depends(pol, items, cfg)
-    for change in (dict(lr=1e-1), dict(n_train=2), dict(epochs=3), dict(max_steps=5), dict(prompts_per_step=1),
-                   dict(beta=0.1), dict(reward="majority"), dict(collapse_guard=True)):
-        assert depends(pol, items, cfg.with_(**change)) == base, change
-    for change in (dict(eval_votes=2), dict(temperature=1.0), dict(seed=2), dict(max_new_tokens=5),
-                   dict(top_p=0.9), dict(eval_batch=4), dict(lora_r=8)):
-        assert depends(pol, items, cfg.with_(**change)) != base, change
+    for name, value in ANOTHER.items():
+        changed = depends(pol, items, cfg.with_(**{name: value}))
+        assert (changed != base) == (name in EVALUATION), name
+    assert depends(pol, items, cfg.with_(eval_votes=4, n_votes=8)) == depends(pol, items, cfg.with_(eval_votes=4))
+    for name, value in dict(precision="bf16", device=torch.device("meta"), max_pixels=pol.max_pixels // 2).items():
+        assert depends(replace(pol, **{name: value}), items, cfg) != base, name
+    for name, value in dict(id="other.png", task="classify", question="Which hue?", options=("red", "green"),
+                            answer="B", path=items[1].path.with_name("copy.png")).items():
+        if name == "path":
+            Image.new("RGB", (28, 28), (1, 2, 3)).save(value)          # another image's bytes
+        changed = [replace(it, **{name: value}) if i == 1 else it for i, it in enumerate(items)]
+        assert depends(pol, changed, cfg) != base, name
     copies = tmp_path / "copies"
     copies.mkdir()
     moved = []
     for it in items:                                        # the same files elsewhere (the app copies uploads)
         (copies / it.path.name).write_bytes(it.path.read_bytes())
-        moved.append(It(it.id, copies / it.path.name, it.question, answer=it.answer))
+        moved.append(replace(it, path=copies / it.path.name))
     assert depends(pol, moved, cfg) == base
-    Image.new("RGB", (28, 28), (1, 2, 3)).save(moved[2].path)
-    assert depends(pol, moved, cfg) != base                 # one image's bytes
-    assert depends(pol, items[:3], cfg) != base
-    assert depends(pol, [It(i.id, i.path, "What colour?", answer=i.answer) for i in items], cfg) != base
-    assert depends(pol, [It(i.id, i.path, i.question, answer="blue") for i in items], cfg) != base
+    assert depends(pol, items[:2], cfg) != base and depends(pol, items[::-1], cfg) != base
+
+
+def test_the_adapters_rank_and_scale_cannot_change_the_before_evaluation(tiny_models, items):
+    """Why the digest leaves them out: a run's fresh adapter is zero (and switched off), so its rank,
+    scale and initialisation give the same votes; the seed of the votes does not."""
+    from ttrv_core.evaluate import evaluate
+    path = str(tiny_models["qwen2_5_vl"])
+    cfg = TTRVConfig(model=path, **SMALL)
+
+    def before(c: TTRVConfig, seed: int = 1) -> list:
+        return list(evaluate(load(path, c), items, c, seed))
+
+    first = before(cfg)
+    assert before(cfg.with_(lora_r=8, lora_alpha=3)) == first
+    assert before(cfg.with_(lora_r=8, lora_alpha=3, seed=5)) == first       # another initialisation
+    assert before(cfg, seed=2) != first                                     # the votes are sampled
+
+
+def test_the_memo_goes_with_the_kept_model(tiny_models):
+    path = str(tiny_models["qwen2_5_vl"])
+    cfg = TTRVConfig(model=path, **SMALL)
     kept = models.KeptBase()
     load(path, cfg, kept)
     kept.memo["x"] = 1
@@ -172,6 +223,28 @@ def test_what_the_before_evaluation_depends_on(tiny_models, items, tmp_path):
     assert kept.memo == {"x": 1}                            # the same base: kept
     load(path, cfg, kept, precision="bf16")
     assert kept.memo == {}                                  # another base: gone with the model
+
+
+def test_a_model_folder_rebuilt_in_place_loads_again(tiny_models, tmp_path):
+    """A local model folder rebuilt with other weights (same path) is another model: the kept one and
+    the before-evaluation kept with it go; an untouched folder keeps both."""
+    import shutil
+    from tiny import build_qwen
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["qwen2_5_vl"], folder)
+    cfg = TTRVConfig(model=str(folder), **SMALL)
+    kept = models.KeptBase()
+    first = load(str(folder), cfg, kept)
+    old = {n: p.detach().clone() for n, p in first.base.state_dict().items()}
+    kept.memo["before"] = "the old model's before-evaluation"
+    assert load(str(folder), cfg, kept).base is first.base and kept.memo      # untouched: reused
+    build_qwen(folder, seed=1)                              # rebuilt in place: other weights, same file sizes
+    second = load(str(folder), cfg, kept)
+    assert second.base is not first.base and kept.memo == {}
+    new = second.base.state_dict()
+    assert new.keys() == old.keys() and any(not torch.equal(new[n], old[n]) for n in old)
+    fresh = load(str(folder), cfg).base.state_dict()        # what a load of its own gives
+    assert all(torch.equal(new[n], fresh[n]) for n in new)
 
 
 def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_changes(app_url, upload):  # noqa: F811
@@ -218,7 +291,7 @@ def test_only_a_complete_before_evaluation_is_kept_for_the_next_run(tiny_models,
 
     def run(name, cfg, stop_after_first_votes=False):
         stops = []
-        for ev in app.gpu_job(cfg, items, None, tmp_path / name, {}, [], lambda: len(stops)):
+        for ev in app.gpu_job(cfg, items, None, tmp_path / name, {"config": cfg.to_dict()}, [], lambda: len(stops)):
             if stop_after_first_votes and isinstance(ev, Progress) and ev.done == 1:
                 stops.append("stop")
             yield ev

@@ -125,16 +125,18 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
 
 def depends(policy: Policy, items: Sequence[Item], cfg: TTRVConfig) -> str:
     """A digest of what a run's before-evaluation depends on besides the base model's weights: the
-    evaluation settings, the seed (of the votes and of the fresh adapter) and the adapter's rank and
-    scale, the model's precision, device and image size cap, and every item: id, task, question,
-    options, answer and the bytes of its file. Two runs on one kept base model (models.KeptBase)
-    with the same digest evaluate alike before training: the app reuses the first's
-    (engine.adapt's before=)."""
+    evaluation settings (votes, temperature, top_p, max_new_tokens, video_frames, shared_prefix,
+    eval_batch), the seed (of the votes), the model's precision, device and image size cap, and every
+    item: id (it seeds the item's votes), task, question, options, answer and the bytes of its file.
+    Not the adapter's rank or scale: a run's fresh adapter is zero and evaluate() switches it off, so
+    it cannot change the before-evaluation; nor the training settings. Two runs on one kept base
+    model (models.KeptBase) with the same digest evaluate alike before training: the app reuses the
+    first's (engine.adapt's before=)."""
     h = hashlib.sha256(repr((cfg.votes_for_eval, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.video_frames,
-                             cfg.seed, cfg.shared_prefix, cfg.eval_batch, cfg.lora_r, cfg.lora_alpha,
+                             cfg.seed, cfg.shared_prefix, cfg.eval_batch,
                              policy.precision, str(policy.device), policy.max_pixels)).encode())
     for it in items:
-        h.update(repr((it.id, it.task, it.prompt, it.options, it.answer)).encode())
+        h.update(repr((it.id, it.task, it.question, it.options, it.answer)).encode())
         h.update(hashlib.sha256(it.path.read_bytes()).digest() if it.path is not None else b"-")
     return h.hexdigest()
 

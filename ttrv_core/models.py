@@ -8,7 +8,7 @@ through bitsandbytes' CPU kernels (fp32 compute), with the AVX512-BF16 fast
 path switched off (DESIGN.md section 5).
 
 A process that runs one model after another (the app) keeps the loaded base model
-between runs (KeptBase): each run gets a fresh adapter on it.
+between runs (kept_base.KeptBase): each run gets a fresh adapter on it.
 
 Loading errors become ModelLoadError with a message that says what to do
 (checks.py, errors.py); nothing here branches on a model's name.
@@ -19,10 +19,8 @@ sets TTRV_TRUST_REMOTE_CODE=1 (remote_code_allowed), and never in public mode.
 """
 from __future__ import annotations
 
-import gc
 import os
 import sys
-import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -32,13 +30,10 @@ from .decode import Decoders
 from .errors import ModelLoadError, explain_oom
 from .checks import TRUST_REMOTE_CODE_ENV, check_config, load_errors
 from .families import Family
+from .kept_base import KeptBase, set_threads_for  # noqa: F401 (models.set_threads_for as before)
 
 __all__ = ["KeptBase", "ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter",
            "set_threads_for"]
-
-
-SMALL_MODEL_PARAMS = 50_000_000
-"""Below this size a CPU run is fastest on one thread (set_threads_for)."""
 
 
 @dataclass
@@ -155,13 +150,14 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
     model_id: hub id or local folder. max_pixels: image size limit (default: the
     family's). trust_remote_code: run code shipped with the checkpoint (refused
     by default). keep: reuse the base model loaded by an earlier call with the same
-    model, precision, device and trust (KeptBase); the adapter is new all the same. fsdp: a
-    4-bit base stores its packed weights in the compute dtype, as FSDP needs (_load_kwargs).
+    model (a local folder: with the same files), precision, device and trust (KeptBase); the adapter
+    is new all the same. fsdp: a 4-bit base stores its packed weights in the compute dtype, as FSDP
+    needs (_load_kwargs).
     only_model: the process loads no other model (the CLI): an unquantized one is then loaded without
     importing bitsandbytes (_bitsandbytes_hidden)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = resolve_precision(precision, dev)
-    key = (model_id, prec, str(dev), trust_remote_code, fsdp)
+    key = KeptBase.key(model_id, prec, str(dev), trust_remote_code, fsdp) if keep is not None else None
     loaded = keep.take(key) if keep is not None else None
     with _bitsandbytes_hidden() if only_model and prec != "4bit" else nullcontext():
         if loaded is None:
@@ -257,68 +253,6 @@ def _wrap(base, processor, family: Family, dev: torch.device, prec: str, lora_r:
                   max_pixels=max_pixels, precision=prec,
                   autocast_dtype=torch.bfloat16 if dev.type == "cuda" and prec in ("4bit", "bf16") else None,
                   vision_trainable=vision_trainable)
-
-
-def set_threads_for(policy: Policy) -> None:
-    """Process-wide: torch.set_num_threads(1) when `policy` is a small model on a CPU; else
-    nothing. The front ends call it after load_policy; the library never changes it itself.
-
-    Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
-    busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
-    the demo model 4.9 s -> 0.8 s, evaluating 40 items 17.2 s -> 1.3 s (other jobs running)."""
-    if policy.device.type == "cpu" and sum(p.numel() for p in policy.base.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)
-
-
-class KeptBase:
-    """One loaded base model kept between the runs of a process (the app), so that a second
-    run does not load its model again. `load_policy(..., keep=kept)` reuses it when the model,
-    precision, device and trust are the same, and loads (dropping the kept one first, to free
-    its memory) when any of them changes. Each run gets a fresh LoRA adapter: the last run's
-    is removed from the base (peft's unload: the base layers as they were, untouched by
-    training, which moves LoRA weights only) and a new one is initialised from the run's seed,
-    as a fresh load does, so a run gives what it gives after a fresh load
-    (tests/test_kept_model.py). The previous run's Policy is void from then on.
-
-    One run at a time uses the kept model: hold `lock` from loading to the run's end (the
-    app's queue runs one job at a time; the lock makes it so for any caller).
-
-    `memo`: what a run computed with the base model alone that a later run on it may reuse (the
-    app keeps its last before-evaluation there); emptied whenever the kept model goes."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._key: tuple | None = None
-        self._loaded: tuple | None = None   # (base, processor, family)
-        self._model = None                  # the PeftModel the base is wrapped in now
-        self.memo: dict = {}
-
-    def take(self, key: tuple):
-        """(base, processor, family) freed of its last adapter, or None when `key` is not the kept one
-        (which is then dropped)."""
-        if self._key != key:
-            self.clear()
-            return None
-        if self._model is not None:
-            self._model.unload()            # the base's own layers back in place of the LoRA layers
-            self._model = None
-        return self._loaded
-
-    def put(self, key: tuple, loaded: tuple) -> None:
-        self._key, self._loaded, self._model, self.memo = key, loaded, None, {}
-
-    def wrapped(self, model) -> None:
-        self._model = model
-
-    def clear(self) -> None:
-        """Drop the kept model (its memory goes once the last run's Policy is gone too)."""
-        had = self._loaded is not None
-        self._key = self._loaded = self._model = None
-        self.memo = {}
-        if had:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
 
 def save_adapter(policy: Policy, folder: str) -> None:
