@@ -92,7 +92,7 @@ def test_a_stopped_after_evaluation_is_compared_on_the_same_images():
     after = result("after", [ev("0.png", "A", "A", correct=True)])
     text = compare.summary(before, after, len(items))
     assert "Compared on the 1 of 4 images evaluated after training" in text
-    assert "| greedy accuracy | 1.000 |" in text                          # before, on that one image
+    assert "| strict accuracy (greedy) | 1.000 |" in text                 # before, on that one image
 
 
 def test_the_table_shows_option_text_raw_replies_and_invalid_replies():
@@ -104,7 +104,8 @@ def test_the_table_shows_option_text_raw_replies_and_invalid_replies():
     assert row["answer (evaluation only)"] == "C · 2"
     assert "not a valid answer</span> <span" in row["before"] and "reply: “Sure, the digit is 2.”" in row["before"]
     assert "<b>C · 2</b>" in row["after"] and "✓" in row["after"] and "reply" not in row["after"]
-    assert row["adapted on"] == "●" and row["majority share"] == "0.50 → 0.90" and row["changed"] == "● changed"
+    assert row["adapted on"] == "●" and row["majority share"] == "0.50 → 0.90"
+    assert row["changed"] == "format only"                              # the sentence named 2 already
     assert kinds[heads.index("before")] == "html"
     assert compare.table([CHOICE], None, None)[1] == []                  # nothing evaluated: an empty table
 
