@@ -2,6 +2,12 @@
 the ttrv-vs-frequency check, plotly figures, and the files they go to
 (runs.csv, table.csv / table.md, results.json, figures/*.html and *.png).
 experiments.py runs the grid; this file only reads what it measured.
+
+Beside strict accuracy, content accuracy (content.py: the answer a greedy reply names): the strict
+gain splits into a reply-format part (Δ format = Δ strict - Δ content) and an answers part (Δ content),
+with the top answer share (label-free), in the tables and in figures/split. The per-answer shares
+(the app's chart, answer_plots.shares) need each run's per-image answers, which a grid's rows do not
+keep: a run folder's events.jsonl has them (plots.load_events).
 """
 from __future__ import annotations
 
@@ -16,10 +22,13 @@ from typing import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-ACCS = ("greedy_acc", "single_acc", "maj_acc")
-LABEL_FREE = ("concentration", "greedy_invalid")
-"""Eval metrics that need no labels: the share of images on the most common greedy answer, and the
-share whose greedy reply is no valid answer (prompts.is_valid)."""
+ACCS = ("greedy_acc", "single_acc", "maj_acc", "content_acc")
+"""Accuracies: greedy (strict: the authors' extraction), single@T, maj@N, and the greedy reply read for
+the answer it names (content.py: a sentence that names the right option counts)."""
+LABEL_FREE = ("concentration", "greedy_invalid", "top_answer_share")
+"""Eval metrics that need no labels: the share of images on the most common greedy answer, the
+share whose greedy reply is no valid answer (prompts.is_valid), and the share of images on the most
+common answer named (content.py; images that name none left out)."""
 
 
 def sci(x: float) -> str:
@@ -66,10 +75,13 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     out = []
     for g, name, rs in groups:
         t = {"group": g, "setting": name, "runs": len(rs)}
-        for k in (*ACCS, *LABEL_FREE):
+        for k in (*ACCS, *LABEL_FREE):   # .get: runs logged before a metric existed have none (nan)
             for p in ("before", "after"):
-                t[f"{p}_{k}_mean"], t[f"{p}_{k}_std"] = _ms([r[f"{p}_{k}"] for r in rs])
-            t[f"d_{k}_mean"], t[f"d_{k}_std"] = _ms([r[f"d_{k}"] for r in rs])
+                t[f"{p}_{k}_mean"], t[f"{p}_{k}_std"] = _ms([r.get(f"{p}_{k}", math.nan) for r in rs])
+            t[f"d_{k}_mean"], t[f"d_{k}_std"] = _ms([r.get(f"d_{k}", math.nan) for r in rs])
+        # the strict gain's reply-format part: strict gain - answers part (content accuracy's gain), per run
+        t["d_format_mean"], t["d_format_std"] = _ms([r["d_greedy_acc"] - r.get("d_content_acc", math.nan)
+                                                     for r in rs])
         t["guard_fired"] = sum(r["guard_fired_step"] != "" for r in rs)
         t["guard_fired_steps"] = " ".join(str(int(r["guard_fired_step"])) for r in rs if r["guard_fired_step"] != "")
         t["seconds_mean"] = statistics.mean(r["seconds"] for r in rs)
@@ -113,6 +125,8 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
         fig.update_layout(height=560, xaxis_tickangle=-35, xaxis_title=None,   # the legend above: the labels need the room
                           legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
         figs["change"] = fig
+    if rows and any(not math.isnan(t["d_content_acc_mean"]) for t in rows):
+        figs["split"] = split_figure(rows)
     reward_runs = [o for o in outcomes if o.row["group"] == "reward" and o.steps]
     if reward_runs:
         fig = make_subplots(rows=1, cols=2, subplot_titles=("single@T on the step's items (acc/single)",
@@ -190,6 +204,28 @@ def figures(outcomes: Sequence[Outcome], table: Sequence[dict]) -> dict[str, go.
     return figs
 
 
+def split_figure(rows: Sequence[dict]) -> go.Figure:
+    """Per setting: the strict gain and its two parts, reply format and answers (content.py), in points;
+    beside it the top answer share before and after (label-free: how much one answer took over)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
+                        subplot_titles=("Strict gain = reply format + answers (points)",
+                                        "Top answer share (label-free)"))
+    x = [t["setting"] for t in rows]
+    for k, name, color in (("d_greedy_acc", "strict gain", BLUE), ("d_format", "of which reply format", PURPLE),
+                           ("d_content_acc", "of which answers (content accuracy)", GREEN)):
+        fig.add_bar(x=x, y=[t[f"{k}_mean"] for t in rows], name=name, marker_color=color,
+                    error_y=dict(type="data", array=[t[f"{k}_std"] for t in rows]), row=1, col=1)
+    for p, color in (("before", GREY), ("after", ORANGE)):
+        fig.add_bar(x=x, y=[t[f"{p}_top_answer_share_mean"] for t in rows], name=f"top answer share {p}",
+                    marker_color=color, error_y=dict(type="data", array=[t[f"{p}_top_answer_share_std"] for t in rows]),
+                    row=1, col=2)
+    _layout(fig, "What the gain is made of (mean ± std over runs)", "", "")
+    fig.update_layout(height=560, xaxis_tickangle=-35, xaxis2_tickangle=-35, margin=dict(l=60, r=20, t=80, b=60),
+                      legend=dict(orientation="h", x=0, y=-0.3, yanchor="top"))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1], row=1, col=2)
+    return fig
+
+
 BLUE, GREEN, GREY, ORANGE, PURPLE = "#3b6fd8", "#2a9d54", "#9aa0ab", "#e07b24", "#8a4fd0"
 PALETTE = (BLUE, ORANGE, GREEN, PURPLE, "#d0413b")
 DASHES = ("solid", "dash", "dot", "dashdot")
@@ -213,13 +249,14 @@ def _fmt(t: dict, k: str, pts: bool = False) -> str:
 
 
 def markdown(table: Sequence[dict]) -> str:
-    head = ("| group | setting | runs | greedy before -> after | Δ greedy | Δ single@T | Δ maj@N "
-            "| invalid greedy before -> after | concentration after | guard fired | s/run |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| group | setting | runs | greedy before -> after | Δ greedy | content before -> after | Δ format "
+            "| Δ single@T | Δ maj@N | invalid greedy before -> after | concentration after | top answer share after "
+            "| guard fired | s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {t['group']} | {t['setting']} | {t['runs']} | {_fmt(t, 'before_greedy_acc')} -> "
-             f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | {_fmt(t, 'd_single_acc', True)} | "
+             f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | {_fmt(t, 'before_content_acc')} -> "
+             f"{_fmt(t, 'after_content_acc')} | {_fmt(t, 'd_format', True)} | {_fmt(t, 'd_single_acc', True)} | "
              f"{_fmt(t, 'd_maj_acc', True)} | {_fmt(t, 'before_greedy_invalid')} -> {_fmt(t, 'after_greedy_invalid')} "
-             f"| {_fmt(t, 'after_concentration')} | {t['guard_fired']}"
+             f"| {_fmt(t, 'after_concentration')} | {_fmt(t, 'after_top_answer_share')} | {t['guard_fired']}"
              f"{' (' + t['guard_fired_steps'] + ')' if t['guard_fired_steps'] else ''} | {t['seconds_mean']:.1f} |"
              for t in table]
     return head + "\n".join(lines) + "\n"
@@ -228,8 +265,9 @@ def markdown(table: Sequence[dict]) -> str:
 def summary_markdown(tables: dict[str, Sequence[dict]]) -> str:
     """The headline rows of each grid side by side: the default setting (reward ttrv), the pooled
     single-example row, the learning rates and the guard."""
-    head = ("| demo | setting | runs | greedy before -> after | Δ greedy | invalid greedy before -> after "
-            "| Δ maj@N | guard fired |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| demo | setting | runs | greedy before -> after | Δ greedy | content before -> after | Δ format "
+            "| invalid greedy before -> after | top answer share after | Δ maj@N | guard fired |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for name, table in tables.items():
         for t in table:
@@ -237,8 +275,11 @@ def summary_markdown(tables: dict[str, Sequence[dict]]) -> str:
             if t["setting"] == "reward ttrv" or pooled or t["group"] in ("lr", "guard"):
                 lines.append(f"| {name} | {t['setting']} | {t['runs']} | {_fmt(t, 'before_greedy_acc')} -> "
                              f"{_fmt(t, 'after_greedy_acc')} | {_fmt(t, 'd_greedy_acc', True)} | "
+                             f"{_fmt(t, 'before_content_acc')} -> {_fmt(t, 'after_content_acc')} | "
+                             f"{_fmt(t, 'd_format', True)} | "
                              f"{_fmt(t, 'before_greedy_invalid')} -> {_fmt(t, 'after_greedy_invalid')} | "
-                             f"{_fmt(t, 'd_maj_acc', True)} | {t['guard_fired']} |")
+                             f"{_fmt(t, 'after_top_answer_share')} | {_fmt(t, 'd_maj_acc', True)} | "
+                             f"{t['guard_fired']} |")
     return head + "\n".join(lines) + "\n"
 
 
