@@ -1,12 +1,14 @@
-"""A run's prompts prepared once (rollout.Prompts), the schedule without transformers' trainer, and the
-CLI's load without bitsandbytes: the same numbers, less waiting (issue 16).
+"""A run's prompts prepared once (prompt_cache.Prompts), the schedule without transformers' trainer, and
+the CLI's load without bitsandbytes: the same numbers, less waiting.
 
   - a run prepares each item's prompt once (the before-evaluation), and the steps and the
     after-evaluation reuse it: the events and the adapter are those of a run that prepares every
-    prompt again (budget 0, the code before the cache), on the one-update-per-prompt path and on the
-    k-prompts-per-update path, and in single-example mode;
-  - the cache keeps at most its budget in bytes, the least recently used dropped first, and a
-    prompt's image encoding, added after it was kept, is counted;
+    prompt again (budget 0), on the one-update-per-prompt path and on the k-prompts-per-update path,
+    and in single-example mode. The runs train (a gradient on every step, lora_B moved): votes of one
+    token at T = 0.5 agree in part, so the adapters compared hold what each path computed;
+  - the cache holds at most its budget, measured by walking the tensors its kept prompts hold (not
+    its own counter), while the shared prefill adds each prompt's image encoding (LLaVA: the
+    encoder's output outweighs the pixels); the least recently used prompt is dropped first;
   - engine.cosine_schedule gives transformers' get_cosine_schedule_with_warmup's rates and state;
   - `python -m ttrv_core` on a CPU in fp32 never imports bitsandbytes (and prints no bitsandbytes
     warning); in 4-bit it does; a 4-bit load in a process that hid it is refused with a message.
@@ -20,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core import rollout
+from ttrv_core import prompt_cache, rollout
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.engine import adapt, cosine_schedule
@@ -29,8 +31,10 @@ from ttrv_core.models import load_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(model="x", n_votes=6, n_train=4, max_new_tokens=4, prompts_per_step=2, lr=1e-2, seed=3,
-             max_steps=3, eval_batch=2)
+# one-token votes at T = 0.5 on the random tiny model agree in part (6 of 8 distinct, typically): the
+# rewards differ within a group and every step has a gradient
+SMALL = dict(model="x", n_votes=8, n_train=4, max_new_tokens=1, temperature=0.5, prompts_per_step=2, lr=1e-2,
+             seed=3, max_steps=3, eval_batch=2)
 
 
 @pytest.fixture
@@ -61,15 +65,18 @@ def _run(model, items, cfg, budget, monkeypatch, single=None):
     """The run's events and adapter, with the run's cache at `budget` bytes; and how many prompts it prepared."""
     made = []
 
-    class Counted(rollout.Prompts):
-        def __init__(self, policy, frames, budget_=None):
-            super().__init__(policy, frames, budget if budget_ is None else budget_)
+    class Counted(prompt_cache.Prompts):
+        def __init__(self, policy, frames, budget_=None, **kw):
+            super().__init__(policy, frames, budget if budget_ is None else budget_, **kw)
             made.append(self)
 
     monkeypatch.setattr("ttrv_core.engine.Prompts", Counted)
     policy = load_policy(str(model), "fp32", "cpu", lora_r=4, lora_alpha=8)
     events = list(adapt(cfg, policy, items, single=single))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert len(steps) == 3 and all(e.metrics["grad/norm"] > 0 for e in steps)   # every step trained
     lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+    assert any(bool(w.any()) for n, w in lora.items() if "lora_B" in n)          # from 0: the adapter moved
     return _numbers(events), lora, sum(c.prepared for c in made)
 
 
@@ -91,29 +98,64 @@ def test_single_example_mode_reuses_the_one_prompt(tiny_models, items, monkeypat
     assert once == again and n_once == len(items)
 
 
-def test_the_cache_keeps_its_budget_least_recently_used_first(tiny_models, items):
+def _held(cache: prompt_cache.Prompts) -> int:
+    """Bytes the cache's kept prompts hold: every tensor reachable from their fields, walked (inputs,
+    positions, the image encoder's output and all it holds), each storage once and whole."""
+    storages = {}
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            storages[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        elif isinstance(x, dict):               # transformers' ModelOutput too
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif hasattr(x, "__dataclass_fields__"):  # rollout.Prompt
+            for name in x.__dataclass_fields__:
+                walk(getattr(x, name))
+
+    for prompt, _ in cache._kept.values():
+        walk(prompt)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_the_cache_holds_at_most_its_budget_while_prefills_add_image_encodings(tiny_models, items, family):
+    policy = load_policy(str(tiny_models[family]), "fp32", "cpu", lora_r=4, lora_alpha=8)
+    probe = prompt_cache.Prompts(policy, 8)
+    probe(items[0])
+    size = _held(probe)                     # one prompt before its image encoding
+    cache = prompt_cache.Prompts(policy, 8, budget=2 * size + 1)   # room for two prompts as prepared
+    for it in items:
+        prompt = cache(it)   # kept as prepared, then looked up no more (as in an evaluation)
+        rollout.sample(policy, prompt, 2, max_new_tokens=1, shared=True)   # its prefill adds the image encoding
+        assert prompt._images, "the shared prefill added no image encoding: nothing measured"
+        assert _held(cache) <= cache.budget, f"{family}: holds {_held(cache) / cache.budget:.2f}x its budget"
+        assert cache.bytes == _held(cache)  # its counter is what it holds
+    assert cache._kept                       # and it keeps something
+
+
+def test_the_cache_drops_the_least_recently_used_first(tiny_models, items):
     policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4, lora_alpha=8)
-    size = rollout._nbytes(rollout.prepare_prompt(policy, items[0].image(), items[0].prompt))
+    size = prompt_cache._nbytes(rollout.prepare_prompt(policy, items[0].image(), items[0].prompt))
     assert size > 0
-    cache = rollout.Prompts(policy, 8, budget=2 * size + size // 2)   # room for two prompts of this size
+    cache = prompt_cache.Prompts(policy, 8, budget=2 * size + size // 2)   # room for two prompts of this size
     a = cache(items[0])
     cache(items[1])
     assert cache(items[0]) is a and cache.prepared == 2               # kept: the same object
     cache(items[2])                                                    # drops items[1], the least recent
     assert cache(items[0]) is a and cache.prepared == 3
     cache(items[1])
-    assert cache.prepared == 4 and cache.bytes <= cache.budget
-    # the image encoding a shared path adds to a kept prompt is counted when the prompt is next asked for
-    a.encoded(policy)
-    grown = rollout._nbytes(a)
-    assert grown > size
-    cache(items[0])
-    assert cache.bytes <= cache.budget and cache.bytes >= grown
+    assert cache.prepared == 4 and cache.bytes == _held(cache) <= cache.budget
+    a.encoded(policy)                          # the image encoding is counted as it is added
+    assert cache.bytes == _held(cache) <= cache.budget
     assert torch.equal(cache(items[0]).inputs["input_ids"],
                        rollout.prepare_prompt(policy, items[0].image(), items[0].prompt).inputs["input_ids"])
     cache.clear()
     assert cache.bytes == 0 and cache(items[0]) is not a
-    none = rollout.Prompts(policy, 8, budget=0)
+    none = prompt_cache.Prompts(policy, 8, budget=0)
     assert none(items[0]) is not none(items[0]) and none.bytes == 0
 
 

@@ -62,7 +62,8 @@ from .groups import Group, score, step_metrics
 from .groups import step as step_by_updates
 from .guard import CollapseGuard, concentration
 from .models import Policy
-from .rollout import Prompts, sample
+from .prompt_cache import Prompts
+from .rollout import sample
 
 
 @dataclass

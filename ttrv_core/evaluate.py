@@ -42,7 +42,8 @@ from .models import Policy
 from .parallel import gathered
 from .prompts import extract_answer, is_valid
 from .rewards import vote_stats
-from .rollout import Prompts, sample_many
+from .prompt_cache import Prompts
+from .rollout import sample_many
 from .similarity import rouge1, token_f1
 
 
@@ -55,7 +56,7 @@ def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generat
 def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
                    prompts: Prompts | None = None) -> list[ItemEval]:
     """Evaluate items in one batch (one decode over the N + 1 rows of each). prompts: the run's
-    encoded prompts (rollout.Prompts), else each item's prepared here."""
+    encoded prompts (prompt_cache.Prompts), else each item's prepared here."""
     prepared = prompts or Prompts(policy, cfg.video_frames, budget=0)
     gens = [item_generator(policy.device, seed, it) for it in items]
     n = cfg.votes_for_eval

@@ -36,7 +36,8 @@ from .models import Policy
 from .parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
 from .prompts import extract_answer, is_valid
 from .rewards import compute_rewards, vote_stats
-from .rollout import Prompt, Prompts, Rollout, sample
+from .prompt_cache import Prompts
+from .rollout import Prompt, Rollout, sample
 
 
 @dataclass

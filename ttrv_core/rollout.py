@@ -9,6 +9,9 @@ decode loop and random stream, so for one seed they sample the same answers (up
 to float rounding in the prefill). On CUDA, 4-bit and bf16 models sample under
 bf16 autocast (models.Policy.autocast), as they train.
 
+A run prepares each item's Prompt once and keeps it (prompt_cache.Prompts); here a Prompt is
+only read, except for its image encoding, added on the first shared forward (Prompt.encoded).
+
 `sample_many` decodes the rows of several prompts together (evaluation): prompts
 of one shape are prefilled in one forward, prompts of other lengths are left-
 padded in the decoder, and each prompt draws from its own generator, so that a
@@ -28,8 +31,8 @@ are never sampled (DESIGN.md section 5).
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -47,6 +50,8 @@ class Prompt:
     positions: torch.Tensor          # (3, 1, P) mrope or (1, P)
     next_position: int               # position of the first answer token
     _images: dict | None = field(default=None, repr=False)  # the image encoder's outputs, once computed
+    on_grow: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Called when the image encoding is added (prompt_cache.Prompts counts a kept prompt's bytes then)."""
 
     @property
     def length(self) -> int:
@@ -74,6 +79,8 @@ class Prompt:
         loaded adapter) the pixels go to every forward, as before."""
         if self._images is None:
             self._images = _encode_images(policy, self.inputs)
+            if self._images and self.on_grow is not None:
+                self.on_grow()
         if not self._images:
             return self.inputs
         consumed, outputs = self._images["consumed"], self._images["outputs"]
@@ -142,67 +149,6 @@ def prepare_prompt(policy: Policy, image: Image.Image | Video, text: str) -> Pro
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         nxt = ids.shape[1]
     return Prompt(inputs=inputs, positions=pos, next_position=nxt)
-
-
-
-class Prompts:
-    """A run's encoded prompts, each item's prepared once: the before-evaluation, every step that
-    samples the item and the after-evaluation use one Prompt (the processor's output, the positions
-    and, once a shared path asked for it, the image encoder's output, which does not change: the
-    adapter is on the language model only). Up to `budget` bytes of tensors are kept, the least
-    recently used dropped first; budget 0 prepares every time (as before this cache). Calling it
-    gives what `prepare_prompt` gives: the same tensors, so the same numbers."""
-
-    def __init__(self, policy: Policy, frames: int, budget: int | None = None):
-        self.policy, self.frames = policy, frames
-        self.budget = prompt_budget(policy.device) if budget is None else budget
-        self._kept: OrderedDict[tuple, tuple[Prompt, int]] = OrderedDict()
-        self.bytes = 0
-        self.prepared = 0   # prompts prepared so far (the tests and benchmarks read it)
-
-    def __call__(self, item) -> Prompt:
-        key = (item.id, str(item.path), item.prompt)
-        if key in self._kept:
-            prompt, size = self._kept.pop(key)
-            self.bytes -= size    # measured again: the image encoding may have been added since
-        else:
-            prompt = prepare_prompt(self.policy, item.image(self.frames), item.prompt)
-            self.prepared += 1
-        size = _nbytes(prompt)
-        if size <= self.budget:
-            self._kept[key] = (prompt, size)
-            self.bytes += size
-            while self.bytes > self.budget:
-                _, (_, dropped) = self._kept.popitem(last=False)
-                self.bytes -= dropped
-        return prompt
-
-    def clear(self) -> None:
-        """Drop every kept prompt (out of memory: the memory goes back to the run)."""
-        self._kept.clear()
-        self.bytes = 0
-
-
-def prompt_budget(device: torch.device) -> int:
-    """Bytes of encoded prompts a run keeps: 1 GiB in host memory; on a GPU, where the prompts live
-    beside the model, 5% of the card's memory, at most 2 GiB (Qwen2.5-VL-3B at 1,000 image tokens:
-    ~14 MB a prompt, so the 20 trained items of the default easily, all 240 of a set on 80 GB)."""
-    if device.type == "cuda":
-        return min(2 * 2**30, torch.cuda.get_device_properties(device).total_memory // 20)
-    return 2**30
-
-
-def _nbytes(x) -> int:
-    """Bytes of the tensors in a Prompt, a dict, a list or tuple, or a model output."""
-    if isinstance(x, torch.Tensor):
-        return x.numel() * x.element_size()
-    if isinstance(x, Prompt):
-        return _nbytes(x.inputs) + _nbytes(x.positions) + _nbytes((x._images or {}).get("outputs"))
-    if isinstance(x, dict):   # transformers' ModelOutput is a dict too
-        return sum(_nbytes(v) for v in x.values())
-    if isinstance(x, (list, tuple)):
-        return sum(_nbytes(v) for v in x)
-    return 0
 
 
 @dataclass
