@@ -296,4 +296,5 @@ def build() -> gr.Blocks:
 demo = build()
 
 if __name__ == "__main__":
+    sessions.clean_up_on_signals(lambda: demo.close(verbose=False))  # SIGTERM: the uploads go, as at Ctrl-C
     demo.launch(max_file_size=MAX_FILE_SIZE)

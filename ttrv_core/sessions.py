@@ -3,8 +3,9 @@ it offers, and the caps of a public Space.
 
 Each session keeps its files in one folder of this app process (`ttrv-app-<pid>-…` under the
 temp dir, then a hash of gradio's session id). The folder goes when the tab closes, when the
-session's state expires (SESSION_TTL_S), and when the process exits; folders of app processes
-that no longer run are swept when the next one starts (make_root).
+session's state expires (SESSION_TTL_S), and when the process exits: at a normal exit (atexit)
+and, in the app run as a script, on SIGTERM or SIGINT (clean_up_on_signals); folders of app
+processes that no longer run are swept when the next one starts (make_root).
 
 A session shows one run (`shown`) and may have one under way (`running`): a new run replaces
 the shown one only once its model has loaded and it has started, so a run that never starts
@@ -14,15 +15,18 @@ place. Gradio-free; app.py holds it in a gr.State.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import card, data, inputs
 from .config import TTRVConfig
@@ -58,12 +62,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_ROOTS: list[Path] = []
+"""The session roots this process made (make_root)."""
+
+
 def make_root(parent: Path = APP_DIR) -> Path:
-    """This process's folder of session folders (removed at exit), after sweeping dead ones."""
+    """This process's folder of session folders (removed at exit, and on SIGTERM or SIGINT once
+    clean_up_on_signals is set), after sweeping dead ones."""
     sweep_stale(parent)
     root = Path(tempfile.mkdtemp(prefix=f"{APP_PREFIX}{os.getpid()}-", dir=parent))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
+    _ROOTS.append(root)
     return root
+
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def clean_up_on_signals(before: Callable[[], object] = lambda: None) -> None:
+    """SIGTERM (a container stop, a Space restart) and SIGINT (Ctrl-C) end the process as a normal exit
+    would, with the signal's conventional status: `before()` (the app: gradio's close, which deletes
+    gradio's own copies of the uploads), the session roots removed, the standard streams flushed and the
+    atexit hooks run, then the signal's default action (status -15 or -2; 143 or 130 in a shell).
+    Without it SIGTERM ends the process at once, every upload left on disk. A handler set before, other
+    than Python's SIGINT handler, is chained instead of the exit; a signal the process ignores stays
+    ignored. The app calls it when run as a script (not on import: a test process keeps its own
+    Ctrl-C), from the main thread, the only one that can set handlers."""
+    owner = os.getpid()
+
+    def on_signal(signum, frame, previous):
+        chain = callable(previous) and previous is not signal.default_int_handler
+        if os.getpid() == owner:            # not a forked child: its parent's folders are not its own
+            try:
+                before()
+            except Exception:               # a close that fails must not keep the uploads on disk
+                pass
+            for root in _ROOTS:
+                shutil.rmtree(root, ignore_errors=True)
+            if not chain:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                atexit._run_exitfuncs()
+        if chain:
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in EXIT_SIGNALS:
+        previous = signal.getsignal(sig)
+        if previous is not signal.SIG_IGN and previous is not None:   # None: set outside Python, left as is
+            signal.signal(sig, functools.partial(on_signal, previous=previous))
 
 
 def folder(root: Path, key: str | None) -> Path:
