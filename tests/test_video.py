@@ -1,10 +1,15 @@
-"""Video items (issue 17): read with PyAV (Pillow for GIF), K frames sampled uniformly, through the
+"""Video items: read with PyAV (Pillow for GIF), K frames sampled uniformly, through the
 one data path; capped clips still run; the setting K and its public cap; a refusal for a family that
 takes neither video nor several images; one short CLI run on the demo model with a video beside an image.
+The data check reads the frames the run will read; a file that fails only when the run reads it (another
+count of frames, or changed on disk since the check) is left out of the run, named, and the run goes on.
 Bad video files are in test_bad_inputs.py; shared-prefix exactness on video prompts in test_shared_prefix.py.
 """
 import csv
+import json
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from PIL import Image
@@ -150,3 +155,74 @@ def test_cli_runs_a_video_beside_an_image(tmp_path, capsys):
     assert "broken.mov: cannot read video: not a video file" in err
     with open(out / "results.csv", newline="", encoding="utf-8") as f:
         assert {r["item"] for r in csv.DictReader(f)} == {"clip.webm", "still.png"}
+
+
+TRUNCATED = ("cannot read video: the file is truncated (its frames end before its stated duration: an incomplete "
+             "download or copy?)")
+
+
+@pytest.fixture
+def cut_clip(tmp_path):
+    """A VP9 .webm of 400 frames at 4 fps cut to 95% of its bytes: it gives 8 frames, not 16."""
+    whole = video_files.clip(tmp_path / "whole.webm", n=400, fps=4, codec="libvpx-vp9")
+    return video_files.cut(whole, 0.95, tmp_path / "set" / "cut.webm")
+
+
+def test_the_data_check_reads_the_frames_the_run_will_read(cut_clip):
+    from ttrv_core.inputs import collect, load
+    d = cut_clip.parent
+    assert [i.id for i in load_dataset(d, "What happens?").items] == ["cut.webm"]   # 8 frames: it reads
+    for ds in (load_dataset(d, "What happens?", frames=16), load(collect(d, d), "What happens?", frames=16).dataset):
+        assert ds.items == [] and [str(p) for p in ds.problems] == [f"cut.webm: {TRUNCATED}"]
+
+
+def test_a_file_that_fails_when_the_run_reads_it_is_left_out_and_the_run_goes_on(cut_clip, tiny_models):
+    """Checked at 8 frames and read by the run at 16; and an image truncated on disk after the check: both
+    are left out, named, and the run trains on and evaluates the other items to its end."""
+    from ttrv_core.engine import adapt
+    from ttrv_core.events import EvalResult, RunEnd, RunStart, StepEvent
+    from ttrv_core.models import load_policy
+    d = cut_clip.parent
+    video_files.clip(d / "good.webm", n=8, codec="libvpx-vp9", size=(56, 56))
+    noise = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(d / "photo.png")
+    Image.new("RGB", (56, 56), "white").save(d / "still.png")
+    ds = load_dataset(d, "What happens?")                     # the check at 8 frames: every file reads
+    assert [i.id for i in ds.items] == ["cut.webm", "good.webm", "photo.png", "still.png"] and ds.problems == []
+    video_files.cut(d / "photo.png", 0.5)                     # changed on disk after the check
+    cfg = TTRVConfig(model="x", video_frames=16, n_votes=4, n_train=2, max_new_tokens=2, prompts_per_step=1,
+                     max_steps=4, eval_batch=2, seed=0)
+    policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4, lora_alpha=8)
+    events = list(adapt(cfg, policy, ds.items))
+    start, end = events[0], events[-1]
+    assert isinstance(start, RunStart) and start.total_steps == 4
+    assert isinstance(end, RunEnd) and not end.stopped        # complete: nothing left to resume
+    assert end.problems == [f"cut.webm: {TRUNCATED}; left out of the run",
+                            "photo.png: cannot read image: the file is truncated (an incomplete download or copy?); "
+                            "left out of the run"]
+    evals = [e for e in events if isinstance(e, EvalResult)]
+    assert [e.phase for e in evals] == ["before", "after"]
+    assert all([x.item_id for x in e.items] == ["good.webm", "still.png"] for e in evals)
+    steps = [e for e in events if isinstance(e, StepEvent)]  # one item a step: the two left out are skipped
+    assert sorted(s.items[0].item_id for s in steps) == ["good.webm", "still.png"]
+
+
+def test_cli_with_more_frames_than_a_clip_gives_completes(cut_clip, capsys):
+    """`--video-frames 16` on the clip that gives 8: the run completes, the clip named (by the data check
+    where it reads 16 frames, else by the run) and the other item evaluated."""
+    from ttrv_core.cli import main
+    d = cut_clip.parent
+    Image.new("RGB", (56, 56), "white").save(d / "still.png")
+    out = d.parent / "run"
+    rc = main(["--images", str(d), "--question", "Which digit is shown in the image?", "--out", str(out),
+               "--steps", "1", "--votes", "4", "--train", "2", "--prompts-per-step", "1", "--eval-votes", "2",
+               "--max-new-tokens", "2", "--video-frames", "16"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    end = json.loads((out / "events.jsonl").read_text().splitlines()[-1])
+    assert end["type"] == "run_end" and not end["stopped"]
+    named = [p for p in end["problems"] if p.startswith("cut.webm: cannot read video")]
+    assert named or f"cut.webm: {TRUNCATED}" in err
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        got = {r["item"]: r["after_greedy"] for r in csv.DictReader(f)}
+    assert got.get("still.png") is not None and not got.get("cut.webm")

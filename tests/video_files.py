@@ -50,3 +50,13 @@ def gif_bytes(n: int = 6, size=(16, 12)) -> bytes:
     f = io.BytesIO()
     frames[0].save(f, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return f.getvalue()
+
+
+def cut(path: Path, share: float, to: Path | None = None) -> Path:
+    """The file cut to `share` of its bytes, as an incomplete download or copy leaves it; written to
+    `to` (default: in place)."""
+    data = Path(path).read_bytes()
+    to = Path(to or path)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_bytes(data[:int(len(data) * share)])
+    return to

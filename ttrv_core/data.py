@@ -102,13 +102,14 @@ def unsupported_images(root: Path) -> list[Problem]:
             for p in _files(root) if p.suffix.lower() in UNSUPPORTED_EXTS]
 
 
-def _check_images(root: Path, paths: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
+def _check_images(root: Path, paths: list[Path], frames: int = FRAMES) -> tuple[dict[str, Path], list[Problem]]:
     """id -> path of the images (and videos) that load, and a Problem for each that does not
-    (and for each video that was capped: it still runs)."""
+    (and for each video that was capped: it still runs). Videos are read at `frames` frames: what
+    the run will read (a truncated clip can give 8 frames and fail at 16)."""
     readable, problems = {}, []
     for p in paths:
         rel = p.relative_to(root).as_posix()
-        err, note = check_video(p) if is_video(p) else (check_image(p), None)
+        err, note = check_video(p, frames) if is_video(p) else (check_image(p), None)
         if note:
             problems.append(Problem(rel, note))
         if err:
@@ -239,10 +240,14 @@ def _items_from_file(qfile: Path, readable: dict[str, Path], unreadable: set[str
 # --------------------------------------------------------------------------- the dataset
 
 def load_dataset(images: Path, question: str | None = None, questions_file: Path | None = None,
-                 task: Task = "open", options: tuple[str, ...] = (), label: str | None = None) -> Dataset:
+                 task: Task = "open", options: tuple[str, ...] = (), label: str | None = None,
+                 frames: int = FRAMES) -> Dataset:
     """Items for every readable image that has a question; a Problem for everything else.
 
-    label: how problems name the image folder (default: its path; the app names the upload)."""
+    label: how problems name the image folder (default: its path; the app names the upload).
+    frames: the frames the run will read from each video (TTRVConfig.video_frames): the check reads
+    as many, at the same times. A file that still fails when the run reads it is left out of the run
+    then, named (prompt_cache.py)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
     ds = Dataset()
@@ -257,7 +262,7 @@ def load_dataset(images: Path, question: str | None = None, questions_file: Path
         looked = ", ".join(sorted(IMAGE_EXTS | VIDEO_EXTS))
         ds.problems.append(Problem(where, f"no images found (looked for {looked})"))
         return ds
-    readable, problems = _check_images(images, paths)
+    readable, problems = _check_images(images, paths, frames)
     ds.problems += problems
     options = tuple(options)
     if questions_file is not None:

@@ -30,6 +30,11 @@ how many stops were asked for (True counts as one):
 The collapse guard (guard.py, on by default) may end
 training early and roll the adapter back; RunEnd.guard says so.
 
+One bad file never ends a run: an item whose prompt cannot be prepared when the run reads it
+(its file changed since the data check, or its prompt is over the model's context:
+prompt_cache.py) is left out of every phase from then on (an evaluation has no ItemEval for it,
+a step trains on its other items; a step left with none is skipped), and RunEnd.problems names it.
+
 Each StepEvent carries `snapshot()`, the TrainState right after that step
 (optimizer, LR schedule, the sampling generator, torch's RNG, the guard), so
 that runs.py can checkpoint it; the engine itself writes nothing. `adapt(...,
@@ -147,7 +152,8 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     if start > len(schedule):
         raise ValueError(f"cannot resume after step {start}: the run has {len(schedule)} steps")
     phases = ["before"] * (evaluate_before and not resume) + ["train", "after"]
-    prompts = Prompts(policy, cfg.video_frames)  # each item's encoded prompt, prepared once for the whole run
+    # each item's encoded prompt, prepared once for the whole run; an item it cannot use is left out, named
+    prompts = Prompts(policy, cfg.video_frames, max_new_tokens=cfg.max_new_tokens)
     yield RunStart(config=cfg.to_dict(), n_items=len(items), train_ids=sorted(train_ids),
                    total_steps=len(schedule), mode="single" if single else "all", resumed_from=start, phases=phases)
 
@@ -162,7 +168,8 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         before = (yield from _evaluate_phase("before", policy, items, cfg, prompts, should_stop)) \
             if evaluate_before else None
     if should_stop() and not resume:  # stopped before training: nothing to train or to evaluate again
-        yield RunEnd(stopped=True, seconds=time.time() - t_run, summary=_summary(before, None))
+        yield RunEnd(stopped=True, seconds=time.time() - t_run, summary=_summary(before, None),
+                     problems=[str(p) for p in prompts.problems])
         return
 
     torch.manual_seed(cfg.seed)
@@ -188,6 +195,10 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         if should_stop():
             stopped = True
             break
+        batch = [it for it in batch if prompts.get(it) is not None]   # items left out (named) do not train
+        if not batch:  # none of the step's items can be used: nothing to train on, its learning rate passes
+            sched.step()
+            continue
         with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
                          checkpointing=cfg.gradient_checkpointing,
                          max_pixels=policy.max_pixels, precision=policy.precision):
@@ -216,12 +227,13 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     seen = int(should_stop()) if stopped else 0
     after = (yield from _evaluate_phase("after", policy, items, cfg, prompts, lambda: int(should_stop()) > seen)) \
         if done else None
-    stopped = stopped or bool(done) and (after is None or len(after.items) < len(items))
+    usable = sum(not prompts.dropped(it) for it in items)
+    stopped = stopped or bool(done) and (after is None or len(after.items) < usable)
     summary = _summary(before, after)
     if guard and guard.fired_at:
         summary["guard/fired_step"] = float(guard.fired_at)
     yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary,
-                 guard=guard.message() if guard else None)
+                 guard=guard.message() if guard else None, problems=[str(p) for p in prompts.problems])
 
 
 def _summary(before: EvalResult | None, after: EvalResult | None) -> dict[str, float]:
@@ -294,7 +306,7 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
     None when a stop came before its last update (the step is then undone).
     cfg.prompts_per_update > 0: k prompts per update, over K processes or one (groups.step).
     prompts: the run's encoded prompts (adapt's), else each prepared here."""
-    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0)
+    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
     if cfg.prompts_per_update:
         return step_by_updates(step, total, batch, policy, opt, cfg, should_stop, prompts)
     t0 = time.time()

@@ -56,14 +56,19 @@ def item_generator(device: torch.device, seed: int, item: Item) -> torch.Generat
 def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
                    prompts: Prompts | None = None) -> list[ItemEval]:
     """Evaluate items in one batch (one decode over the N + 1 rows of each). prompts: the run's
-    encoded prompts (prompt_cache.Prompts), else each item's prepared here."""
-    prepared = prompts or Prompts(policy, cfg.video_frames, budget=0)
-    gens = [item_generator(policy.device, seed, it) for it in items]
+    encoded prompts (prompt_cache.Prompts), else each item's prepared here. An item the run cannot
+    use (its file no longer reads, its prompt is over the model's context) is left out: no ItemEval,
+    and `prompts.problems` names it."""
+    prepared = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
+    ready = [(it, p) for it in items if (p := prepared.get(it)) is not None]
+    if not ready:
+        return []
+    gens = [item_generator(policy.device, seed, it) for it, _ in ready]
     n = cfg.votes_for_eval
-    ros = sample_many(policy, [prepared(it) for it in items], n + 1, cfg.temperature, cfg.top_p,
+    ros = sample_many(policy, [p for _, p in ready], n + 1, cfg.temperature, cfg.top_p,
                       cfg.max_new_tokens, gens, greedy_rows=1,
                       shared=cfg.shared_prefix and policy.family.shared_prefix, draw="cdf")
-    return [_score(it, ro) for it, ro in zip(items, ros)]
+    return [_score(it, ro) for (it, _), ro in zip(ready, ros)]
 
 
 def evaluate_item(policy: Policy, item: Item, cfg: TTRVConfig, seed: int) -> ItemEval:
@@ -96,8 +101,9 @@ def _score(item: Item, ro) -> ItemEval:
 
 def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
              prompts: Prompts | None = None) -> Iterator[ItemEval]:
-    """Yields one ItemEval per item, in order, computed `cfg.eval_batch` items at a time (the first
-    item alone, so that its votes show at once). Same seed -> same answers, whatever the batch size.
+    """Yields one ItemEval per item the run can use (evaluate_batch), in order, computed
+    `cfg.eval_batch` items at a time (the first item alone, so that its votes show at once). Same
+    seed -> same answers, whatever the batch size.
     Out of memory in a batch of several items: fewer items per batch from then on (the same answers:
     each item has its own stream); in one item alone: OutOfMemory, with what to lower. An adapter
     that adds nothing (a fresh one: lora_B = 0) is switched off, which skips the LoRA products.

@@ -128,6 +128,7 @@ class RunEnd:
     seconds: float
     summary: dict[str, float]  # before/* and after/* of the eval metrics
     guard: str | None = None   # what the collapse guard did, if it fired
+    problems: list[str] = field(default_factory=list)  # "file: what": items the run left out, videos read at fewer frames
     type: str = "run_end"
 
 

@@ -116,7 +116,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     process: the step is undone, as engine._step).
     A failure (another rank ended: parallel.RankFailure) undoes the step too."""
     t0 = time.time()
-    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0)
+    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
     shared = cfg.shared_prefix and policy.family.shared_prefix
     k = cfg.prompts_per_update
     updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices

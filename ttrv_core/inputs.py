@@ -26,6 +26,7 @@ from . import data
 from .problems import Problem
 from .prompts import Task
 from .uploads import collect_uploads
+from .video import FRAMES
 
 
 @dataclass
@@ -58,12 +59,14 @@ def collect(source: Path | str | Sequence[Path | str], workdir: Path, label: str
 
 
 def load(got: Collected, question: str | None = None, questions_file: Path | None = None, task: Task = "open",
-         options: Sequence[str] = ()) -> Inputs:
-    """The dataset, questions chosen as the module docstring says."""
+         options: Sequence[str] = (), frames: int = FRAMES) -> Inputs:
+    """The dataset, questions chosen as the module docstring says. frames: the frames the run will
+    read from each video (TTRVConfig.video_frames): the data check reads as many."""
     question = (question or "").strip()
     qfile = Path(questions_file) if questions_file else got.found
     several = [] if qfile or not got.folder.is_dir() else [p.name for p in data.questions_files(got.folder)]
-    ds = data.load_dataset(got.folder, question or None, qfile, task, tuple(options), label=got.where)
+    ds = data.load_dataset(got.folder, question or None, qfile, task, tuple(options), label=got.where,
+                           frames=frames)
     if qfile is not None:
         said = f"{qfile.name}" + (" (your question where a row has none)" if question else "")
     elif question or task != "open":

@@ -2,7 +2,9 @@
 
 Bad input never stops a run: ttrv_core.data (the dataset) and ttrv_core.uploads
 (files and zips copied in) each return a Problem for it, and the good items still
-run. It lives here, apart from both, so that each can import it.
+run; a file that fails only when the run reads it is left out then, named by a
+Problem too (ttrv_core.prompt_cache; events.RunEnd.problems). It lives here, apart
+from all of them, so that each can import it.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""A run's encoded prompts (`Prompts`): each item's prepared once and kept within a budget of bytes.
+"""A run's encoded prompts (`Prompts`): each item's prepared once, kept within a budget of bytes, and
+checked against the model's context; an item the run can no longer use is left out of the run with
+a named Problem, and the run goes on.
 
 Every phase of a run (the before-evaluation, each step that samples the item, the after-evaluation)
 asks `Prompts` for an item's prompt: the processor's output, the positions and, once a shared path
@@ -10,6 +12,15 @@ Memory: up to `budget` bytes of tensors are kept, the least recently used prompt
 (budget 0 prepares every time). A kept prompt's bytes are counted when they are added, the image
 encoding included (its first shared forward tells the cache: Prompt.on_grow), so the budget holds
 at every moment; bytes are those of the tensors' storages, each once (a view holds its whole storage).
+
+An item is left out of the run (`Dropped`; its Problem goes to `problems`) when
+  1. its file cannot be read now: changed since the data check, or read at another count of frames
+     than the check read (a truncated clip can give 8 frames and fail at 16);
+  2. its prompt and its answer (max_new_tokens) do not fit the model's context (the text model's
+     max_position_embeddings, `context_length`). A video is first read at fewer frames, the most
+     that fit, and a note in `problems` says so (once per item); an image, or a video too long at
+     one frame, is refused, the message naming the length and the limit.
+An item left out stays out for the rest of the run: its file is not read again.
 """
 from __future__ import annotations
 
@@ -18,19 +29,44 @@ from functools import partial
 
 import torch
 
+from .errors import TTRVError
+from .images import ImageError
 from .models import Policy
+from .problems import Problem
 from .rollout import Prompt, prepare_prompt
 
 
-class Prompts:
-    """A run's encoded prompts (module docstring): call it with an item for its Prompt."""
+class Dropped(TTRVError):
+    """An item the run cannot use; `problem` names its file and why."""
 
-    def __init__(self, policy: Policy, frames: int, budget: int | None = None):
-        self.policy, self.frames = policy, frames
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def context_length(policy: Policy) -> int | None:
+    """Tokens the model's language model takes (its text config's max_position_embeddings; every
+    family in families.FAMILIES states it there), or None where the config states none."""
+    config = policy.base.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if n else None
+
+
+class Prompts:
+    """A run's encoded prompts (module docstring): call it with an item for its Prompt (Dropped when
+    the item cannot be used), or `get` it (None then)."""
+
+    def __init__(self, policy: Policy, frames: int, budget: int | None = None, max_new_tokens: int = 0):
+        self.policy, self.frames, self.max_new_tokens = policy, frames, max_new_tokens
         self.budget = prompt_budget(policy.device) if budget is None else budget
+        self.limit = context_length(policy)
         self._kept: OrderedDict[tuple, tuple[Prompt, int]] = OrderedDict()
         self.bytes = 0
         self.prepared = 0   # prompts prepared so far (the tests and benchmarks read it)
+        self.problems: list[Problem] = []   # what the run found, in order: items left out, videos read at fewer frames
+        self._dropped: dict[tuple, Problem] = {}
+        self._noted: set[tuple] = set()
 
     @staticmethod
     def _key(item) -> tuple:
@@ -38,13 +74,31 @@ class Prompts:
 
     def __call__(self, item) -> Prompt:
         key = self._key(item)
+        if key in self._dropped:
+            raise Dropped(self._dropped[key])
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key][0]
-        prompt = prepare_prompt(self.policy, item.image(self.frames), item.prompt)
+        try:
+            prompt = self._prepare(item, key)
+        except Dropped as e:
+            self._dropped[key] = e.problem
+            self.problems.append(e.problem)
+            raise
         self.prepared += 1
         self._keep(key, prompt)
         return prompt
+
+    def get(self, item) -> Prompt | None:
+        """The item's prompt, or None when the item is left out of the run (`problems` says why)."""
+        try:
+            return self(item)
+        except Dropped:
+            return None
+
+    def dropped(self, item) -> bool:
+        """The item was left out of the run (without reading anything)."""
+        return self._key(item) in self._dropped
 
     def clear(self) -> None:
         """Drop every kept prompt (out of memory: the memory goes back to the run)."""
@@ -52,6 +106,39 @@ class Prompts:
             prompt.on_grow = None
         self._kept.clear()
         self.bytes = 0
+
+    # ------------------------------------------------------------------ preparing
+
+    def _prepare(self, item, key: tuple) -> Prompt:
+        """The item's prompt at the run's frames, or at fewer where a video's does not fit the context."""
+        k = self.frames
+        prompt = self._read(item, k)
+        if self.limit is None:
+            return prompt
+        room = self.limit - self.max_new_tokens       # tokens the prompt may take
+        first = prompt.length
+        while item.video and k > 1 and prompt.length > room:
+            # image tokens grow about linearly with the frames: aim at the count that fits, then one fewer at a time
+            k = max(1, min(k - 1, k * room // prompt.length))
+            prompt = self._read(item, k)
+        answer = f" and its answer up to {self.max_new_tokens} more" if self.max_new_tokens else ""
+        if prompt.length > room:
+            at = f" (at {k} frame{'s' if k > 1 else ''})" if item.video else ""
+            raise Dropped(Problem(item.id, f"its prompt{at} is {prompt.length:,} tokens{answer}: over the model's "
+                                           f"context of {self.limit:,} tokens; left out of the run"))
+        if k < self.frames and key not in self._noted:
+            self._noted.add(key)
+            self.problems.append(Problem(item.id, f"at {self.frames} frames its prompt is {first:,} tokens{answer}: "
+                                                  f"over the model's context of {self.limit:,} tokens; read at "
+                                                  f"{k} frame{'s' if k > 1 else ''} instead ({prompt.length:,} tokens)"))
+        return prompt
+
+    def _read(self, item, frames: int) -> Prompt:
+        try:
+            image = item.image(frames)
+        except (ImageError, OSError) as e:   # changed since the data check, or another count of frames
+            raise Dropped(Problem(item.id, f"{e}; left out of the run")) from None
+        return prepare_prompt(self.policy, image, item.prompt)
 
     # ------------------------------------------------------------------ the budget
 

@@ -16,7 +16,8 @@ uniform sampling does:
      decode. A stream whose header gives no duration yields its first K frames instead.
 Animated GIFs are read with Pillow (frame durations from the file; 100 ms where absent).
 A frame that cannot be decoded (a truncated file, a codec with no decoder in the
-wheel) is an ImageError naming the reason; the data path turns it into a Problem.
+wheel) is an ImageError naming the reason; the data path turns it into a Problem, and so does a run
+that reads a file which no longer reads (prompt_cache.py: the item is left out, the run goes on).
 """
 from __future__ import annotations
 
@@ -238,7 +239,9 @@ def first_frame(path: Path) -> Image.Image:
 
 
 def check_video(path: Path, k: int = FRAMES) -> tuple[str | None, str | None]:
-    """(problem, note): problem is why the file cannot be used, note what was capped (it still runs)."""
+    """(problem, note): problem is why the file cannot be used, note what was capped (it still runs).
+    k: the frames the run will read (TTRVConfig.video_frames), read here at the same times: a clip cut
+    short can give 8 frames and fail at 16, so a check at another count would not say."""
     try:
         if Path(path).stat().st_size == 0:
             return "empty file (0 bytes)", None
