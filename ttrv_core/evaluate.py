@@ -21,7 +21,10 @@ Open questions with a reference (similarity.py), scored on the greedy answer:
     open_f1     token F1 to the reference (prompts.normalize_open's tokens)
     open_rouge1 ROUGE-1 of the raw greedy reply to the reference as given (VQA-Med's metric)
     closed_exact exact match over the yes/no references (closed questions: exact match only)
-Label-free, always: the share of items whose greedy reply is not a valid answer
+Read for content (content.py: the answer a reply names, valid or not), on the greedy reply:
+    content_acc  the greedy reply names the reference (>= greedy_acc)
+Label-free, always: top_answer_share, the largest share of items whose greedy reply names one and
+the same answer (among those that name one); the share of items whose greedy reply is not a valid answer
 (greedy_invalid) and of invalid samples (invalid, prompts.is_valid); mean entropy of the votes (H / ln N; the paper's H / ln M as
 eval/entropy_paper) and majority share.
 """
@@ -35,6 +38,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .config import TTRVConfig
+from .content import content_correct, named_answer, shares
 from .data import Item
 from .errors import explain_oom
 from .events import ItemEval
@@ -85,9 +89,11 @@ def _score(item: Item, ro) -> ItemEval:
                   st.counts, ref, entropy_paper=st.entropy_paper)
     valid = [is_valid(item.task, v, item.options) for v in votes]
     ev.greedy_valid = is_valid(item.task, greedy, item.options)
+    ev.named = named_answer(item.task, ro.texts[0], item.options)
     ev.invalid = 1 - sum(valid) / len(votes)
     if ref is not None:
         ev.greedy_correct = greedy == ref
+        ev.content_correct = content_correct(item.task, ro.texts[0], ref, item.options, item.answer)
         ev.majority_correct = st.majority == ref
         ev.single_acc = st.counts.get(ref, 0) / len(votes)
         if any(valid):
@@ -164,10 +170,12 @@ def summarize(evals: Sequence[ItemEval]) -> dict[str, float]:
          "eval/majority_share": mean(e.majority_share for e in evals),
          "eval/greedy_invalid": mean(float(not e.greedy_valid) for e in evals),
          "eval/invalid": mean(e.invalid for e in evals),
+         "eval/top_answer_share": max(shares([e.named for e in evals]).values(), default=0.0),
          "eval/items": float(len(evals))}
     labeled = [e for e in evals if e.reference is not None]
     if labeled:
         m["eval/greedy_acc"] = mean(float(e.greedy_correct) for e in labeled)
+        m["eval/content_acc"] = mean(float(bool(e.content_correct)) for e in labeled)
         m["eval/maj_acc"] = mean(float(e.majority_correct) for e in labeled)
         m["eval/single_acc"] = mean(e.single_acc for e in labeled)
         valid = [e.valid_acc for e in labeled if e.valid_acc is not None]

@@ -66,6 +66,8 @@ class ItemEval:
     closed: bool | None = None        # open task with a reference: True for a yes/no reference (exact match only)
     f1: float | None = None           # open, not yes/no: token F1 of the greedy answer to the reference
     rouge1: float | None = None       # open, not yes/no: ROUGE-1 of the greedy reply to the reference (similarity.py)
+    named: str = ""                   # the answer the greedy reply names, read for content (content.py); "" none
+    content_correct: bool | None = None   # the greedy reply names the reference (content.py), valid or not
 
 
 @dataclass
