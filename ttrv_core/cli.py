@@ -41,10 +41,11 @@ FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "
          "prompts-per-step": "prompts_per_step", "prompts-per-update": "prompts_per_update", "lora-r": "lora_r",
          "lora-alpha": "lora_alpha", "seed": "seed",
          "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
-         "max-pixels": "max_pixels", "video-frames": "video_frames"}
+         "max-pixels": "max_pixels", "video-frames": "video_frames", "prior-weight": "prior_weight",
+         "consensus": "consensus"}
 ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",
               "max_steps": "by --epochs", "train_items": "all",
-              "prompts_per_update": "one update per prompt, one process (K processes: K)"}
+              "prompts_per_update": "one update per prompt, one process (K processes: K)", "consensus": "off"}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -44,9 +44,16 @@ class TTRVConfig:
     # --- reward ---
     reward: str = "ttrv"
     """ttrv (r1 - alpha*H_norm, paper), frequency, majority (TTRL), ttrv_marginal (ours), soft
-    (mean token-F1 similarity to the N votes, ours, for phrase answers: similarity.py)."""
+    (mean token-F1 similarity to the N votes, ours, for phrase answers: similarity.py), calibrated
+    (ours: invalid votes earn 0, the step's answer prior is subtracted; rewards.py)."""
     alpha: float = 0.75
     """Entropy weight (paper). Cancels under group-normalised advantages: see rewards.py."""
+    prior_weight: float = 1.0
+    """lambda of the calibrated reward (ours, rewards.py): how much of the step's answer prior is
+    subtracted from a valid vote's frequency; 0 keeps only "invalid votes earn 0"."""
+    consensus: float = 0.0
+    """tau (SCRL): a prompt whose majority share of the N votes is below it trains on nothing
+    (advantages 0); 0 = off, the paper's."""
 
     # --- GRPO (verl defaults used by the paper code) ---
     eps_clip: float = 0.2
@@ -137,6 +144,10 @@ class TTRVConfig:
             raise ValueError("n_train (G) must be >= 2: group advantages need two answers")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got '{self.reward}'")
+        if not 0.0 <= self.consensus <= 1.0:
+            raise ValueError(f"consensus must be 0 to 1 (a share of the votes), got {self.consensus}")
+        if self.prior_weight < 0:
+            raise ValueError(f"prior_weight must be >= 0, got {self.prior_weight}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.temperature <= 0:

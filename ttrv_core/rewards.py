@@ -30,6 +30,23 @@ group normalisation; it is a concave reshaping of r1 that favours the
 majority more strongly when the distribution is flat. The factor N / ln N
 puts it on the scale of r1 (a leave-one-out difference is O(1/N)).
 
+A reward that keeps the reply-format repair without feeding the model's biases (ours):
+
+    calibrated  r(a_i) = count(a_i) / N - lambda * prior(a_i)   for a valid vote (prompts.is_valid)
+                r(a_i) = 0                                    for an invalid one
+                prior(a) = (c_a + 1) / (C + K): the add-one-smoothed share of answer a among
+                the C valid votes of all the step's prompts (c_a of them for a), K answers
+
+Departures from the paper, in `calibrated`: (1) an invalid vote never counts toward an answer
+and earns 0, so a sentence or an empty reply is never a winning "answer" (EVOL-RL scores such
+replies -1); (2) what the whole step votes for, regardless of the image, is subtracted, so an
+answer earns by being common for this image, not by being the model's favourite everywhere
+(a letter the base model over-uses). lambda = 0 keeps (1) alone. The prior is a step's, so
+`calibrated` needs every prompt of the step sampled before any is scored (engine, groups).
+
+A consensus threshold (SCRL), for any reward: a prompt whose majority share of the N votes is
+below tau trains on nothing (its advantages are 0): a weak majority is a poor pseudo-label.
+
 H / ln M is the paper's normalisation and only the reward uses it. It is not
 monotone in how concentrated the votes are (an answer that drops out lowers M
 and can raise it), so what runs report and plot is H / ln N (`vote_entropy`),
@@ -47,7 +64,7 @@ from typing import Callable, Sequence
 
 from .similarity import soft_frequency_reward
 
-REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal", "soft")
+REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal", "soft", "calibrated")
 
 
 def frequency_reward(votes: Sequence[str]) -> list[float]:
@@ -157,8 +174,50 @@ def ttrv_marginal_reward(votes: Sequence[str], alpha: float = 0.75) -> tuple[lis
     return total, {"frequency": r1, "entropy_marginal": marg}
 
 
-def compute_rewards(name: str, votes: Sequence[str], alpha: float = 0.75) -> tuple[list[float], dict[str, list[float]]]:
-    """Dispatch by name; every reward returns (total, components)."""
+def answer_prior(valid_votes: Sequence[str], k: int = 0) -> dict[str, float]:
+    """prior(a) = (c_a + 1) / (C + K) over the valid votes of a step (C of them, c_a for a); K answers
+    (0: the distinct answers among the votes). `prior_of` reads an answer that no vote gave.
+
+    >>> answer_prior(["A", "A", "B"], k=4)
+    {'A': 0.42857142857142855, 'B': 0.2857142857142857, '': 0.14285714285714285}
+    """
+    counts = Counter(valid_votes)
+    k = max(k or len(counts), len(counts), 1)
+    total = len(valid_votes) + k
+    return {a: (c + 1) / total for a, c in counts.most_common()} | {"": 1 / total}
+
+
+def prior_of(prior: dict[str, float], answer: str) -> float:
+    """An answer's prior; one no vote gave has the smoothing's floor, stored under ""."""
+    return prior.get(answer, prior.get("", 0.0))
+
+
+def calibrated_reward(votes: Sequence[str], valid: Sequence[bool], prior: dict[str, float],
+                      lam: float = 1.0) -> tuple[list[float], dict[str, list[float]]]:
+    """r = count(a) / N - lambda * prior(a) for a valid vote, 0 for an invalid one (module docstring).
+
+    >>> total, parts = calibrated_reward(["A", "A", "B", "it is two"], [True, True, True, False],
+    ...                                  {"A": 0.5, "B": 0.1, "": 0.05}, lam=1.0)
+    >>> [round(r, 2) for r in total]
+    [0.0, 0.0, 0.15, 0.0]
+    """
+    n = len(votes)
+    counts = Counter(v for v, ok in zip(votes, valid) if ok)
+    freq = [counts[v] / n if ok else 0.0 for v, ok in zip(votes, valid)]
+    pri = [prior_of(prior, v) if ok else 0.0 for v, ok in zip(votes, valid)]
+    total = [f - lam * p if ok else 0.0 for f, p, ok in zip(freq, pri, valid)]
+    return total, {"frequency": freq, "prior": pri}
+
+
+def compute_rewards(name: str, votes: Sequence[str], alpha: float = 0.75, *, valid: Sequence[bool] | None = None,
+                    prior: dict[str, float] | None = None,
+                    lam: float = 1.0) -> tuple[list[float], dict[str, list[float]]]:
+    """Dispatch by name; every reward returns (total, components). `calibrated` needs `valid`
+    (each vote's validity) and `prior` (answer_prior over the step's valid votes)."""
+    if name == "calibrated":
+        if valid is None or prior is None:
+            raise ValueError("the calibrated reward needs each vote's validity and the step's answer prior")
+        return calibrated_reward(votes, valid, prior, lam)
     simple: dict[str, Callable[[Sequence[str]], list[float]]] = {
         "frequency": frequency_reward, "majority": majority_reward, "soft": soft_frequency_reward}
     if name in simple:
