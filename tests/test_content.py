@@ -62,7 +62,7 @@ def evals(phase, replies, items):
     out = []
     for it, reply in zip(items, replies):
         ref = it.reference
-        e = ItemEval(it.id, "", reply, "", 1.0, 0.0, counts={}, reference=ref,
+        e = ItemEval(it.id, "", reply, "", 1.0, 0.0, counts={}, reference=ref, entropy_paper=0.0,
                      named=named_answer(it.task, reply, it.options))
         e.greedy = extract_answer(it.task, reply, it.options)
         e.greedy_correct = e.greedy == ref
@@ -77,7 +77,7 @@ def test_run_summary_splits_the_strict_gain():
     """Four digits: two sentences that name the right digit become letters (format), one right letter
     becomes a wrong one (answer), one stays. strict 0.25 -> 0.5 = format +0.5 and answers -0.25."""
     items = [Item(f"{i}.png", None, "", "choice", DIGITS, answer=a) for i, a in enumerate("2352")]
-    before = evals("before", ["It must be two.", "It is a three", "F", "C"], items)
+    before = evals("before", ["It must be two.", "It is three", "F", "C"], items)
     for e, counts in zip(before.items, ({"C": 3, "x": 1}, {"D": 2}, {"F": 4}, {"C": 4})):
         e.counts = counts
     after = evals("after", ["C", "D", "E", "C"], items)
