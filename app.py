@@ -5,7 +5,9 @@
 Widgets <-> ttrv_core, nothing else: form (what the fields mean; images and questions through
 inputs, the CLI's data path), menu (models, what to expect, a run's plan), kept.run (engine.adapt on
 the kept base model, recorded by runs.record), live (status, time left, Stop, plots), compare
-(before/after), sessions (folders, runs, downloads, public caps). A run replaces the page's results
+(before/after: strict and content accuracy, what changed per image, the table and its filter),
+answer_plots (answer shares and their warning, recall per class), sessions (folders, runs, downloads,
+public caps). A run replaces the page's results
 only once it has started: bad settings, bad data or a model that does not load leave the last
 results and downloads in place.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core import card, compare, form, inputs, kept, menu, models, plots, questions, sessions
+from ttrv_core import answer_plots, card, compare, form, inputs, kept, menu, models, plots, questions, sessions
 from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
 from ttrv_core.demos import by_model
 from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
@@ -97,13 +99,15 @@ def pick_model(model, source):
 
 def on_run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
         hist_choice, precision, checkpointing, n_votes, n_train, temperature, train_items, max_steps, epochs,
-        prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, reward, guard, request: gr.Request = None):
-    """The Run button's handler (API /run): stream a run: status, plots, before/after, downloads.
+        prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, reward, guard, rows="all",
+        request: gr.Request = None):
+    """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
+    `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""
     given, sess, keep = dict(locals()), ensure(sess, request), gr.skip()
 
     def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
-        return sess, status, *[keep] * 6, info
+        return sess, status, *[keep] * 6, info, *[keep] * 3
 
     def refuse(text: str, info=keep):
         return only(status_html(f"{text}\nNothing was run; the results below are still the last run's.",
@@ -113,13 +117,14 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
         h, e, r = live.figures(sess.choice) if figures else (keep, keep, keep)
         e, r = (keep, keep) if figures == "votes" else (e, r)  # during an evaluation only the votes move
         b, a = live.evals.get("before"), live.evals.get("after")
-        summ, frame = keep, keep
+        summ, frame, note, shares, confusion = keep, keep, keep, keep, keep
         if table:
-            heads, rows, kinds, widths = compare.table(live.items, b, a, live.start.train_ids if live.start else ())
-            summ = compare.summary(b, a, live.n)
-            frame = gr.Dataframe(value=rows, headers=heads, datatype=kinds, column_widths=widths)
+            frame = rows_of(live)
+            summ = compare.summary(b, a, live.n, live.items)
+            note = compare.amplified(live.items, b, a)
+            shares, confusion = answer_plots.shares(live.items, b, a), answer_plots.confusion(live.items, b, a)
         return (sess, status_html(text, frac, kind), h, e, r, summ, frame,
-                files if files is not True else sessions.downloads(live.run_dir), info)
+                files if files is not True else sessions.downloads(live.run_dir), info, note, shares, confusion)
 
     if model == menu.OTHER and not (custom or "").strip():
         yield refuse("Model: type a Hugging Face model id or a local folder, or pick a model from the menu.")
@@ -132,7 +137,7 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
         return
     work = sess.new_run_dir()
     inp = form.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question, qfile,
-                    task, options, PUBLIC)
+                    task, options, PUBLIC, cfg.video_frames)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
     refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, menu.allowed())
     why = ("No usable images: see the list under the images." if not ds.items else
@@ -141,7 +146,7 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
     if why:
         yield refuse(why, info)
         return
-    live = sess.running = LiveRun(ds.items, work / "out")
+    live = sess.running = LiveRun(ds.items, work / "out", rows=rows or "all")
     sess.choice = hist_choice or FIRST
     meta = {"config": cfg.to_dict(), "model": card.model_name(cfg.model), "source": inp.where,
             "questions": inp.questions, "question": question, "task": task, "single": target}
@@ -171,6 +176,21 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
         yield view(live, live.outcome()[0], kind="error", table=bool(live.evals), files=True, info=info)
     finally:
         sess.running = None
+
+
+def rows_of(live: LiveRun) -> gr.Dataframe:
+    """The before/after table of a run, the rows it is set to show (LiveRun.rows)."""
+    b, a = live.evals.get("before"), live.evals.get("after")
+    heads, rows, kinds, widths = compare.table(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
+    return gr.Dataframe(value=rows, headers=heads, datatype=kinds, column_widths=widths)
+
+
+def show_rows(sess, rows):
+    """The table's filter: the rows of one kind of change, or all; a run under way keeps to it too."""
+    for live in (sess.shown, sess.running) if sess is not None else ():
+        if live is not None:
+            live.rows = rows or "all"
+    return rows_of(sess.shown) if sess is not None and sess.shown is not None and sess.shown.evals else gr.skip()
 
 
 def stop(sess):
@@ -258,6 +278,17 @@ def build() -> gr.Blocks:
                                   elem_id="reward", show_label=False)
             gr.Markdown("### 4. Before and after")
             summary = gr.Markdown(elem_id="accuracy")
+            with gr.Column(elem_id="answers"):
+                amplified = gr.Markdown(elem_id="amplified")
+                with gr.Row():  # as the live plots: side by side where both fit, stacked on a phone
+                    with gr.Column(min_width=400):
+                        shares_plot = gr.Plot(answer_plots.shares([], None, None, waiting="press Run"),
+                                              elem_id="shares", show_label=False)
+                    with gr.Column(min_width=400):
+                        confusion_plot = gr.Plot(answer_plots.confusion([], None, None), elem_id="confusion",
+                                                 show_label=False)
+            rows = gr.Radio(list(compare.SHOW), value="all", label="Show the images whose greedy reply changed",
+                            elem_id="rows")
             table = gr.Dataframe(headers=["image", "file", "before", "after"], wrap=True, max_height=600,
                                  label="Each image before and after",
                                  interactive=False, elem_id="compare")
@@ -280,12 +311,14 @@ def build() -> gr.Blocks:
         demo.load(**show_data, api_name="preview", concurrency_limit=None, show_progress="hidden").then(**show_plan)
         gr.on([c.change for c in data_inputs], **show_data, **light).then(**show_plan)
         gr.on([c.change for c in (model, custom, single, single_item, *settings)], **show_plan)
-        run_inputs = [state, *data_inputs, model, custom, single, single_item, hist_choice, *settings]  # on_run()'s order
+        run_inputs = [state, *data_inputs, model, custom, single, single_item, hist_choice, *settings, rows]  # on_run()
+        run_outputs = [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info, amplified,
+                       shares_plot, confusion_plot]
         run_btn.click(lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE, queue=False, **light).then(
-            on_run, run_inputs, [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info],
-            api_name="run", show_progress="hidden").then(lambda: gr.Button(interactive=True), None, [run_btn],
-                                                         queue=False, **light)
+            on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden").then(
+            lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
+        rows.change(show_rows, [state, rows], [table], api_name="rows", concurrency_limit=None, show_progress="hidden")
         hist_choice.change(redraw_histogram, [state, hist_choice], [state, hist_plot], api_name="histogram",
                            concurrency_limit=None, show_progress="hidden")
         demo.unload(end_session)

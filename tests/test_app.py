@@ -10,6 +10,7 @@ its clean-up, and the Spaces decorator.
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -78,11 +79,12 @@ KEPT = {"__type__": "update"}   # an output the server left as it was (gr.skip)
 
 
 def unpack(result):
-    status, hist, ent, rew, acc, table, files, info = result
+    status, hist, ent, rew, acc, table, files, info, amplified, shares, confusion = result
     table = table.get("value", table)  # an update carries the value inside
     return dict(status=status, hist=json.loads(hist["plot"]), entropy=json.loads(ent["plot"]),
                 reward=json.loads(rew["plot"]), accuracy=acc, table=table, files=[Path(f) for f in files],
-                info=info)
+                info=info, amplified=amplified, shares=json.loads(shares["plot"]),
+                confusion=json.loads(confusion["plot"]))
 
 
 def test_settings_reach_the_run(app_url, upload, monkeypatch):
@@ -126,8 +128,23 @@ def test_full_run_over_http(app_url, upload):
     assert all(("✓" in r[col["after"]]) != ("✗" in r[col["after"]]) for r in rows)   # correct or not, shown
     assert all(" → " in r[col["majority share"]] for r in rows)
     assert all(r[col["adapted on"]] == "●" for r in rows)             # 6 images: all adapted on
-    assert "What changed:" in out["accuracy"] and "| greedy accuracy |" in out["accuracy"]
-    assert "| invalid greedy replies |" in out["accuracy"]
+    assert "What changed:" in out["accuracy"] and "| strict accuracy (greedy) |" in out["accuracy"]
+    assert "| content accuracy (greedy) |" in out["accuracy"] and "| invalid greedy replies |" in out["accuracy"]
+    split = re.search(r"answer changed \*\*(\d+)\*\* \(\d+%\) · format only \*\*(\d+)\*\* \(\d+%\) · "
+                      r"unchanged \*\*(\d+)\*\*", out["accuracy"])           # the label-free split, counted
+    assert split and sum(map(int, split.groups())) == 6
+    assert sum(r[col["changed"]] == "● answer changed" for r in rows) == int(split[1])
+    assert sum(r[col["changed"]] == "format only" for r in rows) == int(split[2])
+    # the answer shares: before, after and the base model's votes; open answers: no confusion heatmap
+    bars = [t for t in out["shares"]["data"] if t["type"] == "bar"]
+    assert [t["name"] for t in bars] == ["before", "after", "base model's valid votes"]
+    assert all(abs(sum(t["y"]) - 1) < 1e-6 for t in bars)
+    assert "needs answers to multiple-choice" in out["confusion"]["layout"]["annotations"][0]["text"]
+    assert out["amplified"].count("⚠️") == out["amplified"].count("is the answer on")
+    # one click shows only the images whose answer changed; "all" brings the rest back
+    only = c.predict(rows="answer_changed", api_name="/rows")["value"]["data"]
+    assert len(only) == int(split[1]) and all(r[col["changed"]] == "● answer changed" for r in only)
+    assert len(c.predict(rows="all", api_name="/rows")["value"]["data"]) == 6
 
     # the histogram follows one image: before, the steps that sampled it, after; the latest shown
     hist = out["hist"]

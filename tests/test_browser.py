@@ -5,13 +5,18 @@
 - a failed run after a good one keeps the good results and downloads on the page;
 - own images with one typed question run with no mode to switch, and the demo model warns about them;
 - Stop during the evaluation before training says so truthfully and offers no adapter;
-- at 420 px the two live plots stack.
+- at 420 px the two live plots stack;
+- after a run of the default demo at its settings: strict and content accuracy, the label-free split per
+  image, the answer shares (three series) and the confusion heatmap; one click shows only the images whose
+  answer changed; at 420 px the two charts stack.
 
 Screenshots go to pytest's tmp dir; with TTRV_UPDATE_SCREENSHOT=1 the first screen and a finished run of the
-default demo at its settings go to docs/screenshot_first.png and docs/screenshot.png, and the phone width to
-docs/screenshot_phone.png. Needs /usr/bin/chromium and the playwright package (no `playwright install`).
+default demo at its settings go to docs/screenshot_first.png and docs/screenshot.png, the phone width to
+docs/screenshot_phone.png, the split and the answer shares to docs/screenshot_split.png and
+docs/screenshot_shares.png. Needs /usr/bin/chromium and the playwright package (no `playwright install`).
 """
 import os
+import re
 import shutil
 import socket
 import time
@@ -232,4 +237,57 @@ def test_phone_width_stacks_the_plots(browser, app_url, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     if UPDATE:
         shutil.copy(shot, DOCS / "screenshot_phone.png")
+    page.close()
+
+
+def region(page, path: Path, first: str, last: str, pad: int = 12, more: int = 0) -> None:
+    """A screenshot of the page from element `first` to element `last` (and `more` px below it), full
+    width, as a small PNG (an adaptive palette: the page's few colours)."""
+    from PIL import Image
+    page.locator(first).scroll_into_view_if_needed()
+    top, bottom = page.locator(first).bounding_box(), page.locator(last).bounding_box()
+    scroll = page.evaluate("window.scrollY")   # bounding boxes are in the viewport, clips in the page
+    y0, y1 = max(0, top["y"] + scroll - pad), bottom["y"] + scroll + bottom["height"] + pad + more
+    page.screenshot(path=str(path), full_page=True, clip=dict(x=0, y=y0, width=page.viewport_size["width"],
+                                                             height=y1 - y0))
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+
+def test_what_changed_after_a_default_run(browser, app_url, tmp_path):
+    page = open_demo(browser, app_url, width=1280, height=800, demo=None)   # the default: the format demo
+    assert "Done" in run_to_end(page)["status"]
+    page.wait_for_selector("#compare img", state="attached", timeout=30_000)
+    page.wait_for_selector("#shares .js-plotly-plot .bars .point", timeout=30_000)
+    summary = page.locator("#accuracy").inner_text()
+    assert "strict accuracy (greedy)" in summary and "content accuracy (greedy)" in summary
+    assert "Strict accuracy rose" in summary and "of which reply format" in summary
+    split = re.search(r"answer changed (\d+) \(\d+%\) · format only (\d+) \(\d+%\) · unchanged (\d+)", summary)
+    assert split and sum(map(int, split.groups())) == 240, summary
+    assert page.locator("#shares .barlayer .trace").count() == 3        # before, after, base model's votes
+    assert "base model's valid votes" in page.locator("#shares").inner_text()
+    assert page.locator("#confusion .js-plotly-plot .hm, #confusion .js-plotly-plot .heatmaplayer image").count()
+    warned = page.locator("#amplified").inner_text()
+    assert warned.count("is the answer on") == warned.count("⚠️")
+    page.mouse.move(0, 0)                                               # no plot toolbar in the picture
+    page.wait_for_timeout(800)
+    for folder in (tmp_path, DOCS) if UPDATE else (tmp_path,):
+        region(page, folder / "screenshot_split.png", "#accuracy", "#rows", more=260)   # and the table's top
+        region(page, folder / "screenshot_shares.png", "#answers", "#answers")
+
+    page.get_by_label("answer changed", exact=True).check()              # one click: those images only
+    page.wait_for_function("!document.querySelector('#compare').innerText.includes('format only')",
+                           timeout=30_000)
+    shown = page.locator("#compare").inner_text()
+    assert "answer changed" in shown and "format only" not in shown
+    page.get_by_label("all", exact=True).check()
+    page.wait_for_selector("#compare :text('format only')", timeout=30_000)
+
+    page.set_viewport_size({"width": 420, "height": 900})              # a phone: the charts stack
+    page.wait_for_timeout(1000)
+    shares, confusion = (page.locator(f"#{i}").bounding_box() for i in ("shares", "confusion"))
+    assert confusion["y"] >= shares["y"] + shares["height"] - 1
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 421 for b in (shares, confusion))
+    region(page, tmp_path / "split_phone.png", "#accuracy", "#rows")
+    region(page, tmp_path / "shares_phone.png", "#answers", "#answers")
+    print(f"screenshots: {tmp_path}")
     page.close()
