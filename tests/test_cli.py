@@ -148,6 +148,17 @@ def test_cli_defaults_run_the_format_demo_and_report_invalid_replies(tmp_path):
                                                  options))
     assert summary["before/greedy_invalid"] == pytest.approx(
         sum(r["before_valid"] == "False" for r in rows) / 16)
+    # read for content: the five keys, content >= strict, and the split of the strict gain adds up
+    for key in ("before/content_acc", "after/content_acc", "before/top_answer_share", "after/top_answer_share",
+                "votes/top_answer_share"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    for phase in ("before", "after"):
+        assert summary[f"{phase}/content_acc"] >= summary[f"{phase}/greedy_acc"]
+        assert summary[f"{phase}/content_acc"] == pytest.approx(
+            sum(r[f"{phase}_content_correct"] == "True" for r in rows) / 16)
+    assert summary["gain/format"] + summary["gain/answers"] == pytest.approx(summary["gain/strict"])
+    assert sum(summary[f"changed/{k}"] for k in ("unchanged", "format_only", "answer_changed")) == pytest.approx(1)
+    assert {r["change"] for r in rows} <= {"unchanged", "format_only", "answer_changed"}
 
 
 def test_cli_finds_the_questions_file_among_the_images(folder, tmp_path, capsys):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from . import inputs, parallel
 from .config import RECOMPUTE, TTRVConfig
 from .demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
+from .content import amplified_answers, gain_sentence
 from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from .errors import TTRVError
 from .models import ModelLoadError, load_policy, set_threads_for
@@ -168,7 +169,7 @@ def _main(args) -> int:
     try:
         events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
         if out:
-            _show(record(events, out, policy, ds.items, before=point.resume.before if point else None))
+            _show(record(events, out, policy, ds.items, before=point.resume.before if point else None), ds.items)
         else:  # ranks > 0 take part in every step and evaluation, and write nothing
             for _ in events:
                 pass
@@ -270,15 +271,16 @@ def _dataset(meta: dict):
     images = Path(local(meta["images"]))
     got = inputs.collect(images, images)   # a folder: used where it is
     ds = inputs.load(got, meta["question"], Path(local(meta["questions"])) if meta["questions"] else None,
-                     meta["task"], tuple(meta.get("options") or ())).dataset
+                     meta["task"], tuple(meta.get("options") or ()), meta["config"]["video_frames"]).dataset
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds
 
 
-def _show(events) -> None:
-    """A progress bar over the run's work as RunStart states it: evaluated items and steps."""
-    bar, start = None, None
+def _show(events, items) -> None:
+    """A progress bar over the run's work as RunStart states it: evaluated items and steps; at the
+    end, what changed (_what_changed) and the items the run left out."""
+    bar, start, before, after = None, None, None, None
     for ev in events:
         if isinstance(ev, RunStart):
             start = ev
@@ -291,6 +293,7 @@ def _show(events) -> None:
             bar.refresh()
         elif isinstance(ev, EvalResult):
             bar.write(_line(ev.phase, ev.metrics))
+            before, after = (ev, after) if ev.phase == "before" else (before, ev)
         elif isinstance(ev, StepEvent):
             m = ev.metrics
             bar.n = _done(start, "train") + ev.step - start.resumed_from
@@ -302,8 +305,30 @@ def _show(events) -> None:
                 bar.total = bar.n + start.n_items
             bar.close()
             print(f"done in {ev.seconds:.1f} s" + (" (stopped)" if ev.stopped else ""))
+            for line in _what_changed(ev.summary, before, after, items):
+                print(line)
+            for line in ev.problems:
+                print(f"left out: {line}")
             if ev.guard:
                 print(ev.guard)
+
+
+def _what_changed(summary: dict, before: EvalResult | None, after: EvalResult | None, items) -> list[str]:
+    """The strict gain split into reply format and answers (with answers), the label-free split of the
+    greedy replies and the top answer's share, and a warning for each amplified answer (content.py)."""
+    lines = []
+    if sentence := gain_sentence(summary):
+        lines.append(f"what changed: {sentence} (content accuracy {summary['before/content_acc']:.3f} -> "
+                     f"{summary['after/content_acc']:.3f})")
+    if "changed/unchanged" in summary:
+        lines.append(f"label-free: greedy replies unchanged {summary['changed/unchanged']:.0%}, format only "
+                     f"{summary['changed/format_only']:.0%}, answer changed {summary['changed/answer_changed']:.0%}; "
+                     f"top answer share {summary['before/top_answer_share']:.3f} -> "
+                     f"{summary['after/top_answer_share']:.3f} (base model's valid votes: "
+                     f"{summary.get('votes/top_answer_share', 0.0):.3f})")
+    if before is not None and after is not None:
+        lines += [f"warning: {a}" for a in amplified_answers(items, before, after)]
+    return lines
 
 
 def _done(start: RunStart, phase: str) -> int:
@@ -314,7 +339,8 @@ def _done(start: RunStart, phase: str) -> int:
 
 def _line(phase: str, m: dict) -> str:
     parts = [f"{phase:>6}:"]
-    for key, name in (("eval/greedy_acc", "greedy"), ("eval/single_acc", "single@T"), ("eval/maj_acc", "maj@N"),
+    for key, name in (("eval/greedy_acc", "greedy"), ("eval/content_acc", "content"), ("eval/single_acc", "single@T"),
+                      ("eval/maj_acc", "maj@N"), ("eval/top_answer_share", "top answer"),
                       ("eval/greedy_invalid", "invalid greedy"), ("eval/entropy", "entropy"),
                       ("eval/majority_share", "maj share")):
         if key in m:

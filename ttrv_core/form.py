@@ -10,7 +10,7 @@ from typing import Sequence
 from . import data, inputs, menu, sessions
 from .config import TTRVConfig
 from .images import DICOM_EXTS
-from .video import VIDEO_EXTS
+from .video import FRAMES, VIDEO_EXTS
 from .problems import Problem
 
 EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
@@ -72,8 +72,9 @@ def example_sets(root: Path) -> list[str]:
 
 def read(sess: sessions.Session, examples: Path, workdir: Path | None, source: str, example: str | None,
          files: Sequence[str], question: str | None, qfile: str | None, task: str, options: str | None,
-         public: bool = False) -> inputs.Inputs:
-    """The dataset the fields describe. workdir None: the preview (uploads copied once per set of files)."""
+         public: bool = False, frames: int = FRAMES) -> inputs.Inputs:
+    """The dataset the fields describe. workdir None: the preview (uploads copied once per set of files).
+    frames: the frames a run reads from each video (TTRVConfig.video_frames): the check reads as many."""
     opts = [o.strip() for o in (options or "").split("|") if o.strip()]
     if source == EXAMPLE_SET and example not in example_sets(examples):
         return inputs.Inputs(data.Dataset(problems=[Problem("example set", f"no example set named '{example}'")]),
@@ -85,7 +86,7 @@ def read(sess: sessions.Session, examples: Path, workdir: Path | None, source: s
         got = inputs.collect(examples / example, sess.root, label=f"example set '{example}'")
     else:
         got = sess.collect_preview(files) if workdir is None else inputs.collect(list(files), workdir)
-    inp = inputs.load(got, question, Path(qfile) if qfile else None, task, opts)
+    inp = inputs.load(got, question, Path(qfile) if qfile else None, task, opts, frames)
     if public:
         sessions.cap_items(inp.dataset)
     return inp

@@ -2,7 +2,7 @@
 
     config.json     the TTRVConfig and where the items came from (written by the front end,
                     RunDir.write_config; a bundled demo's model by its name: demos.public)
-    problems.txt    input problems (file: message), if any
+    problems.txt    input problems (file: message), if any; then what the run left out (RunEnd.problems)
     events.jsonl    one JSON object per event, flushed as each arrives
     results.csv     before/after per item (also results.json)
     adapter/        the LoRA adapter in peft format (base model named as card.model_name
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import card, demos, parallel
+from .content import change
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
@@ -57,11 +58,14 @@ class ResumeError(TTRVError):
     """A run folder cannot be resumed; the message says why."""
 
 RESULT_COLUMNS = ("item", "question", "reference", "adapted_on", "before_greedy", "after_greedy", "before_reply",
-                  "after_reply", "before_valid", "after_valid", "before_majority", "after_majority", "before_share",
-                  "after_share", "changed", "before_correct", "after_correct", "before_f1", "after_f1",
+                  "after_reply", "before_valid", "after_valid", "before_named", "after_named", "before_majority",
+                  "after_majority", "before_share", "after_share", "changed", "change", "before_correct",
+                  "after_correct", "before_content_correct", "after_content_correct", "before_f1", "after_f1",
                   "before_rouge1", "after_rouge1")
 """results.csv: *_greedy is the extracted greedy answer, *_reply the raw greedy text it came from,
-*_valid whether it is a valid answer (prompts.is_valid); adapted_on marks the items trained on;
+*_valid whether it is a valid answer (prompts.is_valid), *_named the answer it names read for content
+and *_content_correct whether that is the reference (content.py); change: unchanged, format_only or
+answer_changed (content.change, label-free); adapted_on marks the items trained on;
 *_f1, *_rouge1 the open answer's token F1 and ROUGE-1 to a reference that is not yes/no (evaluate.py)."""
 
 
@@ -88,6 +92,12 @@ class RunDir:
     def write_problems(self, problems: Sequence[Problem]) -> None:
         if problems:
             (self.root / "problems.txt").write_text("\n".join(map(str, problems)) + "\n", encoding="utf-8")
+
+    def add_problems(self, lines: Sequence[str]) -> None:
+        """Append problems found while the run read its items (RunEnd.problems) to problems.txt."""
+        if lines:
+            with open(self.root / "problems.txt", "a", encoding="utf-8") as f:
+                f.write("".join(f"{line}\n" for line in lines))
 
     def append(self, event: Event) -> None:
         obj = to_json(event)
@@ -186,8 +196,12 @@ def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalR
             "before_majority": eb.majority if eb else None, "after_majority": ea.majority if ea else None,
             "before_share": round(eb.majority_share, 4) if eb else None,
             "after_share": round(ea.majority_share, 4) if ea else None,
+            "before_named": eb.named if eb else None, "after_named": ea.named if ea else None,
             "changed": (eb.greedy != ea.greedy) if eb and ea else None,
+            "change": change(it.task, eb.greedy_text, ea.greedy_text, it.options) if eb and ea else None,
             "before_correct": _correct(eb), "after_correct": _correct(ea),
+            "before_content_correct": eb.content_correct if eb else None,
+            "after_content_correct": ea.content_correct if ea else None,
             **{f"{p}_{k}": None if e is None or getattr(e, k) is None else round(getattr(e, k), 4)
                for p, e in (("before", eb), ("after", ea)) for k in ("f1", "rouge1")},
         })
@@ -222,6 +236,7 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
             if isinstance(ev, RunEnd):
                 end = ev
                 run_dir.write_json("summary.json", ev.summary)
+                run_dir.add_problems(ev.problems)
                 if not ev.stopped:  # finished: nothing left to resume
                     run_dir.drop_checkpoints()
             yield ev
