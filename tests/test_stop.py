@@ -156,3 +156,67 @@ def test_the_adapter_carries_a_model_card(policy_path, items, tmp_path):
     assert "What is it?" in card and items[0].prompt in card                # the question and its suffix
     assert "| n_votes | 4 |" in card and "| lr | 0.01 |" in card and "| prompts_per_update | 0 |" in card
     assert "| accuracy, greedy answer |" in card and "| images evaluated | 6 | 6 |" in card
+
+
+class Recorded(torch.optim.AdamW):
+    """engine.adapt's AdamW (monkeypatched in), which keeps a copy of its state after every step and
+    the gradient norm each step was taken on."""
+    made: list["Recorded"] = []
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.after, self.grad_norms = [], []
+        Recorded.made.append(self)
+
+    def step(self, closure=None):
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        out = super().step(closure)
+        self.after.append(optimizer_state(self))
+        return out
+
+
+def optimizer_state(opt) -> dict:
+    """A copy of the optimizer's state_dict: {param index: {exp_avg, exp_avg_sq, step}}, and its groups."""
+    sd = opt.state_dict()
+    return {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in sd["state"].items()},
+            "param_groups": [dict(g) for g in sd["param_groups"]]}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys() and all(
+        st.keys() == b["state"][i].keys() and all(torch.equal(v, b["state"][i][k]) for k, v in st.items())
+        for i, st in a["state"].items())
+
+
+@pytest.mark.parametrize("per_update", [0, 1])   # 0: engine._update; 1: groups.step, one prompt an update
+def test_a_step_cut_short_is_undone_whole_the_optimizer_too(policy_path, items, monkeypatch, per_update):
+    """Step 1 updates on prompts 1-3 (an AdamW step each); a stop asked right after step 2's first
+    update (prompt 4) undoes step 2 whole: the LoRA weights AND AdamW's exp_avg, exp_avg_sq and step
+    are those after step 1, bit for bit, so that a checkpoint or a continued run after the stop sees
+    the completed steps only. The update undone had a gradient, so its moments had moved (one vote per
+    reply, 8 votes, all trained on: the tiny model's replies agree in part, the advantages are not 0)."""
+    monkeypatch.setattr(torch.optim, "AdamW", Recorded)
+    monkeypatch.setattr(Recorded, "made", [])
+    cfg = TTRVConfig(**SMALL | dict(n_votes=8, n_train=8, max_new_tokens=1, prompts_per_update=per_update))
+    policy = load_policy(policy_path, "fp32", "cpu", seed=cfg.seed)
+    updates = lambda: len(Recorded.made[0].after) if Recorded.made else 0   # noqa: E731
+    after_step, events = {}, []
+    for ev in engine.adapt(cfg, policy, items, should_stop=lambda: updates() >= 4, evaluate_before=False):
+        events.append(ev)
+        if isinstance(ev, StepEvent):   # the state after the step, its learning rate scheduled
+            after_step[ev.step] = lora(policy), optimizer_state(Recorded.made[0])
+    (opt,) = Recorded.made
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1] and len(opt.after) == 4
+    assert all(n > 0 for n in opt.grad_norms), opt.grad_norms          # every update trained
+    weights, one = after_step[1]
+    cut = opt.after[3]                                                   # after step 2's first update
+    assert same_state(one | {"param_groups": []}, opt.after[2] | {"param_groups": []})
+    assert one["state"] and all(int(st["step"]) == 3 for st in one["state"].values())
+    moved = [i for i, st in cut["state"].items() if not torch.equal(st["exp_avg_sq"], one["state"][i]["exp_avg_sq"])]
+    assert moved and all(int(st["step"]) == 4 for st in cut["state"].values())
+    assert same_state(optimizer_state(opt), one)                         # the moments and step undone too
+    now = lora(policy)
+    assert all(torch.equal(now[n], weights[n]) for n in now)           # the weights undone
+    assert any(not torch.equal(now[n], torch.zeros_like(now[n])) for n in now if "lora_B" in n)
+    assert events[-1].stopped and [e.phase for e in events if isinstance(e, EvalResult)] == ["after"]

@@ -22,8 +22,9 @@ how many stops were asked for (True counts as one):
   - during the before-evaluation, a stop ends the run: nothing is trained and
     nothing evaluated after (the evaluation so far is yielded, partial);
   - during training, a stop ends training before the next prompt; a step cut
-    short is undone (its LoRA weights restored; no event), so the adapter holds
-    the completed steps. The after-evaluation still runs, so that the
+    short is undone (its LoRA weights and AdamW's moments and step restored;
+    no event), so the adapter and the optimizer hold the completed steps
+    (tests/test_stop.py). The after-evaluation still runs, so that the
     comparison exists (unless no step ran), until a further stop is asked for;
   - an evaluation cut short yields an EvalResult over the items it reached
     (`eval/items` says how many), and RunEnd.stopped is True.
@@ -58,12 +59,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from . import parallel
 from .recompute import set_recompute
 from .config import TTRVConfig
+from .content import run_summary
 from .data import Item
 from .errors import explain_oom
 from .evaluate import evaluate, summarize
 from .events import EvalResult, Event, Progress, RunEnd, RunStart, StepEvent
 from .grpo import UpdateStats, old_logprobs, update
-from .groups import Group, score, step_metrics
+from .groups import Group, Undo, score, step_metrics, step_prior, valid_votes
 from .groups import step as step_by_updates
 from .guard import CollapseGuard, concentration
 from .models import Policy
@@ -229,7 +231,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         if done else None
     usable = sum(not prompts.dropped(it) for it in items)
     stopped = stopped or bool(done) and (after is None or len(after.items) < usable)
-    summary = _summary(before, after)
+    summary = _summary(before, after) | run_summary(items, before, after)
     if guard and guard.fired_at:
         summary["guard/fired_step"] = float(guard.fired_at)
     yield RunEnd(stopped=stopped, seconds=time.time() - t_run, summary=summary,
@@ -319,7 +321,8 @@ def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TT
         sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
                                              cfg.max_new_tokens, gen, shared=shared)))
     policy.decoders.end_sampling()  # the static decoder kept through the update where memory allows
-    groups = [score(item, prompt, ro, cfg) for item, prompt, ro in sampled]
+    prior = step_prior(cfg, batch, [v for item, _, ro in sampled for v in valid_votes(item, ro)])
+    groups = [score(item, prompt, ro, cfg, prior) for item, prompt, ro in sampled]
     t1 = time.time()
     ups = _update(groups, policy, opt, cfg, shared, should_stop)
     if ups is None:
@@ -336,14 +339,11 @@ def _update(groups: list[Group], policy: Policy, opt, cfg: TTRVConfig, shared: b
     # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
     olds = [old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
             if cfg.recompute_old_logprobs else g.train.logprobs for g in groups]
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    kept = [p.detach().clone() for p in params]  # the LoRA weights before the step, to undo it on a stop
+    kept = Undo(opt)  # the LoRA weights and AdamW's moments and step before the step, to undo it on a stop
     ups = []
     for g, old in zip(groups, olds):
         if should_stop():
-            with torch.no_grad():
-                for p, k in zip(params, kept):
-                    p.copy_(k)
+            kept.undo()
             return None
         ups.append(update(policy, opt, g.prompt, g.train.tokens, g.train.mask, old, g.advantages,
                           temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,

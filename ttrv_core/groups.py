@@ -20,22 +20,24 @@ to every rank, so that every rank's collapse guard and events agree.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass
 from statistics import mean
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from .config import TTRVConfig
+from .content import answer_count
 from .data import Item
 from .events import ItemVotes, StepEvent
 from .grpo import STAT_NAMES, UpdateStats, gradient, group_advantages, old_logprobs
 from .models import Policy
 from .parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
 from .prompts import extract_answer, is_valid
-from .rewards import compute_rewards, vote_stats
+from .rewards import answer_prior, compute_rewards, vote_stats
 from .prompt_cache import Prompts
 from .rollout import Prompt, Rollout, sample
 
@@ -58,17 +60,34 @@ class Group:
         return None if ref is None else self.stats.counts.get(ref, 0) / len(self.votes)
 
 
-def score(item: Item, prompt: Prompt, rollout: Rollout, cfg: TTRVConfig) -> Group:
-    """Votes, rewards over all N, and advantages of the first G: label-free."""
+def valid_votes(item: Item, rollout: Rollout) -> list[str]:
+    """The votes of a prompt's N replies that are valid answers (prompts.is_valid)."""
+    votes = (extract_answer(item.task, t, item.options) for t in rollout.texts)
+    return [v for v in votes if is_valid(item.task, v, item.options)]
+
+
+def step_prior(cfg: TTRVConfig, items: Sequence[Item], valid: Sequence[str]) -> dict[str, float] | None:
+    """The answer prior of a step for the calibrated reward, over the valid votes of all its prompts
+    (rewards.answer_prior; K from the step's items); None for the other rewards."""
+    return answer_prior(valid, answer_count(items)) if cfg.reward == "calibrated" else None
+
+
+def score(item: Item, prompt: Prompt, rollout: Rollout, cfg: TTRVConfig,
+          prior: dict[str, float] | None = None) -> Group:
+    """Votes, rewards over all N, and advantages of the first G: label-free. prior: the step's
+    answer prior (step_prior), for the calibrated reward."""
     votes = [extract_answer(item.task, t, item.options) for t in rollout.texts]
-    rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha)
+    valid = [is_valid(item.task, v, item.options) for v in votes]
+    rewards, _ = compute_rewards(cfg.reward, votes, cfg.alpha, valid=valid, prior=prior, lam=cfg.prior_weight)
     train = rollout.take(cfg.n_train)
     adv = group_advantages(torch.tensor(rewards[:cfg.n_train], device=train.tokens.device), cfg.adv_eps)
     st = vote_stats(votes)
+    if st.majority_share < cfg.consensus:  # a weak majority is no pseudo-label: nothing to learn here
+        adv = torch.zeros_like(adv)
     ref = item.reference
     stats = ItemVotes(item.id, st.counts, st.majority, st.majority_share, st.entropy, mean(rewards),
                       None if ref is None else st.majority == ref, entropy_paper=st.entropy_paper,
-                      invalid=1 - mean(float(is_valid(item.task, v, item.options)) for v in votes))
+                      invalid=1 - mean(map(float, valid)))
     return Group(item, prompt, votes, rewards, train, adv, stats)
 
 
@@ -103,6 +122,30 @@ def step_metrics(groups: list[Group], ups: list[UpdateStats], opt, times: tuple[
     return m
 
 
+class Undo:
+    """What a step changes, kept before it so that a stop (or a failure) can undo it whole: the trained
+    weights and the optimizer's per-weight state (AdamW: exp_avg, exp_avg_sq, step), restored bit for
+    bit by `undo()`, state the step created dropped. The learning rates are the scheduler's, which
+    only moves after a completed step. Costs one copy of the adapter and of its moments a step."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+        self.params = [p for group in opt.param_groups for p in group["params"]]
+        self.weights = [p.detach().clone() for p in self.params]
+        self.state = {p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in st.items()}
+                      for p in self.params if (st := opt.state.get(p))}
+
+    def undo(self) -> None:
+        with torch.no_grad():
+            for p, w in zip(self.params, self.weights):
+                p.copy_(w)
+        for p in self.params:
+            if p in self.state:
+                self.opt.state[p] = self.state[p]
+            else:
+                self.opt.state.pop(p, None)
+
+
 def prompt_generator(device: torch.device, seed: int, step: int, index: int) -> torch.Generator:
     """The random stream of the prompt at `index` in `step`: the same on whichever rank samples it."""
     digest = hashlib.sha256(f"{seed}\0train\0{step}\0{index}".encode()).digest()
@@ -125,22 +168,28 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     share = [shard(u) + [-1 - n] * (stand_ins(len(u), len(shard(u))) if policy.lockstep else 0)
              for n, u in enumerate(updates)]   # this rank's prompts of each update
     stage(f"sample step {step}")
-    groups: dict[int, Group] = {}
+    sampled: dict[int, tuple[Item, Prompt, Rollout]] = {}
     for n, i in ((n, i) for n, m in enumerate(share) for i in m):
         if should_stop():
             return None
         j = i if i >= 0 else updates[n][0]
         prompt = prompts(batch[j])
-        ro = sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                    prompt_generator(policy.device, cfg.seed, step, j), shared=shared)
-        groups[i] = score(batch[j], prompt, ro, cfg)
+        sampled[i] = (batch[j], prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
+                                               cfg.max_new_tokens, prompt_generator(policy.device, cfg.seed, step, j),
+                                               shared=shared))
     policy.decoders.release()  # the end of the sampling phase: training needs the memory
+    prior = None
+    if cfg.reward == "calibrated":  # over the step's prompts on every rank (not the stand-ins)
+        mine = [v for i, (it, _, ro) in sampled.items() if i >= 0 for v in valid_votes(it, ro)]
+        prior = step_prior(cfg, batch, [v for part in all_gather(mine, f"the answer prior of step {step}")
+                                        for v in part])
+    groups = {i: score(it, prompt, ro, cfg, prior) for i, (it, prompt, ro) in sampled.items()}
     t1 = time.time()
     stage(f"update step {step}")
     olds = {i: old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
             if cfg.recompute_old_logprobs else g.train.logprobs for i, g in groups.items()}
     params = [p for group in opt.param_groups for p in group["params"]]
-    kept = [p.detach().clone() for p in params]  # the weights before the step, to undo it
+    kept = Undo(opt)  # the weights and the optimizer's state before the step, to undo it
     sums, norms, stopped, done = {}, {}, False, False
     try:
         for n, u in enumerate(updates, 1):
@@ -173,9 +222,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
             done = True
     finally:  # a stop, or a failure (another rank ended): undo the step
         if not done:
-            with torch.no_grad():
-                for p, w in zip(params, kept):
-                    p.copy_(w)
+            kept.undo()
     if stopped:
         return None
     everyone = [Group(batch[i], None, votes, rewards, None, None, st) for i, votes, rewards, st, _ in got]
