@@ -82,3 +82,32 @@ def test_consensus_threshold_zeroes_a_weak_majority():
     assert torch.equal(weak.advantages, torch.zeros(6))
     assert strong.advantages.abs().sum() > 0
     assert weak.rewards == strong.rewards                   # only what is trained on changes
+
+
+def test_prior_takes_k_at_least_the_answers_seen():
+    """A K below the distinct answers the votes gave is raised to them: the priors still sum to 1."""
+    prior = answer_prior(["A", "B", "C"], k=2)                             # K = 3: (1 + 1) / (3 + 3)
+    assert [prior_of(prior, a) for a in "ABC"] == pytest.approx([1 / 3] * 3)
+
+
+def test_calibrated_refuses_without_either_half_of_its_context():
+    with pytest.raises(ValueError, match="prior"):
+        compute_rewards("calibrated", ["A", "B"], valid=[True, True])
+    with pytest.raises(ValueError, match="validity"):
+        compute_rewards("calibrated", ["A", "B"], prior=answer_prior(["A", "B"]))
+
+
+def test_a_step_of_one_image_has_a_uniform_prior():
+    """Single-example mode: the step's prompts are copies of one image, whose own votes would be the
+    prior and cancel its frequency (the majority earning about 0, below an invalid reply's 0 once
+    lambda x prior exceeds it). Its prior is uniform instead: the majority letter still wins."""
+    cfg = TTRVConfig(reward="calibrated", n_votes=6, n_train=6)
+    ro = rollout(["A", "A", "A", "A", "B", "it is one"])
+    one = step_prior(cfg, [item(0)] * 4, ["A", "A", "A", "A", "B"] * 4)
+    assert all(prior_of(one, a) == pytest.approx(1 / 4) for a in "ABCD")
+    g = score(item(0), None, ro, cfg, one)
+    assert g.rewards == pytest.approx([4 / 6 - 1 / 4] * 4 + [1 / 6 - 1 / 4, 0.0])
+    assert g.advantages[0] > 0 and g.advantages[0] > g.advantages[5] > g.advantages[4]
+    # two images: the prior is theirs
+    two = step_prior(cfg, [item(0), item(1)], ["A", "A", "B"])
+    assert prior_of(two, "A") == pytest.approx(3 / 7)

@@ -68,8 +68,12 @@ def valid_votes(item: Item, rollout: Rollout) -> list[str]:
 
 def step_prior(cfg: TTRVConfig, items: Sequence[Item], valid: Sequence[str]) -> dict[str, float] | None:
     """The answer prior of a step for the calibrated reward, over the valid votes of all its prompts
-    (rewards.answer_prior; K from the step's items); None for the other rewards."""
-    return answer_prior(valid, answer_count(items)) if cfg.reward == "calibrated" else None
+    (rewards.answer_prior; K from the step's items); None for the other rewards. A step of one image
+    (single-example mode: copies of it) has no prior apart from that image's own votes, which would
+    cancel its frequency: its prior is uniform, 1/K."""
+    if cfg.reward != "calibrated":
+        return None
+    return answer_prior(valid if len({it.id for it in items}) > 1 else [], answer_count(items))
 
 
 def score(item: Item, prompt: Prompt, rollout: Rollout, cfg: TTRVConfig,
