@@ -99,8 +99,8 @@ def pick_model(model, source):
 
 def on_run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
         hist_choice, precision, checkpointing, n_votes, n_train, temperature, train_items, max_steps, epochs,
-        prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, reward, guard, rows="all",
-        request: gr.Request = None):
+        prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, prior_weight, consensus, reward, guard,
+        rows="all", request: gr.Request = None):
     """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
     `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""

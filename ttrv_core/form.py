@@ -19,14 +19,16 @@ UPLOAD_TYPES = ["image", "video", *sorted(DICOM_EXTS | VIDEO_EXTS), ".zip", ".cs
 and Matroska are not; the extensions cover them."""
 NUMBERS = {"n_votes": int, "n_train": int, "temperature": float, "train_items": int, "max_steps": int, "epochs": int,
            "prompts_per_step": int, "lr": float, "lora_r": int, "eval_votes": int, "alpha": float, "beta": float,
-           "max_pixels": int}
+           "max_pixels": int, "prior_weight": float, "consensus": float}
 """Number fields, named as the config's, with their type."""
 LABELS = {"n_votes": "Votes N per image", "n_train": "Trained answers G (≤ N)", "temperature": "Temperature",
           "train_items": "Images adapted on (a random subset; 0 = all)", "max_steps": "Steps (0 = by epochs)",
           "epochs": "Epochs over the images", "prompts_per_step": "Images per step", "lr": "Learning rate (LoRA)",
           "lora_r": "LoRA rank (alpha = 2 × rank)", "eval_votes": "Eval votes (0 = N)",
           "alpha": "alpha: entropy weight", "beta": "beta: KL weight",
-          "max_pixels": "Max pixels per image (0 = the model's default; lower it if memory runs out)"}
+          "max_pixels": "Max pixels per image (0 = the model's default; lower it if memory runs out)",
+          "prior_weight": "lambda: prior weight (calibrated reward)",
+          "consensus": "Consensus: skip images whose top answer has under this share of the votes (0 = off)"}
 CAPPED = {"n_votes": "n_votes", "n_train": "n_train", "max_steps": "steps", "prompts_per_step": "prompts_per_step",
           "lora_r": "lora_r", "eval_votes": "eval_votes"}
 """Field -> the sessions.CAPS bound a public Space holds it to."""
@@ -37,7 +39,10 @@ SETTINGS = ["precision", "checkpointing", *NUMBERS, "reward", "guard"]
 REWARD_HELP = ("ttrv = r1 - alpha*H_norm as in the paper's code. Under group-normalised advantages the entropy term "
                "cancels exactly (it is one number per image), so ttrv trains like 'frequency'; 'ttrv_marginal' is our "
                "variant in which it acts. majority = TTRL's 0/1 reward. soft = for phrase answers: each "
-               "answer's mean word overlap (token F1) with all the votes; under exact match it is 'frequency'.")
+               "answer's mean word overlap (token F1) with all the votes; under exact match it is 'frequency'. "
+               "calibrated (the multiple-choice demos' default) = a reply that is no valid answer earns 0, a valid "
+               "one how often it was voted minus lambda x how often the whole step votes it, so the model is not "
+               "rewarded for a letter it favours on every image.")
 GUARD_HELP = ("Label-free: when most images get the same majority answer for 2 steps in a row, training stops and "
               "the adapter goes back to the last healthy step (the method's known failure is collapse).")
 CHECKPOINTING_HELP = ("less GPU memory, slower steps: mlp recomputes the MLPs (a 3B model: 4.9 instead of 6.5 GiB), "
