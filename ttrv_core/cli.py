@@ -34,6 +34,7 @@ from .errors import TTRVError
 from .models import ModelLoadError, load_policy, set_threads_for
 from .prompts import TASKS
 from .rewards import REWARDS
+from .video import FRAMES
 
 # config fields exposed as flags: flag -> field
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
@@ -271,7 +272,8 @@ def _dataset(meta: dict):
     images = Path(local(meta["images"]))
     got = inputs.collect(images, images)   # a folder: used where it is
     ds = inputs.load(got, meta["question"], Path(local(meta["questions"])) if meta["questions"] else None,
-                     meta["task"], tuple(meta.get("options") or ()), meta["config"]["video_frames"]).dataset
+                     meta["task"], tuple(meta.get("options") or ()),
+                     meta.get("config", {}).get("video_frames", FRAMES)).dataset
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds
