@@ -1,6 +1,7 @@
 """The multiple-choice demo models (assets/build_choice_model.py): their sets, their cards, and the
 behaviour their build criteria promise, measured here through the engine on validation images."""
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -72,16 +73,31 @@ def val_items():
 
 @pytest.mark.parametrize("key", ["format", "clean"])
 def test_base_models_behave_as_their_criteria_say(key, val_items, one_thread):
-    """On the validation split through the engine's own evaluation, with maj@32 as the build criteria
-    state it: the format model's greedy reply is often no option while its valid samples are mostly
-    right; the control's never is. (Until batched evaluation this ran on the first 40 images with
-    16 votes, where the maj - greedy margin is 0.125-0.2 depending on the random stream; on the
-    split it is 0.29 with either stream.)"""
+    """On the validation split (200 images) through the engine's own evaluation, with maj@32 as the
+    build criteria state it: the format model's greedy reply is often no option while its valid samples
+    are mostly right, and maj@32 beats greedy by at least 0.15; the control's reply is nearly always valid.
+
+    Measured spread (fp32 on the CPU, this build; this test evaluates with seed 0). Greedy
+    decoding does not depend on the seed: greedy_acc 0.345, greedy_invalid 0.655. Over 40 sampling
+    streams (evaluation seeds 0-39): maj_acc - greedy_acc 0.303, sd 0.014 (0.26 to 0.335; 0.295 at
+    seed 0); valid_acc 0.744, sd 0.010 (0.719 to 0.766). Over the images (bootstrap resamples of the
+    200, with a stream drawn from the 40; 4,000 resamples): the margin's sd 0.036, 95% of it within
+    0.235-0.375, none under 0.15; valid_acc's sd 0.020, 2.4% of resamples under 0.7. On 40 images the
+    margin's sd is 0.074, and the split's first 40, harder than the rest, gave 0.125-0.275 by stream:
+    why the 40-image, 16-vote check this replaced failed by stream. So the margin is asserted with a
+    stated confidence, on these images: its one-sided 99% lower bound, margin - 2.33 x the standard
+    error of the per-image differences (maj right) - (greedy right), is at least 0.15 (0.22 at seed 0;
+    0.19-0.26 over the 40 streams). Control over 10 streams: valid_acc 0.91-0.92, greedy_invalid
+    0.005, invalid 0.025-0.029."""
     policy = load_policy(by_key(key).model, "fp32", "cpu", seed=0)
-    m = summarize(list(evaluate(policy, val_items, TTRVConfig(eval_votes=32), seed=0)))
+    evals = list(evaluate(policy, val_items, TTRVConfig(eval_votes=32), seed=0))
+    m = summarize(evals)
     assert m["eval/valid_acc"] >= 0.7
     if key == "format":
         assert 0.25 <= m["eval/greedy_invalid"] <= 0.9
-        assert m["eval/maj_acc"] >= m["eval/greedy_acc"] + 0.15
+        gains = [float(e.majority_correct) - float(e.greedy_correct) for e in evals]
+        margin = statistics.mean(gains)
+        assert margin == pytest.approx(m["eval/maj_acc"] - m["eval/greedy_acc"])
+        assert margin - 2.33 * statistics.stdev(gains) / len(gains) ** 0.5 >= 0.15, margin
     else:
         assert m["eval/greedy_invalid"] <= 0.05 and m["eval/invalid"] <= 0.05

@@ -5,13 +5,20 @@ import pytest
 import torch
 from PIL import Image
 
+from ttrv_core import engine
 from ttrv_core.config import TTRVConfig
 from ttrv_core.data import Item
 from ttrv_core.engine import Resume, adapt, train_schedule
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.grpo import answer_logprobs
 from ttrv_core.models import load_policy, save_adapter
+from ttrv_core.prompts import normalize_open
 
-SMALL = dict(n_votes=6, n_train=4, max_new_tokens=4, prompts_per_step=2, lr=1e-2, seed=3)
+# A setup that trains: replies of one token, 8 votes, all 8 trained on. The tiny random model's replies
+# then agree in part (its byte tokens decode alike), so the rewards differ within each group and the
+# advantages are not 0 (with replies of 4 tokens and 6 votes all votes differed: nothing was trained).
+# The seed is one where every update of these tests' runs has such a group (asserted where it matters).
+SMALL = dict(n_votes=8, n_train=8, max_new_tokens=1, prompts_per_step=2, lr=1e-2, seed=1)
 
 
 @pytest.fixture
@@ -33,6 +40,49 @@ def lora_state(policy):
     return {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
 
 
+class Directions:
+    """engine.update, recorded: the votes of each update's answers, read from their tokens here (as
+    rollout decodes them, prompts.normalize_open: the items are open questions), the advantages it was
+    given, and how far it moved each answer's log-prob (summed over its tokens), by a forward before
+    and after the update."""
+
+    def __init__(self, monkeypatch):
+        self.votes, self.advantages, self.moves = [], [], []
+        real = engine.update
+
+        def recorded(policy, opt, prompt, tokens, mask, old, adv, **kw):
+            eos = set(policy.eos_ids.tolist())
+            rows = [[t for t, m in zip(r, ms) if m and t not in eos] for r, ms in zip(tokens.tolist(), mask.tolist())]
+            texts = policy.tokenizer.batch_decode(rows, skip_special_tokens=True)
+            self.votes.append([normalize_open(t) for t in texts])
+            before = self.logprobs(policy, prompt, tokens, mask, kw["temperature"])
+            out = real(policy, opt, prompt, tokens, mask, old, adv, **kw)
+            self.advantages.append(adv.clone())
+            self.moves.append(self.logprobs(policy, prompt, tokens, mask, kw["temperature"]) - before)
+            return out
+        monkeypatch.setattr(engine, "update", recorded)
+
+    @staticmethod
+    def logprobs(policy, prompt, tokens, mask, temperature):
+        with torch.no_grad():
+            return (answer_logprobs(policy, prompt, tokens, temperature) * mask).sum(1)
+
+    def assert_trained_toward_the_reward(self):
+        """Every update trained on votes that agree in part, and moved the policy the way the reward
+        asks. All N votes are trained on (G = N), so the frequency reward (ttrv's, less a constant of the
+        group) is each vote's count among them, and the first-order change a policy-gradient step makes
+        raises the more common answers against the rarer: sum_i (count_i - mean count) * (change of
+        log pi(o_i)) > 0. The engine's advantages order the answers as the counts do (a sign error
+        between the scores and the update fails here; test_grpo_update.py: the sign per answer)."""
+        assert self.advantages
+        for votes, adv, moved in zip(self.votes, self.advantages, self.moves):
+            counts = torch.tensor([votes.count(v) for v in votes], dtype=moved.dtype)
+            centered = counts - counts.mean()
+            assert centered.abs().max() > 0, f"all votes equal or all differ: nothing to learn ({votes})"
+            assert torch.equal(torch.sign(adv), torch.sign(centered)), (votes, adv)
+            assert float((centered * moved).sum()) > 0, (votes, moved)
+
+
 def test_schedule_epochs_and_batches(items):
     cfg = TTRVConfig(prompts_per_step=2, epochs=2)
     steps = train_schedule(items, cfg)
@@ -41,10 +91,11 @@ def test_schedule_epochs_and_batches(items):
     assert len(train_schedule(items, cfg.with_(max_steps=5))) == 5
 
 
-def test_run_events_and_update(tiny_models, items):
-    policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
+def test_run_events_and_update(tiny_models, items, monkeypatch):
+    policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", seed=SMALL["seed"])
     cfg = TTRVConfig(model="x", max_steps=2, **SMALL)
     before = lora_state(policy)
+    directions = Directions(monkeypatch)
     events = list(adapt(cfg, policy, items))
     kinds = [type(e) for e in events]
     assert kinds[0] is RunStart and kinds[-1] is RunEnd
@@ -74,11 +125,12 @@ def test_run_events_and_update(tiny_models, items):
         assert e.metrics["eval/entropy_paper"] == pytest.approx(sum(it.entropy_paper for it in e.items) / 3)
     assert any(isinstance(e, Progress) for e in events)
     after = lora_state(policy)
-    # lora_B starts at 0, where weight decay cannot move it: it moves iff a step had a gradient (on
-    # this random model all votes often differ: equal rewards, zero advantages, no gradient). The
-    # update's sign and the null update are tested in test_grpo_update.py.
-    moved = any(not torch.equal(after[n], before[n]) for n in before if "lora_B" in n)
-    assert moved == any(s.metrics["grad/norm"] > 0 for s in steps)
+    # it trained: every step had a gradient, every update moved the policy the way its advantages ask,
+    # and every lora_B, which starts at 0 where weight decay cannot move it, moved
+    assert all(s.metrics["grad/norm"] > 0 for s in steps)
+    assert len(directions.advantages) == 3                   # one update per prompt
+    directions.assert_trained_toward_the_reward()
+    assert all(torch.all(before[n] == 0) and not torch.equal(after[n], before[n]) for n in before if "lora_B" in n)
     end = events[-1]
     assert not end.stopped and "before/entropy" in end.summary and "after/greedy_acc" in end.summary
 
@@ -129,23 +181,38 @@ def untimed(ev):
     return [(iv.item_id, iv.counts) for iv in ev.items], {k: v for k, v in ev.metrics.items() if "time/" not in k}
 
 
-def test_resume_from_snapshot_is_bit_identical(tiny_models, items, tmp_path):
+def test_resume_from_snapshot_is_bit_identical(tiny_models, items, tmp_path, monkeypatch):
     """Stop after step 2, keep the adapter and the step's snapshot, continue on a freshly loaded
-    policy: steps 3-4 and the after-evaluation are those of the uninterrupted run, exactly."""
+    policy: steps 3-4, the adapter they leave and the after-evaluation are those of the uninterrupted
+    run, exactly. Every update trains (the adapter moves from 0 by step 2, and again in steps 3-4), so
+    a resumed optimizer, schedule or sampling stream that differed from the uninterrupted run's gives
+    other steps and weights: leaving out _restore's optimizer, schedule or sampler line fails here
+    (checked). Not its torch-RNG line: nothing in a CPU step draws from torch's global RNG; nor its
+    guard line: the guard's state acts only when it fires (tests/test_resume.py keeps it)."""
     cfg = TTRVConfig(model="x", max_steps=4, **SMALL)
     path = str(tiny_models["qwen2_5_vl"])
-    full = list(adapt(cfg, load_policy(path, "fp32", "cpu", seed=cfg.seed), items, evaluate_before=False))
+    directions = Directions(monkeypatch)
+    whole = load_policy(path, "fp32", "cpu", seed=cfg.seed)
+    full = list(adapt(cfg, whole, items, evaluate_before=False))
+    assert len(directions.advantages) == 6                    # 4 steps of 2, 1, 2, 1 prompts
+    directions.assert_trained_toward_the_reward()              # every update trained, on a policy gradient
     policy = load_policy(path, "fp32", "cpu", seed=cfg.seed)
     for ev in adapt(cfg, policy, items, evaluate_before=False):
         if isinstance(ev, StepEvent) and ev.step == 2:
             state = ev.snapshot()
             save_adapter(policy, str(tmp_path / "adapter"))
             break
+    at_2 = lora_state(policy)
     resumed = load_policy(path, "fp32", "cpu", seed=cfg.seed, adapter=str(tmp_path / "adapter"))
+    assert all(torch.equal(w, at_2[n]) for n, w in lora_state(resumed).items())
     rest = list(adapt(cfg, resumed, items, resume=Resume(state)))
     assert rest[0].resumed_from == 2
-    assert [untimed(e) for e in rest if isinstance(e, StepEvent)] == \
-        [untimed(e) for e in full if isinstance(e, StepEvent)][2:]
+    steps = [e for e in full if isinstance(e, StepEvent)]
+    assert [untimed(e) for e in rest if isinstance(e, StepEvent)] == [untimed(e) for e in steps][2:]
+    end, end_full = lora_state(resumed), lora_state(whole)
+    assert all(not torch.all(w == 0) for n, w in at_2.items() if "lora_B" in n)          # trained by step 2
+    assert all(not torch.equal(end_full[n], at_2[n]) for n in at_2 if "lora_B" in n)     # and in steps 3-4
+    assert all(torch.equal(end[n], end_full[n]) for n in end_full)                     # bit for bit
     (after,) = [e for e in rest if isinstance(e, EvalResult)]
     assert after == [e for e in full if isinstance(e, EvalResult)][-1]
     assert rest[-1].summary == full[-1].summary

@@ -4,6 +4,7 @@ pi_old is recomputed with the training forward's numerics before the step's upda
 does). Taken from the sampler instead, pi_old comes from the bf16 decode with a KV cache, and
 the first ratio is off 1 by ~1e-3 on the demo model in bf16 (about 0.05 per token at most,
 bench/RESULTS.md's decode check), which biases clip_frac and the KL from the first update on.
+And pi_old is the policy's: old_logprobs equals log-probs computed by hand from a plain forward.
 """
 import pytest
 import torch
@@ -44,20 +45,50 @@ def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
     assert any(st.ratio_mean != 1.0 for st in seconds)
 
 
-def test_old_logprobs_are_the_training_forwards(tiny_models):
-    """Bit for bit the log-probs the update's forward computes, over micro-batches too."""
+def plain_logprobs(pol, prompt, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(G, L) log-probs of each answer by hand, independent of grpo.py and of rollout's positions and
+    cached image encoding: one ordinary forward per answer of the row prompt + answer (the pixels
+    encoded again, the model's own positions), log-softmax of the logits / T at each answer token."""
+    rows = []
+    fixed = {k: v for k, v in prompt.inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    for answer in tokens:
+        ids = torch.cat([prompt.inputs["input_ids"][0], answer]).unsqueeze(0)
+        types = torch.cat([prompt.inputs["mm_token_type_ids"][0], torch.zeros_like(answer)]).unsqueeze(0)
+        with torch.no_grad():
+            logits = pol.model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
+                               **fixed).logits[0].float()
+        at = logits[prompt.length - 1:prompt.length - 1 + len(answer)]       # the logits that predict the answer
+        rows.append(torch.log_softmax(at / temperature, -1).gather(-1, answer.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_old_logprobs_match_an_independent_forward(tiny_models, shared):
+    """old_logprobs equals log-probs computed by hand (plain_logprobs), at a temperature other than 1,
+    with the adapter on (its lora_B set non-zero, so an adapter left off would show), 0 at padding,
+    in one forward and over micro-batches of answers (2, and 4 + 2). In fp32, to 1e-5."""
     from PIL import Image
 
-    from ttrv_core.grpo import answer_logprobs, old_logprobs
+    from ttrv_core.grpo import old_logprobs
     from ttrv_core.rollout import prepare_prompt, sample
-    pol = load_policy(str(tiny_models["qwen2_5_vl"]), "bf16", "cpu", lora_r=4)
+    pol = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for name, w in pol.model.named_parameters():
+            if "lora_B" in name:
+                w.normal_(0, 0.5, generator=gen)
     prompt = prepare_prompt(pol, Image.new("RGB", (40, 30), (10, 200, 90)), "What is it?")
     ro = sample(pol, prompt, 6, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
+    mask = ro.mask.clone()
+    mask[1, 3:] = mask[4, 2:] = 0          # answers that ended early: their later tokens are padding
+    temperature = 0.7
     pol.model.train()
-    with torch.no_grad():
-        want = answer_logprobs(pol, prompt, ro.tokens) * ro.mask
-    assert torch.equal(old_logprobs(pol, prompt, ro.tokens, ro.mask, 1.0, True), want)
-    pol.answers_per_forward = 2
-    with torch.no_grad():
-        parts = torch.cat([answer_logprobs(pol, prompt, ro.tokens[i:i + 2]) for i in range(0, 6, 2)]) * ro.mask
-    assert torch.equal(old_logprobs(pol, prompt, ro.tokens, ro.mask, 1.0, True), parts)
+    want = plain_logprobs(pol, prompt, ro.tokens, temperature) * mask
+    with pol.adapter_off():
+        assert (plain_logprobs(pol, prompt, ro.tokens, temperature) * mask - want).abs().max() > 0.1
+    assert (plain_logprobs(pol, prompt, ro.tokens, 1.0) * mask - want).abs().max() > 0.1
+    for per_forward in (None, 2, 4):
+        pol.answers_per_forward = per_forward
+        got = old_logprobs(pol, prompt, ro.tokens, mask, temperature, shared)
+        assert got.shape == want.shape and torch.all(got[mask == 0] == 0)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

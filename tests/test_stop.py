@@ -220,3 +220,23 @@ def test_a_step_cut_short_is_undone_whole_the_optimizer_too(policy_path, items, 
     assert all(torch.equal(now[n], weights[n]) for n in now)           # the weights undone
     assert any(not torch.equal(now[n], torch.zeros_like(now[n])) for n in now if "lora_B" in n)
     assert events[-1].stopped and [e.phase for e in events if isinstance(e, EvalResult)] == ["after"]
+
+
+@pytest.mark.parametrize("per_update", [0, 1])
+def test_a_first_step_cut_short_leaves_the_optimizer_new(policy_path, items, monkeypatch, per_update):
+    """A stop right after the run's first update undoes step 1: the LoRA weights are the initial ones
+    and AdamW has no state at all, as before its first step (the state that step created is dropped)."""
+    monkeypatch.setattr(torch.optim, "AdamW", Recorded)
+    monkeypatch.setattr(Recorded, "made", [])
+    cfg = TTRVConfig(**SMALL | dict(n_votes=8, n_train=8, max_new_tokens=1, prompts_per_update=per_update))
+    policy = load_policy(policy_path, "fp32", "cpu", seed=cfg.seed)
+    start = lora(policy)
+    stop = lambda: bool(Recorded.made and Recorded.made[0].after)   # noqa: E731
+    events = list(engine.adapt(cfg, policy, items, should_stop=stop, evaluate_before=False))
+    (opt,) = Recorded.made
+    assert not any(isinstance(e, StepEvent) for e in events) and len(opt.after) == 1
+    assert opt.grad_norms[0] > 0 and opt.after[0]["state"]               # the update made moments
+    assert optimizer_state(opt)["state"] == {} and not opt.state          # and they are gone
+    now = lora(policy)
+    assert all(torch.equal(now[n], start[n]) for n in now)
+    assert events[-1].stopped
