@@ -152,7 +152,9 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
 def test_stuck_rank_ends_the_run_at_the_collective_timeout(tmp_path):
     """Launched by accelerate with the CPU config (configs/accelerate/ddp_cpu_gloo.yaml): 2 processes, gloo."""
     out = tmp_path / "run"
-    got, returned = launch(SMALL + ["--out", str(out), "--dist-timeout", "5"],
+    # the paper's reward: rank 0's first collective after the hang is the update's all-reduce (with the demo's
+    # calibrated reward it is the step prior's gather, still in 'sample step 2')
+    got, returned = launch(SMALL + ["--out", str(out), "--dist-timeout", "5", "--reward", "ttrv"],
                            env={parallel.EXIT_AT: "1@sample step 2@hang"}, accelerate="ddp_cpu_gloo")
     assert got.returncode != 0
     hung = float(re.search(r"rank 1 hangs in stage 'sample step 2' at ([\d.]+)", got.stderr).group(1))
