@@ -11,7 +11,8 @@ control, `video` the video demo, `valvideo` the video model on its validation cl
 reward flags of each (VARIANTS). The report gives, per set and variant, the mean and sample std over
 seeds of strict and content accuracy after, the strict gain split (format / answers), the top answer
 share after, and how many seeds meet the three criteria: content after >= before, strict gain >= +30
-points, top answer share after <= 0.2.
+points, top answer share after <= 0.2. OUT/figures/ holds, for seed 0 of each set and variant, the
+answer-share chart and the recall-per-class heatmap (`figures`).
 """
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def report(out: Path) -> str:
     return "\n".join(lines)
 
 
+def figures(out: Path, seed: int = 0) -> list[Path]:
+    """OUT/figures/<set>_<variant>.html (and .png where plotly's image export works): the answer shares
+    (answer_plots.shares: each answer's share of the images before and after, and of the base model's
+    valid votes) and, beside it in a second file, recall per class, for one seed of each run group."""
+    from .. import answer_plots, cli
+    from ..events import eval_from_json
+    written = []
+    (out / "figures").mkdir(exist_ok=True)
+    for run in sorted(out.glob(f"*/*/s{seed}")):
+        if not (run / "summary.json").is_file():
+            continue
+        evals = {e["phase"]: eval_from_json(e) for e in map(json.loads, (run / "events.jsonl").read_text().splitlines())
+                 if e["type"] == "eval"}
+        meta = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        items = cli._dataset(meta).items
+        name = f"{run.parent.parent.name}_{run.parent.name}"
+        for kind, fig in (("shares", answer_plots.shares(items, evals.get("before"), evals.get("after"))),
+                          ("recall", answer_plots.confusion(items, evals.get("before"), evals.get("after")))):
+            path = out / "figures" / f"{name}_{kind}.html"
+            fig.write_html(path, include_plotlyjs="cdn")
+            written.append(path)
+            try:
+                fig.write_image(path.with_suffix(".png"), width=900, height=450)
+            except Exception:   # no kaleido / Chrome: the HTML is the figure
+                pass
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ttrv_core.research.reward_study", description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", choices=list(SETS), default=["val"])
@@ -93,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     table = report(args.out)
     (args.out / "table.md").write_text(table + "\n", encoding="utf-8")
     print(table)
+    print(f"{len(figures(args.out))} figures in {args.out / 'figures'}")
     return 0
 
 
