@@ -98,3 +98,43 @@ def test_padded_position_gives_finite_gradients(dtype, beta):
 def test_low_var_kl_is_zero_at_padding():
     kl = low_var_kl(torch.tensor([[-1.0, -1e4]]), torch.tensor([[-1.0, -2.0]]), torch.tensor([[1.0, 0.0]]))
     assert torch.equal(kl, torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("rewards, want", [
+    ([1.0, 0.0], [0.5 / math.sqrt(0.5), -0.5 / math.sqrt(0.5)]),   # unbiased std (verl): sqrt(0.5), not 0.5
+    ([1.0, 0.0, 0.0, 0.0], [1.5, -0.5, -0.5, -0.5]),                # mean 0.25, unbiased std 0.5
+    ([0.3, 0.3, 0.3], [0.0, 0.0, 0.0]),                             # all equal: 0 / (0 + eps)
+    ([0.7], [0.0]),                                                 # a group of one: 0, not NaN
+])
+def test_group_advantages_by_hand(rewards, want):
+    from ttrv_core.grpo import group_advantages
+    got = group_advantages(torch.tensor(rewards, dtype=torch.float64))
+    assert got.tolist() == pytest.approx(want, rel=1e-5, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("far", [-30.0, -60.0, -95.0, -150.0, -1e4])
+def test_finite_gradients_at_any_distance_from_the_reference(dtype, far):
+    """A real token's log-prob far below pi_old's and the reference's: exp(-log-ratio) overflows above
+    about 88.7 in fp32 and bf16, so the +-20 clamp (verl) must bite well before (at 100, -95 gave NaN)."""
+    logp = torch.tensor([[-1.0, far]], dtype=dtype, requires_grad=True)
+    zeros = torch.zeros(1, 2, dtype=dtype)
+    for adv in (1.0, -1.0):
+        parts = grpo_loss(logp, zeros, zeros, torch.tensor([adv], dtype=dtype), torch.ones(1, 2, dtype=dtype),
+                          beta=0.001)
+        logp.grad = None
+        parts.loss.backward()
+        assert torch.isfinite(parts.loss) and torch.isfinite(logp.grad).all(), (far, adv, logp.grad)
+
+
+@pytest.mark.parametrize("beta", [0.001, 0.0])
+def test_an_infinite_log_prob_at_padding_is_masked_out(beta):
+    """Anything at a padded position, -inf included (a token of probability 0): masked by selection, not
+    by multiplying with the mask (-inf * 0 = NaN)."""
+    logp = torch.tensor([[-1.0, -float("inf")]], requires_grad=True)
+    old = torch.tensor([[-1.1, 0.0]])                   # ratio e^0.1, inside the clip
+    ref = torch.tensor([[-0.8, -3.0]])
+    parts = grpo_loss(logp, old, ref, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]), beta=beta)
+    parts.loss.backward()
+    assert torch.isfinite(parts.loss) and torch.isfinite(logp.grad).all() and logp.grad[0, 1] == 0
+    assert parts.loss.item() == pytest.approx(-math.exp(0.1) + beta * (math.exp(0.2) - 0.2 - 1), rel=1e-6)

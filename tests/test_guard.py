@@ -102,3 +102,31 @@ def test_guard_state_keeps_its_number_of_answers():
     old = {k: v for k, v in g.state_dict().items() if k != "n_answers"}   # a checkpoint from before
     h.load_state_dict(old, [])
     assert h.n_answers == 0
+
+
+def test_judged_from_min_items_and_at_the_threshold_itself():
+    """A window of exactly MIN_ITEMS items is judged, one item fewer is not; a concentration equal to the
+    threshold is unhealthy (the rule is c >= threshold): baseline 0.25 puts it at 0.5, and 4 of 8 items
+    on one answer is 0.5 exactly."""
+    from ttrv_core.guard import MIN_ITEMS
+    m = Tiny()
+    g = CollapseGuard(baseline=0.25)
+    assert g.threshold() == 0.5 and MIN_ITEMS == 8
+    g.check(1, {f"i{i}": "3" for i in range(MIN_ITEMS - 1)}, m)            # 7 items: not judged
+    assert g.unhealthy == 0
+    g = CollapseGuard(baseline=0.25)
+    assert g.check(1, {f"i{i}": "A" if i < 4 else str(i) for i in range(MIN_ITEMS)}, m) == 0.5
+    assert g.unhealthy == 1                                                 # 8 items, at the threshold
+
+
+def test_unhealthy_windows_must_come_in_a_row():
+    """The same 8 items every step, so each window reads the latest step's answers: collapsed and
+    varied steps in turn never make PATIENCE unhealthy windows in a row, and a healthy one resets the count."""
+    m = Tiny()
+    g = CollapseGuard(baseline=0.15)
+    g.keep(0, m)
+    for step in range(1, 4 * PATIENCE + 2):
+        answers = {f"i{i}": "3" if step % 2 else str(i) for i in range(8)}
+        g.check(step, answers, m)
+        assert g.unhealthy == step % 2
+    assert g.fired_at is None

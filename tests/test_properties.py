@@ -26,6 +26,7 @@ from ttrv_core.prompts import (
 )
 from ttrv_core.rewards import (
     REWARDS,
+    answer_prior,
     compute_rewards,
     entropy,
     frequency_reward,
@@ -130,8 +131,10 @@ def test_permuting_votes_permutes_rewards(vp, name):
     counts = Counter(v)
     top = [a for a, c in counts.items() if c == max(counts.values())]
     assume(name != "majority" or len(top) == 1)  # a tie goes to the first seen, which a permutation may change
-    total, parts = compute_rewards(name, v)
-    total_p, parts_p = compute_rewards(name, permuted(v, perm))
+    # calibrated: every vote valid, the step's prior over these votes (the same for any order)
+    kw = dict(valid=[True] * len(v), prior=answer_prior(v)) if name == "calibrated" else {}
+    total, parts = compute_rewards(name, v, **kw)
+    total_p, parts_p = compute_rewards(name, permuted(v, perm), **kw)
     assert total_p == pytest.approx(permuted(total, perm), abs=TOL)
     for key in parts:
         assert parts_p[key] == pytest.approx(permuted(parts[key], perm), abs=TOL)
