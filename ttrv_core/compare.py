@@ -30,7 +30,7 @@ from typing import Sequence
 from PIL import Image
 
 from .answer_plots import warnings
-from .content import change
+from .content import changes
 from .data import Item
 from .evaluate import summarize
 from .events import EvalResult
@@ -70,16 +70,6 @@ def same_images(before: EvalResult | None, after: EvalResult | None) -> tuple[Ev
         kept = [e for e in r.items if e.item_id in ids]
         return EvalResult(r.phase, kept, summarize(kept))
     return cut(before), cut(after)
-
-
-def changes(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> dict[str, str]:
-    """item id -> how its greedy reply changed (content.change: one of CHANGES), for the items
-    evaluated both times; {} without both evaluations."""
-    if before is None or after is None:
-        return {}
-    by_id, b = {it.id: it for it in items}, {e.item_id: e for e in before.items}
-    return {e.item_id: change(it.task, b[e.item_id].greedy_text, e.greedy_text, it.options)
-            for e in after.items if e.item_id in b and (it := by_id.get(e.item_id)) is not None}
 
 
 def verdict(before: EvalResult | None, after: EvalResult | None, items: Sequence[Item] = ()) -> str:

@@ -170,6 +170,16 @@ def answer_count(items: Sequence[Item]) -> int:
     return min((len(it.options) for it in items if it.task != "open"), default=0)
 
 
+def changes(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> dict[str, str]:
+    """item id -> how its greedy reply changed (`change`: one of CHANGES), for the items evaluated both
+    times; {} without both evaluations."""
+    if before is None or after is None:
+        return {}
+    by_id, b = {it.id: it for it in items}, {e.item_id: e for e in before.items}
+    return {e.item_id: change(it.task, b[e.item_id].greedy_text, e.greedy_text, it.options)
+            for e in after.items if e.item_id in b and (it := by_id.get(e.item_id)) is not None}
+
+
 def run_summary(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> dict[str, float]:
     """What changed between two evaluations of the same items, under stable keys:
 
@@ -186,12 +196,8 @@ def run_summary(items: Sequence[Item], before: EvalResult | None, after: EvalRes
         m["votes/top_answer_share"] = max(votes.values(), default=0.0)
     if before is None or after is None:
         return m
-    by_id = {it.id: it for it in items}
-    b = {e.item_id: e for e in before.items}
-    pairs = [(by_id[e.item_id], b[e.item_id], e) for e in after.items if e.item_id in b and e.item_id in by_id]
-    if pairs:
-        kinds = Counter(change(it.task, eb.greedy_text, ea.greedy_text, it.options) for it, eb, ea in pairs)
-        m |= {f"changed/{k}": kinds[k] / len(pairs) for k in CHANGES}
+    if kinds := Counter(changes(items, before, after).values()):
+        m |= {f"changed/{k}": kinds[k] / sum(kinds.values()) for k in CHANGES}
     after_shares = shares([e.named for e in after.items])
     amp = amplified(after_shares, votes, answer_count(items))
     m["amplified/answers"] = float(len(amp))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import card, demos, parallel
-from .content import change
+from .content import changes
 from .data import Item
 from .engine import Resume, TrainState
 from .errors import TTRVError
@@ -184,7 +184,7 @@ def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalR
     """One row per item: greedy answers (extracted and raw) and majority shares before and after."""
     b = {e.item_id: e for e in before.items} if before else {}
     a = {e.item_id: e for e in after.items} if after else {}
-    trained = set(adapted_on)
+    trained, kinds = set(adapted_on), changes(items, before, after)
     rows = []
     for it in items:
         eb, ea = b.get(it.id), a.get(it.id)
@@ -198,7 +198,7 @@ def results_table(items: Sequence[Item], before: EvalResult | None, after: EvalR
             "after_share": round(ea.majority_share, 4) if ea else None,
             "before_named": eb.named if eb else None, "after_named": ea.named if ea else None,
             "changed": (eb.greedy != ea.greedy) if eb and ea else None,
-            "change": change(it.task, eb.greedy_text, ea.greedy_text, it.options) if eb and ea else None,
+            "change": kinds.get(it.id),
             "before_correct": _correct(eb), "after_correct": _correct(ea),
             "before_content_correct": eb.content_correct if eb else None,
             "after_content_correct": ea.content_correct if ea else None,
