@@ -3,7 +3,7 @@
     python app.py          # http://127.0.0.1:7860
 
 Widgets <-> ttrv_core, nothing else: form (what the fields mean; images and questions through
-inputs, the CLI's data path), menu (models, what to expect, a run's plan), kept.run (engine.adapt on
+inputs, the CLI's data path), menu (models, what to expect, a run's plan), kept_runs.run (engine.adapt on
 the kept base model, recorded by runs.record), live (status, time left, Stop, plots), compare
 (before/after: strict and content accuracy, what changed per image, the table and its filter),
 answer_plots (answer shares and their warning, recall per class), sessions (folders, runs, downloads,
@@ -23,13 +23,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core import answer_plots, card, compare, form, inputs, kept, menu, models, plots, questions, sessions
+from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
+from ttrv_core.runs import model_card
+from ttrv_core import inputs
+from ttrv_core.model import kept_base, loading
+from ttrv_core.inputs import questions
 from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
 from ttrv_core.demos import by_model
-from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
-from ttrv_core.live import FIRST, LiveRun, background, status_html
-from ttrv_core.rewards import REWARDS
-from ttrv_core.uploads import MAX_TOTAL_MB
+from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
+from ttrv_core.app.live_run import FIRST, LiveRun, background, status_html
+from ttrv_core.method.rewards import REWARDS
+from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 
 try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated calls; elsewhere a no-op
     import spaces
@@ -42,10 +46,10 @@ EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
 MAX_FILE_SIZE = MAX_TOTAL_MB * questions.MB  # gradio's max_file_size: uploads.py refuses more unpacked anyway
 SESSIONS = sessions.make_root()
-DEMO = menu.default_demo()
+DEMO = model_menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
-models.import_peft()  # at startup, not in the first run's wait (the engine no longer imports it)
-KEPT = models.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
+loading.import_peft()  # at startup, not in the first run's wait (the engine no longer imports it)
+KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
 
@@ -55,17 +59,17 @@ def ensure(sess, request) -> sessions.Session:
 
 @gpu
 def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: dict, problems: list, should_stop):
-    """A run's GPU-held part (spaces.GPU on a Space): kept.run on the app's kept base model (KEPT: the
+    """A run's GPU-held part (spaces.GPU on a Space): kept_runs.run on the app's kept base model (KEPT: the
     model loaded once, the last complete before-evaluation used again while nothing it depends on changed)."""
-    yield from kept.run(cfg, items, single, out, meta, problems, should_stop, KEPT,
-                        trust_remote_code=models.remote_code_allowed() and not PUBLIC)
+    yield from kept_runs.run(cfg, items, single, out, meta, problems, should_stop, KEPT,
+                        trust_remote_code=loading.remote_code_allowed() and not PUBLIC)
 
 
 # --------------------------------------------------------------------------- handlers
 
 def preview(sess, source, example, uploads, folder, question, qfile, task, options, request: gr.Request = None):
     sess = ensure(sess, request)
-    inp = form.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question, qfile,
+    inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question, qfile,
                     task, options, PUBLIC)
     ids = [it.id for it in inp.dataset.items]
     sess.n_items = len(ids)
@@ -76,25 +80,25 @@ def preview(sess, source, example, uploads, folder, question, qfile, task, optio
 def plan(v: dict) -> str:
     """The plan line above Run, or what is wrong with the settings."""
     try:
-        cfg = form.config(form.model_id(v.pop("model"), v.pop("custom")), **v)
+        cfg = form_fields.config(form_fields.model_id(v.pop("model"), v.pop("custom")), **v)
     except (ValueError, TypeError) as e:
         return f"⚠️ **Settings:** {e}"
-    return menu.plan(v["state"].n_items if v["state"] else 0, cfg, v["single_item"] if v["single"] else None)
+    return model_menu.plan(v["state"].n_items if v["state"] else 0, cfg, v["single_item"] if v["single"] else None)
 
 
 def note(model, custom, source, example) -> str:
-    mid = form.model_id(model, custom)
-    return "\n\n".join(filter(None, [mid and menu.about(mid), menu.warning(mid, source == MY_IMAGES, example)]))
+    mid = form_fields.model_id(model, custom)
+    return "\n\n".join(filter(None, [mid and model_menu.about(mid), model_menu.warning(mid, source == MY_IMAGES, example)]))
 
 
 def pick_model(model, source):
     """A demo brings its example set, task and settings; another model changes nothing else."""
     demo = by_model(model or "")
     if demo is None:
-        return [gr.Textbox(visible=model == menu.OTHER)] + [gr.skip()] * (2 + len(form.SETTINGS))
-    here = source == EXAMPLE_SET and demo.examples in form.example_sets(EXAMPLES)
+        return [gr.Textbox(visible=model == model_menu.OTHER)] + [gr.skip()] * (2 + len(form_fields.SETTINGS))
+    here = source == EXAMPLE_SET and demo.examples in form_fields.example_sets(EXAMPLES)
     return ([gr.Textbox(visible=False), demo.examples if here else gr.skip(), demo.task if here else gr.skip()]
-            + form.values(TTRVConfig().with_(**demo.settings)))
+            + form_fields.values(TTRVConfig().with_(**demo.settings)))
 
 
 def on_run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
@@ -126,20 +130,20 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
         return (sess, status_html(text, frac, kind), h, e, r, summ, frame,
                 files if files is not True else sessions.downloads(live.run_dir), info, note, shares, confusion)
 
-    if model == menu.OTHER and not (custom or "").strip():
+    if model == model_menu.OTHER and not (custom or "").strip():
         yield refuse("Model: type a Hugging Face model id or a local folder, or pick a model from the menu.")
         return
     try:  # everything is checked before anything on the page changes
-        cfg = form.config(form.model_id(model, custom) or menu.default_model(),
-                          **{k: given[k] for k in form.SETTINGS if k in given})
+        cfg = form_fields.config(form_fields.model_id(model, custom) or model_menu.default_model(),
+                          **{k: given[k] for k in form_fields.SETTINGS if k in given})
     except (ValueError, TypeError) as e:
         yield refuse(f"Settings: {e}.")
         return
     work = sess.new_run_dir()
-    inp = form.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question, qfile,
+    inp = form_fields.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question, qfile,
                     task, options, PUBLIC, cfg.video_frames)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
-    refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, menu.allowed())
+    refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, model_menu.allowed())
     why = ("No usable images: see the list under the images." if not ds.items else
            f"Single-example mode: '{target}' is not among the images." if target and target not in
            {it.id for it in ds.items} else f"Refused: {refusal}." if refusal else None)
@@ -148,7 +152,7 @@ def on_run(sess, source, example, uploads, folder, question, qfile, task, option
         return
     live = sess.running = LiveRun(ds.items, work / "out", rows=rows or "all")
     sess.choice = hist_choice or FIRST
-    meta = {"config": cfg.to_dict(), "model": card.model_name(cfg.model), "source": inp.where,
+    meta = {"config": cfg.to_dict(), "model": model_card.model_name(cfg.model), "source": inp.where,
             "questions": inp.questions, "question": question, "task": task, "single": target}
     yield only(status_html(f"Loading the model {meta['model']} …", 0.0), info)
     events = gpu_job(cfg, ds.items, target, live.run_dir, meta, ds.problems, lambda: len(live.stops))
@@ -216,16 +220,16 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="TTRV: test-time RL for vision-language models",
                    delete_cache=(3600, sessions.SESSION_TTL_S)) as demo:  # gradio's copies of uploads go too
         state = gr.State(None, time_to_live=sessions.SESSION_TTL_S, delete_callback=lambda s: s and s.forget())
-        gr.Markdown(menu.INTRO)
+        gr.Markdown(model_menu.INTRO)
         with gr.Row():
             with gr.Column(scale=3, min_width=320):
                 gr.Markdown("### 1. Images and questions")
                 source = gr.Radio([EXAMPLE_SET, MY_IMAGES], value=EXAMPLE_SET, label="Images from")
-                sets = form.example_sets(EXAMPLES)
+                sets = form_fields.example_sets(EXAMPLES)
                 example = gr.Dropdown(sets, value=DEMO.examples if DEMO and DEMO.examples in sets else
                                       sets[0] if sets else None, label="Example set")
                 uploads = gr.File(file_count="multiple", label="Images (DICOM too), or a .zip of a folder",
-                                  visible=False, file_types=form.UPLOAD_TYPES, elem_id="uploads")
+                                  visible=False, file_types=form_fields.UPLOAD_TYPES, elem_id="uploads")
                 folder = gr.File(file_count="directory", label="… or a whole folder", visible=False)
                 question = gr.Textbox(label="Question for all images (a questions file's rows take their own)",
                                       placeholder="e.g. What is shown in the image?", elem_id="question")
@@ -241,7 +245,7 @@ def build() -> gr.Blocks:
                 data_info = gr.Markdown(elem_id="data-info")
             with gr.Column(scale=2, min_width=320):
                 gr.Markdown("### 2. Model and settings")
-                model = gr.Dropdown(menu.choices(PUBLIC), value=menu.default_model(), label="Model", elem_id="model")
+                model = gr.Dropdown(model_menu.choices(PUBLIC), value=model_menu.default_model(), label="Model", elem_id="model")
                 custom = gr.Textbox(label="Hugging Face model id or local folder", visible=False, elem_id="custom")
                 about = gr.Markdown(elem_id="about")
                 with gr.Row():
@@ -252,14 +256,14 @@ def build() -> gr.Blocks:
                     w = {"precision": gr.Radio(list(PRECISIONS), value=DEFAULTS.precision, label="Precision",
                                                info="auto = 4-bit NF4 on CUDA, fp32 on CPU"),
                          "checkpointing": gr.Radio(list(RECOMPUTE), value=DEFAULTS.gradient_checkpointing,
-                                                   label="Gradient checkpointing", info=form.CHECKPOINTING_HELP)}
-                    for name, label in form.LABELS.items():
-                        cap = getattr(sessions.CAPS, form.CAPPED[name]) if PUBLIC and name in form.CAPPED else None
+                                                   label="Gradient checkpointing", info=form_fields.CHECKPOINTING_HELP)}
+                    for name, label in form_fields.LABELS.items():
+                        cap = getattr(sessions.CAPS, form_fields.CAPPED[name]) if PUBLIC and name in form_fields.CAPPED else None
                         w[name] = gr.Number(getattr(DEFAULTS, name), label=label, maximum=cap, min_width=140,
-                                            precision=0 if form.NUMBERS[name] is int else None)
+                                            precision=0 if form_fields.NUMBERS[name] is int else None)
                     w["reward"] = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward",
-                                              info=form.REWARD_HELP)
-                    w["guard"] = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=form.GUARD_HELP)
+                                              info=form_fields.REWARD_HELP)
+                    w["guard"] = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=form_fields.GUARD_HELP)
                 plan_md = gr.Markdown(elem_id="plan")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
@@ -296,7 +300,7 @@ def build() -> gr.Blocks:
                             file_count="multiple", interactive=False, elem_id="downloads")
 
         light = dict(api_name=False, concurrency_limit=None, show_progress="hidden")  # never queue behind a run
-        settings = [w[n] for n in form.SETTINGS]
+        settings = [w[n] for n in form_fields.SETTINGS]
         source.change(lambda s: (gr.Dropdown(visible=s == EXAMPLE_SET), gr.File(visible=s == MY_IMAGES),
                                  gr.File(visible=s == MY_IMAGES)), [source], [example, uploads, folder], **light)
         model.change(pick_model, [model, source], [custom, example, task, *settings], **light)

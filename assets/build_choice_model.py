@@ -83,8 +83,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 import build_demo_model as base  # noqa: E402  (tokenizer, processor, model shapes, images)
-from ttrv_core import prompts  # noqa: E402
-from ttrv_core.encode import chat_text, encode  # noqa: E402
+from ttrv_core.tasks import prompts
+from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
 
 SEED = 0
 OPTIONS = [str(d) for d in range(10)]  # A. 0 ... J. 9, fixed order
@@ -151,7 +151,7 @@ def corpus() -> list[str]:
 
 class Prompts:
     """Token ids of each prompt kind (the image's 16 tokens in place) and every image's
-    pixels, checked to equal ttrv_core.encode.encode (the engine's path)."""
+    pixels, checked to equal ttrv_core.sampling.model_inputs.encode (the engine's path)."""
 
     def __init__(self, processor, images, labels: np.ndarray):
         self.processor, self.labels = processor, labels
@@ -385,7 +385,7 @@ ten options in a fixed order (A. 0 ... J. 9):
 
     {shown}
 
-Replies are read with the authors' extraction (`ttrv_core.prompts.extract_letter`: the last standalone
+Replies are read with the authors' extraction (`ttrv_core.tasks.prompts.extract_letter`: the last standalone
 option letter, else the raw string). The paper's layout is 4 shuffled options; this model could not
 learn to find a letter by its option text in the time a build may take (assets/build_choice_model.py
 says what was measured), so the ten digits stand in a fixed order.

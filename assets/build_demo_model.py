@@ -13,7 +13,7 @@ Everything is made here, offline (no model hub; DESIGN.md section 3):
    scikit-learn's `load_digits` (1,797 real 8x8 images, upscaled to the 32x32
    PNGs we export; the processor takes them to 112x112), with the engine's own
    prompt (`build_prompt("open", QUESTION)`) encoded by the engine's own
-   `ttrv_core.encode.encode`; loss on the answer tokens (digit, <|im_end|>).
+   `ttrv_core.sampling.model_inputs.encode`; loss on the answer tokens (digit, <|im_end|>).
 
 Training stops EARLY on purpose. The demo must show what TTRV exploits: a
 model whose single samples at T=1 are often wrong while the majority of 16
@@ -63,8 +63,8 @@ from transformers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ttrv_core import prompts  # noqa: E402
-from ttrv_core.encode import chat_text, encode  # noqa: E402
+from ttrv_core.tasks import prompts
+from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
 
 MODEL_DIR = ROOT / "assets" / "demo_model"
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "digits"
@@ -283,7 +283,7 @@ def digit_image(pixels: np.ndarray) -> Image.Image:
 class Encoded:
     """All images encoded once, in batched processor calls on the engine's prompt.
 
-    The batched call is checked to give exactly what ttrv_core.encode.encode
+    The batched call is checked to give exactly what ttrv_core.sampling.model_inputs.encode
     gives image by image (the engine's path), so training sees its inputs.
     """
 
@@ -457,11 +457,11 @@ nothing else.
 
 single@T1 is the mean accuracy over all {N_VOTES} samples per image (T=1, top_k 0,
 top_p 1, special tokens but `<|im_end|>` suppressed); answers read with
-`ttrv_core.prompts.normalize_open`.
+`ttrv_core.tasks.prompts.normalize_open`.
 
 Prompt: one user turn, image first, no system turn; the text is
-`ttrv_core.prompts.build_prompt("open", "{QUESTION}")`, encoded with
-`ttrv_core.encode.encode`: {prompt_len} tokens. Target: the digit, then `<|im_end|>`.
+`ttrv_core.tasks.prompts.build_prompt("open", "{QUESTION}")`, encoded with
+`ttrv_core.sampling.model_inputs.encode`: {prompt_len} tokens. Target: the digit, then `<|im_end|>`.
 
 Special token ids: {special}.
 

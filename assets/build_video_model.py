@@ -27,8 +27,8 @@ does not show it: the greedy accuracy and the replies do.
 Training: full fine-tune of assets/demo_model (its weights, tokenizer and processor; it had never
 seen a video and answers every clip with an empty reply), AdamW, batch BATCH, one question kind
 per batch; clips rendered on the fly from the training digits with random directions and offsets,
-encoded by the processor in one batched call that is checked to equal ttrv_core.encode.encode on a
-saved GIF read by ttrv_core.video.load_video (the engine's path).
+encoded by the processor in one batched call that is checked to equal ttrv_core.sampling.model_inputs.encode on a
+saved GIF read by ttrv_core.inputs.video.load_video (the engine's path).
 
 Build criteria, fixed in this file BEFORE any TTRV run on this model and checked on the base model
 on the validation clips (greedy and N_VOTES samples at T = 1, top_k 0, top_p 1, special tokens but
@@ -79,9 +79,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 import build_demo_model as base  # noqa: E402  (suppressed ids, the splits)
-from ttrv_core import prompts  # noqa: E402
-from ttrv_core.encode import chat_text, encode  # noqa: E402
-from ttrv_core.video import load_video  # noqa: E402
+from ttrv_core.tasks import prompts
+from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
+from ttrv_core.inputs.video import load_video  # noqa: E402
 
 SEED = 0
 SOURCE = ROOT / "assets" / "demo_model"
@@ -193,7 +193,7 @@ class Clips:
         return dict(f)
 
     def check_against_engine(self, frames: list[Image.Image], tmp: Path) -> None:
-        """The batched call gives what ttrv_core.encode.encode gives for the saved GIF."""
+        """The batched call gives what ttrv_core.sampling.model_inputs.encode gives for the saved GIF."""
         save_gif(frames, tmp)
         video = load_video(tmp, K)
         assert [np.array(v.convert("L")).tolist() for v in video.frames] == [np.array(f).tolist() for f in frames]

@@ -8,7 +8,7 @@ on a free port; one headless Chromium (/usr/bin/chromium, driven by Playwright a
 tests/test_browser.py does) opens each page, waits until the default demo's 240 images are
 ready, and presses Run, `--runs` times on the same page, the trees taking turns run by run.
 Run 1 of a process is the one that loads the model (the old code loads it on every run; the new
-keeps it, models.KeptBase). First votes: the histogram shows bars under a title that says the
+keeps it, kept_base.KeptBase). First votes: the histogram shows bars under a title that says the
 image is being evaluated, or was before training (plots.evaluating: "before (evaluating)", or
 "before training" when the app reused the last run's before-evaluation, app.gpu_job; the last
 run's final histogram says "after"); done: the status says the run ended. The page's

@@ -11,8 +11,8 @@ the learning rate (the model kept, the before-evaluation reused); runs 3 and 4 c
 (the model kept, evaluated again; run 3 is stopped during that evaluation, so run 4 evaluates again
 too). Runs 2-4 are stopped at their first votes. One JSON line per run.
 
-Where gradio is installed, through the app's Run handler (app.on_run: the form read, kept.run on
-the app's kept model); where it is not (a GPU box with only the wheels that travel), kept.run
+Where gradio is installed, through the app's Run handler (app.on_run: the form read, kept_runs.run on
+the app's kept model); where it is not (a GPU box with only the wheels that travel), kept_runs.run
 itself on a KeptBase of its own, the items read by the CLI's data path (`"path": "library"`).
 """
 from __future__ import annotations
@@ -34,16 +34,16 @@ RUNS = ((1, {}, False), (2, {"lr": 5e-3}, True), (3, {"lr": 5e-3, "eval_votes": 
 def through_app(a):
     """(changed settings, LiveRun) per run, through app.on_run."""
     import app
-    from ttrv_core import form, menu
-    from ttrv_core.form import EXAMPLE_SET, MY_IMAGES
-    from ttrv_core.live import FIRST
-    base = dict(zip(form.SETTINGS, form.values(app.DEFAULTS))) | ({"max_steps": a.steps} if a.steps else {})
+    from ttrv_core.app import form_fields, model_menu
+    from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
+    from ttrv_core.app.live_run import FIRST
+    base = dict(zip(form_fields.SETTINGS, form_fields.values(app.DEFAULTS))) | ({"max_steps": a.steps} if a.steps else {})
     if a.model:
         files = [str(f) for f in sorted(a.images.iterdir())] if a.images else []
-        source, example, task, model, custom = MY_IMAGES, None, "open", menu.OTHER, a.model
+        source, example, task, model, custom = MY_IMAGES, None, "open", model_menu.OTHER, a.model
     else:
         files, source, example, task, model, custom = [], EXAMPLE_SET, app.DEMO.examples, app.DEMO.task, \
-            menu.default_model(), ""
+            model_menu.default_model(), ""
     sess = None
     for run, over, stop_early in RUNS:
         live = None
@@ -57,21 +57,23 @@ def through_app(a):
 
 
 def through_library(a):
-    """(changed settings, LiveRun) per run, through kept.run on a KeptBase of this script's."""
-    from ttrv_core import inputs, kept, models
+    """(changed settings, LiveRun) per run, through kept_runs.run on a KeptBase of this script's."""
+    from ttrv_core import inputs
+    from ttrv_core.app import kept_runs
+    from ttrv_core.model import kept_base, loading
     from ttrv_core.config import TTRVConfig
     from ttrv_core.demos import DEFAULT
-    from ttrv_core.live import LiveRun
+    from ttrv_core.app.live_run import LiveRun
     folder = a.images or DEFAULT.example_dir
     task = "open" if a.model else DEFAULT.task
     ds = inputs.load(inputs.collect(folder, folder), None, folder / "questions.csv", task, ()).dataset
     cfg = TTRVConfig(model=a.model or DEFAULT.model, **DEFAULT.settings)
     cfg = cfg.with_(max_steps=a.steps) if a.steps else cfg
-    models.import_peft()   # as the app does at startup
-    keep, tmp = models.KeptBase(), Path(tempfile.mkdtemp(prefix="first_votes_"))
+    loading.import_peft()   # as the app does at startup
+    keep, tmp = kept_base.KeptBase(), Path(tempfile.mkdtemp(prefix="first_votes_"))
     for run, over, stop_early in RUNS:
         live = LiveRun(ds.items, tmp / f"run{run}")
-        for ev in kept.run(cfg.with_(**over), ds.items, None, live.run_dir, {}, ds.problems, lambda: len(live.stops),
+        for ev in kept_runs.run(cfg.with_(**over), ds.items, None, live.run_dir, {}, ds.problems, lambda: len(live.stops),
                            keep):
             live.feed(ev)
             if stop_early and live.first_votes_s is not None and len(live.stops) < 3:
@@ -85,7 +87,7 @@ def main() -> None:
     p.add_argument("--model", help="a model folder (default: the app's default demo)")
     p.add_argument("--images", type=Path, help="a folder of images with its questions.csv (with --model)")
     p.add_argument("--steps", type=int, default=0, help="run 1's steps (0: the settings' own)")
-    p.add_argument("--library", action="store_true", help="kept.run without the app, even where gradio is installed")
+    p.add_argument("--library", action="store_true", help="kept_runs.run without the app, even where gradio is installed")
     a = p.parse_args()
     sys.path.insert(0, str(HERE))
     import torch

@@ -1,9 +1,9 @@
 """What a run's model load costs in the app's process: the first load, a kept base (a later
-run, models.KeptBase) and a fresh load in a warm process (what every later run paid before).
+run, kept_base.KeptBase) and a fresh load in a warm process (what every later run paid before).
 
     python bench/bench_load.py --tree /tmp/new_wt --demo format --repeats 5 --out bench/raw/cpu_load_2026-11-27.jsonl
 
-One process importing ttrv_core from --tree (a tree with models.KeptBase): load_policy as the
+One process importing ttrv_core from --tree (a tree with kept_base.KeptBase): load_policy as the
 app calls it (keep=KEPT) once, cold (the process's first load: transformers' model modules are
 imported then too); then --repeats times each, taking turns, the kept call (the same model:
 the base is reused, the last adapter removed and a fresh one made) and a fresh load
@@ -31,16 +31,16 @@ def main() -> None:
     tree = a.tree.resolve()
     sys.path.insert(0, str(tree))
     t = time.perf_counter()
-    from ttrv_core import models
+    from ttrv_core.model import kept_base, loading
     from ttrv_core.demos import by_key
     import_s = time.perf_counter() - t
-    assert Path(models.__file__).resolve().is_relative_to(tree), models.__file__
+    assert Path(loading.__file__).resolve().is_relative_to(tree), loading.__file__
     model = by_key(a.demo).model
-    kept = models.KeptBase()
+    kept = kept_base.KeptBase()
 
     def load(keep):
         t = time.perf_counter()
-        policy = models.load_policy(model, "auto", None, 16, 32, 0, keep=keep)
+        policy = loading.load_policy(model, "auto", None, 16, 32, 0, keep=keep)
         return time.perf_counter() - t, policy
 
     cold, policy = load(kept)

@@ -6,7 +6,7 @@ Each run is `torchrun --nproc_per_node K -m ttrv_core` on the format demo (the b
 Qwen2.5-VL) with the demo's N = 32 votes and G = 16, 8 prompts per step and per update (so K = 2
 gives each rank 4 prompts of every update), 16 items, 5 steps; K = 1 goes through torchrun too,
 so that both pay the same launcher. OMP_NUM_THREADS=1 and one torch thread per process
-(models.set_threads_for), so K processes use K cores. From rank 0's events.jsonl: the median over
+(threads.set_threads_for), so K processes use K cores. From rank 0's events.jsonl: the median over
 steps 2-5 of time/step_s (sample + update + the step's collectives), time/sample_s and
 time/train_s (rank 0's share: up to its last all-reduce), RunEnd's seconds (both evaluations, each
 rank taking every K-th item, and the steps) and the launcher's wall time (imports and model load

@@ -38,7 +38,7 @@ def child(root: str, demo: str, out: str) -> None:
     marks = {"enter": time.time()}                  # wall-clock marks: the parent subtracts its spawn time
     sys.path.insert(0, root)
     import ttrv_core.cli as cli
-    import ttrv_core.engine as engine
+    import ttrv_core.method.engine as engine
     from ttrv_core.cli import main
     marks["imported"] = time.time()
 

@@ -75,20 +75,20 @@ def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: 
 
     from bench_step import DEMO, model_path
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.data import Item
-    from ttrv_core.engine import _step
-    from ttrv_core import models
-    from ttrv_core.models import load_policy
+    from ttrv_core.inputs.dataset import Item
+    from ttrv_core.method.engine import _step
+    from ttrv_core.model import loading, threads
+    from ttrv_core.model.loading import load_policy
 
-    assert Path(models.__file__).resolve().is_relative_to(tree), models.__file__
+    assert Path(loading.__file__).resolve().is_relative_to(tree), loading.__file__
 
     torch.manual_seed(0)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     side = 28 * round(math.sqrt(tokens))              # 14-pixel patches, merged 2x2: (side / 28)^2 tokens
     path, _ = model_path(size, side, dev)
     policy = load_policy(path, "auto", str(dev), lora_r=16, lora_alpha=32, max_pixels=0)
-    if hasattr(models, "set_threads_for"):          # as the front ends do (older trees: inside load_policy)
-        models.set_threads_for(policy)
+    if hasattr(threads, "set_threads_for"):          # as the front ends do (older trees: inside load_policy)
+        threads.set_threads_for(policy)
     ip = policy.processor.image_processor           # the image at exactly side x side
     ip.size = {"shortest_edge": side * side, "longest_edge": side * side}
     for k in ("min_pixels", "max_pixels"):
@@ -102,7 +102,7 @@ def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: 
                      shared_prefix=shared)
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-5)
     gen = torch.Generator(device=dev).manual_seed(0)
-    from ttrv_core.rollout import prepare_prompt
+    from ttrv_core.sampling.rollout import prepare_prompt
     prompt_tokens = prepare_prompt(policy, Image.open(img), item.prompt).length
     cuda = dev.type == "cuda"
     if cuda:

@@ -42,10 +42,11 @@ from ttrv_core.config import TTRVConfig  # noqa: E402
 from ttrv_core.demos import by_key  # noqa: E402
 
 DEMO = by_key("open")  # "demo" here: the open-answer digits model every recorded number used
-from ttrv_core.recompute import set_recompute  # noqa: E402
-from ttrv_core.grpo import group_advantages, update  # noqa: E402
-from ttrv_core.models import load_policy, set_threads_for  # noqa: E402
-from ttrv_core.rollout import Prompt, prepare_prompt, sample  # noqa: E402
+from ttrv_core.model.gradient_checkpointing import set_recompute  # noqa: E402
+from ttrv_core.method.grpo import group_advantages, update  # noqa: E402
+from ttrv_core.model.loading import load_policy
+from ttrv_core.model.threads import set_threads_for  # noqa: E402
+from ttrv_core.sampling.rollout import Prompt, prepare_prompt, sample  # noqa: E402
 
 # Qwen2.5-VL public config shapes (as in shared/reference/prefix_probe.py)
 SIZES = {
@@ -224,7 +225,7 @@ def main() -> None:
          params=sum(p.numel() for p in policy.base.parameters()), **tag)
 
     image, text = bench_image(a.size, a.side)
-    from ttrv_core.prompts import build_prompt
+    from ttrv_core.tasks.prompts import build_prompt
     prompt = prepare_prompt(policy, image, build_prompt("open", text))
     tag["prompt_tokens"] = prompt.length
     m = Meter(dev, a.repeats, a.out, tag)
@@ -253,7 +254,7 @@ def main() -> None:
     if "sample_naive" not in skip:
         m("sample_naive", lambda: sample(policy, prompt, a.n, max_new_tokens=a.tokens, generator=gen, shared=False,
                                          decode="eager"))
-    from ttrv_core.rollout import prefill
+    from ttrv_core.sampling.rollout import prefill
     with torch.no_grad():
         t_prefill = m("prefill_shared", lambda: prefill(policy, prompt, a.n, shared=True))
     floor_ms = lm_weight_bytes(policy) / 3.35e12 * 1e3 if dev.type == "cuda" else None  # H100 SXM HBM3
@@ -268,7 +269,7 @@ def main() -> None:
 
     def shared_generate():
         """HF generate's own loop over the shared prefix (as shared/reference/prefix_probe.py does)."""
-        from ttrv_core.rollout import prefill
+        from ttrv_core.sampling.rollout import prefill
         with torch.no_grad():
             ids = prompt.inputs["input_ids"]
             _, cache = prefill(policy, Prompt(
@@ -332,8 +333,8 @@ def main() -> None:
     if "train_naive" not in skip:
         m("train_naive", upd(False))
 
-    from ttrv_core.data import Item
-    from ttrv_core.engine import _step
+    from ttrv_core.inputs.dataset import Item
+    from ttrv_core.method.engine import _step
     tmp = Path("/tmp/ttrv_bench_img.png")
     image.save(tmp)
     item = Item("bench.png", tmp, text)

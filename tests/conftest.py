@@ -77,7 +77,7 @@ def oom_in_step_2(monkeypatch):
     """engine._step raises CUDA's out-of-memory error in the run's second step (simulated)."""
     import torch
 
-    import ttrv_core.engine as engine
+    import ttrv_core.method.engine as engine
     real_step, calls = engine._step, []
 
     def flaky_step(*a, **kw):

@@ -42,7 +42,7 @@ class Mutant:
     equivalent: str = ""  # why it cannot be told apart (empty: a test must kill it)
 
 
-R, G, S, U = "ttrv_core/rewards.py", "ttrv_core/grpo.py", "ttrv_core/groups.py", "ttrv_core/guard.py"
+R, G, S, U = "ttrv_core/method/rewards.py", "ttrv_core/method/grpo.py", "ttrv_core/method/step.py", "ttrv_core/method/guard.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ rewards.py
@@ -210,12 +210,12 @@ MUTANTS: tuple[Mutant, ...] = (
 
 # The tests that cover each file, fastest first (-x stops at the first failure).
 COVER: dict[str, list[str]] = {
-    R: ["ttrv_core/rewards.py", "tests/test_rewards.py", "tests/test_calibrated.py", "tests/test_entropy.py",
+    R: ["ttrv_core/method/rewards.py", "tests/test_rewards.py", "tests/test_calibrated.py", "tests/test_entropy.py",
         "tests/test_properties.py"],
-    G: ["ttrv_core/grpo.py", "tests/test_grpo_loss.py", "tests/test_rewards.py", "tests/test_mutants.py",
+    G: ["ttrv_core/method/grpo.py", "tests/test_grpo_loss.py", "tests/test_rewards.py", "tests/test_mutants.py",
         "tests/test_grpo_update.py", "tests/test_microbatch.py"],
     S: ["tests/test_calibrated.py", "tests/test_mutants.py", "tests/test_stop.py", "tests/test_engine.py"],
-    U: ["ttrv_core/guard.py", "tests/test_guard.py"],
+    U: ["ttrv_core/method/guard.py", "tests/test_guard.py"],
 }
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core.grpo import answer_logprobs
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt
+from ttrv_core.method.grpo import answer_logprobs
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -25,7 +25,7 @@ def _policy(folder, precision="fp32"):
 
 def test_adapter_saves_and_loads_the_same(tiny_models, tmp_path):
     """save_adapter writes peft's format: loading it gives the same LoRA weights."""
-    from ttrv_core.models import save_adapter
+    from ttrv_core.model.loading import save_adapter
     pol = _policy(tiny_models["qwen2_5_vl"])
     save_adapter(pol, str(tmp_path / "ad"))
     again = load_policy(str(tiny_models["qwen2_5_vl"]), precision="fp32", device="cpu", adapter=str(tmp_path / "ad"))

@@ -91,14 +91,14 @@ def test_settings_reach_the_run(app_url, upload, monkeypatch):
     """The app's gradient-checkpointing choice and image-size limit are the run's (config.json),
     the LoRA alpha is the config's rule (2 x rank), both reach the model, and the run completes."""
     import app
-    seen, real = {}, app.models.load_policy
+    seen, real = {}, app.loading.load_policy
 
     def load(*a, **kw):
         pol = real(*a, **kw)
         seen.update(lora_alpha=a[4], max_pixels=pol.max_pixels)
         return pol
 
-    monkeypatch.setattr(app.models, "load_policy", load)
+    monkeypatch.setattr(app.loading, "load_policy", load)
     args = run_args(upload, max_steps=1, checkpointing="mlp", max_pixels=32 * 32)
     out = unpack(client(app_url).predict(**args, api_name="/run"))
     assert 'data-kind="done"' in out["status"]
@@ -396,7 +396,7 @@ def test_start_up_sweeps_folders_of_dead_app_processes(tmp_path):
     import subprocess
     import sys
 
-    from ttrv_core import sessions
+    from ttrv_core.app import sessions
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale, live = tmp_path / f"ttrv-app-{dead.pid}-x", tmp_path / f"ttrv-app-{os.getpid()}-y"

@@ -22,9 +22,9 @@ from PIL import Image
 
 import dicom_files
 import video_files
-from ttrv_core import questions, uploads
-from ttrv_core.data import load_dataset
-from ttrv_core.uploads import collect_uploads
+from ttrv_core.inputs import questions, uploads
+from ttrv_core.inputs.dataset import load_dataset
+from ttrv_core.inputs.uploads import collect_uploads
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # huge.png: refused anyway
 

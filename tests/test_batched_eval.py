@@ -19,14 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-import ttrv_core.evaluate as evaluate
+import ttrv_core.method.evaluate as evaluate
 from ttrv_core import demos
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item, load_dataset
+from ttrv_core.inputs.dataset import Item, load_dataset
 from ttrv_core.errors import OutOfMemory
-from ttrv_core.families import FAMILIES
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt, sample, sample_many
+from ttrv_core.model.families import FAMILIES
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt, sample, sample_many
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ALL_TYPES = [t for f in FAMILIES for t in f.model_types]
@@ -92,7 +92,7 @@ def test_a_batch_samples_what_each_prompt_samples_alone(tiny_models, model_type,
 def test_inverse_cdf_draw_samples_the_distribution():
     """The evaluation's draw (one uniform per row): frequencies match the probabilities, a token
     of probability 0 never comes, and top_p keeps the nucleus only."""
-    from ttrv_core.rollout import _draw_cdf
+    from ttrv_core.sampling.rollout import _draw_cdf
     logits = torch.tensor([[0.0, 1.0, float("-inf"), 2.0]]).expand(20000, -1)
     tok = _draw_cdf(logits, 1.0, [torch.Generator().manual_seed(0)], 20000)
     freq = torch.bincount(tok, minlength=4).float() / len(tok)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
-from ttrv_core.groups import score, step_prior
-from ttrv_core.rewards import answer_prior, calibrated_reward, compute_rewards, prior_of
-from ttrv_core.rollout import Rollout
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.step import score, step_prior
+from ttrv_core.method.rewards import answer_prior, calibrated_reward, compute_rewards, prior_of
+from ttrv_core.sampling.rollout import Rollout
 
 # votes, validity, step prior, lambda, expected rewards
 TABLE = [

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from ttrv_core import compare, content
-from ttrv_core.data import Item
-from ttrv_core.evaluate import _score, summarize
+from ttrv_core.app import compare
+from ttrv_core.method import content
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.evaluate import _score, summarize
 from ttrv_core.events import EvalResult
 
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "digits" / "digit_0000.png"
@@ -84,7 +85,7 @@ def test_the_filter_shows_only_the_rows_of_one_kind_of_change(only, files):
 
 
 def test_the_chart_has_three_series_per_answer():
-    from ttrv_core import answer_plots
+    from ttrv_core.app import answer_plots
     its, before, after = run()
     fig = answer_plots.shares(its, before, after)
     bars = {t.name: t for t in fig.data if t.type == "bar"}
@@ -105,7 +106,7 @@ def test_the_chart_has_three_series_per_answer():
     ({f: "C" for f in RUN}, True),                        # C on all: over both
 ])
 def test_the_warning_appears_exactly_when_an_answer_is_amplified(after, amplified):
-    from ttrv_core import answer_plots
+    from ttrv_core.app import answer_plots
     its, before, after = run(after=after)
     got = compare.amplified(its, before, after)
     assert bool(got) == bool(content.amplified_answers(its, before, after)) == amplified
@@ -118,7 +119,7 @@ def test_the_warning_appears_exactly_when_an_answer_is_amplified(after, amplifie
 
 
 def test_the_heatmap_cells_are_the_counts_and_the_rows_say_their_recall():
-    from ttrv_core import answer_plots
+    from ttrv_core.app import answer_plots
     its, before, after = run()
     fig = answer_plots.confusion(its, before, after)
     shown, hidden = fig.data

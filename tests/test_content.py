@@ -1,12 +1,12 @@
 """Reading a reply for its content, and the label-free split of what changed (content.py)."""
 import pytest
 
-from ttrv_core.content import (amplified, amplified_answers, change, content_correct, gain_sentence, named_answer,
+from ttrv_core.method.content import (amplified, amplified_answers, change, content_correct, gain_sentence, named_answer,
                                run_summary, shares, vote_shares)
-from ttrv_core.data import Item
-from ttrv_core.evaluate import summarize
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.evaluate import summarize
 from ttrv_core.events import EvalResult, ItemEval
-from ttrv_core.prompts import extract_answer, is_valid
+from ttrv_core.tasks.prompts import extract_answer, is_valid
 
 DIGITS = tuple(str(d) for d in range(10))
 

@@ -15,12 +15,12 @@ from PIL import Image
 
 import video_files
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
-from ttrv_core.engine import adapt
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.engine import adapt
 from ttrv_core.events import EvalResult, RunEnd, StepEvent
-from ttrv_core.models import load_policy
-from ttrv_core.prompt_cache import Dropped, Prompts, context_length
-from ttrv_core.rollout import prepare_prompt
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.prompt_cache import Dropped, Prompts, context_length
+from ttrv_core.sampling.rollout import prepare_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

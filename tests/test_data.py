@@ -4,9 +4,9 @@ import json
 import pytest
 from PIL import Image
 
-from ttrv_core.data import load_dataset
-from ttrv_core.prompts import build_prompt
-from ttrv_core.uploads import extract_zip
+from ttrv_core.inputs.dataset import load_dataset
+from ttrv_core.tasks.prompts import build_prompt
+from ttrv_core.inputs.uploads import extract_zip
 
 
 def img(path, size=(16, 16), mode="RGB"):

@@ -12,8 +12,8 @@ SCRIPT = """
 import gc, weakref
 from PIL import Image
 from ttrv_core.config import DEMO_MODEL
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt, sample
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt, sample
 
 pol = load_policy(DEMO_MODEL, "fp32", "cpu")
 prompt = prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
@@ -38,21 +38,21 @@ def test_kept_decoder_is_freed_with_its_model():
 
 def _demo_policy():
     from ttrv_core.config import DEMO_MODEL
-    from ttrv_core.models import load_policy
+    from ttrv_core.model.loading import load_policy
     return load_policy(DEMO_MODEL, "fp32", "cpu")
 
 
 def _prompt(pol):
     from PIL import Image
 
-    from ttrv_core.rollout import prepare_prompt
+    from ttrv_core.sampling.rollout import prepare_prompt
     return prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
 
 
 def test_each_policy_keeps_its_own_decoder():
     """Two policies alive at once: sampling with one does not free the other's kept decoder
     (one cache per process did: a new decoder released every kept one)."""
-    from ttrv_core.rollout import sample
+    from ttrv_core.sampling.rollout import sample
     a, b = _demo_policy(), _demo_policy()
     sample(a, _prompt(a), 4, max_new_tokens=3, decode="static")
     kept = a.decoders.kept
@@ -67,11 +67,11 @@ def test_update_leaves_the_decoder_to_the_engine(monkeypatch):
 
     import torch
 
-    from ttrv_core import engine
+    from ttrv_core.method import engine
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.data import Item
-    from ttrv_core.grpo import group_advantages, update
-    from ttrv_core.rollout import sample
+    from ttrv_core.inputs.dataset import Item
+    from ttrv_core.method.grpo import group_advantages, update
+    from ttrv_core.sampling.rollout import sample
 
     pol = _demo_policy()
     prompt = _prompt(pol)
@@ -104,9 +104,9 @@ def test_bf16_autocast_path():
     from PIL import Image
 
     from ttrv_core.config import DEMO_MODEL
-    from ttrv_core.grpo import answer_logprobs, group_advantages, old_logprobs, update
-    from ttrv_core.models import load_policy
-    from ttrv_core.rollout import prepare_prompt, sample
+    from ttrv_core.method.grpo import answer_logprobs, group_advantages, old_logprobs, update
+    from ttrv_core.model.loading import load_policy
+    from ttrv_core.sampling.rollout import prepare_prompt, sample
 
     pol = load_policy(DEMO_MODEL, "bf16", "cpu")  # bf16 weights, fp32 LoRA: as 4-bit on a GPU
     pol.autocast_dtype = torch.bfloat16
@@ -133,11 +133,11 @@ def _two_steps(keep, monkeypatch):
 
     import torch
 
-    from ttrv_core import engine
+    from ttrv_core.method import engine
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.data import Item
+    from ttrv_core.inputs.dataset import Item
     from ttrv_core.demos import by_key
-    from ttrv_core.rollout import sample
+    from ttrv_core.sampling.rollout import sample
 
     torch.manual_seed(0)
     pol = _demo_policy()
@@ -182,7 +182,7 @@ def test_the_static_decoder_kept_through_the_update_gives_the_same_steps(monkeyp
 def test_kept_decoder_memory_is_its_cache():
     """StaticDecoder.nbytes counts the static cache (layers x keys and values x rows x KV heads x
     length x head size) and its small buffers: what keeping it adds to the update's peak."""
-    from ttrv_core.rollout import sample
+    from ttrv_core.sampling.rollout import sample
 
     pol = _demo_policy()
     sample(pol, _prompt(pol), 4, max_new_tokens=3, decode="static")
@@ -199,7 +199,7 @@ def test_auto_keeps_on_cuda_only_after_an_update_measured_and_only_where_it_fits
 
     import torch
 
-    from ttrv_core import decode
+    from ttrv_core.model import decode
     GiB = 2**30
     mem = dict(free=10 * GiB, reserved=20 * GiB, peak=20 * GiB)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (mem["free"], 80 * GiB))

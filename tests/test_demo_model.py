@@ -58,8 +58,8 @@ def test_special_tokens_match_the_model_config(demo):
 def test_prompt_has_no_system_turn_and_16_image_tokens(demo):
     from PIL import Image
 
-    from ttrv_core.encode import chat_text, encode
-    from ttrv_core.prompts import build_prompt
+    from ttrv_core.sampling.model_inputs import chat_text, encode
+    from ttrv_core.tasks.prompts import build_prompt
 
     model, processor = demo
     text = build_prompt("open", QUESTION)
@@ -75,8 +75,8 @@ def test_prompt_has_no_system_turn_and_16_image_tokens(demo):
 def test_greedy_answer_is_a_digit(demo):
     from PIL import Image
 
-    from ttrv_core.encode import encode
-    from ttrv_core.prompts import build_prompt, normalize_open
+    from ttrv_core.sampling.model_inputs import encode
+    from ttrv_core.tasks.prompts import build_prompt, normalize_open
 
     model, processor = demo
     row = _rows()[0]

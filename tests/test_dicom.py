@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from dicom_files import dcm, jpeg_baseline, ramp, rle
-from ttrv_core.data import load_dataset
-from ttrv_core.dicom import load_dicom
-from ttrv_core.images import load_image
-from ttrv_core.uploads import collect_uploads
+from ttrv_core.inputs.dataset import load_dataset
+from ttrv_core.inputs.dicom import load_dicom
+from ttrv_core.inputs.images import load_image
+from ttrv_core.inputs.uploads import collect_uploads
 
 
 def pixels(tmp_path, raw: bytes, name="scan.dcm") -> np.ndarray:
@@ -101,9 +101,9 @@ def test_cli_takes_a_dicom_folder(tmp_path, capsys):
 
 def test_the_app_upload_box_takes_dicom():
     """gradio's "image" file type is image/* by MIME type; DICOM is application/dicom, named apart."""
-    from ttrv_core import form
-    assert {".dcm", ".dicom", "image"} <= set(form.UPLOAD_TYPES)
-    assert "file_types=form.UPLOAD_TYPES" in (Path(__file__).resolve().parents[1] / "app.py").read_text()
+    from ttrv_core.app import form_fields
+    assert {".dcm", ".dicom", "image"} <= set(form_fields.UPLOAD_TYPES)
+    assert "file_types=form_fields.UPLOAD_TYPES" in (Path(__file__).resolve().parents[1] / "app.py").read_text()
 
 
 def test_a_dicom_file_named_otherwise_is_read_as_dicom(tmp_path):

@@ -5,14 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core import engine
+from ttrv_core.method import engine
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
-from ttrv_core.engine import Resume, adapt, train_schedule
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.engine import Resume, adapt, train_schedule
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
-from ttrv_core.grpo import answer_logprobs
-from ttrv_core.models import load_policy, save_adapter
-from ttrv_core.prompts import normalize_open
+from ttrv_core.method.grpo import answer_logprobs
+from ttrv_core.model.loading import load_policy, save_adapter
+from ttrv_core.tasks.prompts import normalize_open
 
 # A setup that trains: replies of one token, 8 votes, all 8 trained on. The tiny random model's replies
 # then agree in part (its byte tokens decode alike), so the rewards differ within each group and the

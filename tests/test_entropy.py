@@ -7,9 +7,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ttrv_core import plots
+from ttrv_core.app import plots
 from ttrv_core.events import ItemVotes, StepEvent
-from ttrv_core.rewards import normalized_entropy, vote_entropy, vote_stats
+from ttrv_core.method.rewards import normalized_entropy, vote_entropy, vote_stats
 
 SPREAD = 18 * ["A"] + ["B", "C"]   # shares .9, .05, .05
 SHARPER = 18 * ["A"] + 2 * ["B"]    # shares .9, .1: one answer fewer

@@ -16,13 +16,13 @@ from PIL import Image
 from test_grpo_update import assert_update_sign
 from tiny import BUILDERS
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
-from ttrv_core.engine import adapt
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.engine import adapt
 from ttrv_core.events import StepEvent
-from ttrv_core.families import FAMILIES, PRESETS, family_of
-from ttrv_core.models import load_policy, save_adapter
-from ttrv_core.rollout import fit_image, prepare_prompt, sample
-from ttrv_core.video import Video
+from ttrv_core.model.families import FAMILIES, PRESETS, family_of
+from ttrv_core.model.loading import load_policy, save_adapter
+from ttrv_core.sampling.rollout import fit_image, prepare_prompt, sample
+from ttrv_core.inputs.video import Video
 
 MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]
 QUESTION = "What is shown in the image?"
@@ -127,7 +127,7 @@ def test_fit_image(size, most, want):
 
 
 def test_max_pixels_caps_what_the_processor_sees(tiny_models, monkeypatch):
-    from ttrv_core import rollout
+    from ttrv_core.sampling import rollout
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", max_pixels=64 * 48)
     assert pol.max_pixels == 64 * 48
     seen = []

@@ -7,7 +7,7 @@ import pytest
 from ttrv_core import cli
 from ttrv_core.config import TTRVConfig
 from ttrv_core.events import RunEnd
-from ttrv_core.models import ModelLoadError
+from ttrv_core.model.loading import ModelLoadError
 
 
 @pytest.mark.parametrize("kw, alpha", [

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ttrv_core.grpo import grpo_loss, low_var_kl
+from ttrv_core.method.grpo import grpo_loss, low_var_kl
 
 
 def one_token(ratio: float, adv: float, ref_minus_logp: float = 0.0, beta: float = 0.0):
@@ -107,7 +107,7 @@ def test_low_var_kl_is_zero_at_padding():
     ([0.7], [0.0]),                                                 # a group of one: 0, not NaN
 ])
 def test_group_advantages_by_hand(rewards, want):
-    from ttrv_core.grpo import group_advantages
+    from ttrv_core.method.grpo import group_advantages
     got = group_advantages(torch.tensor(rewards, dtype=torch.float64))
     assert got.tolist() == pytest.approx(want, rel=1e-5, abs=1e-12)
 

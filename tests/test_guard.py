@@ -1,7 +1,7 @@
 """The collapse guard: fires on a run driven to one answer, stays silent otherwise."""
 import torch
 
-from ttrv_core.guard import PATIENCE, WINDOW, CollapseGuard, concentration
+from ttrv_core.method.guard import PATIENCE, WINDOW, CollapseGuard, concentration
 
 
 class Tiny(torch.nn.Module):
@@ -108,7 +108,7 @@ def test_judged_from_min_items_and_at_the_threshold_itself():
     """A window of exactly MIN_ITEMS items is judged, one item fewer is not; a concentration equal to the
     threshold is unhealthy (the rule is c >= threshold): baseline 0.25 puts it at 0.5, and 4 of 8 items
     on one answer is 0.5 exactly."""
-    from ttrv_core.guard import MIN_ITEMS
+    from ttrv_core.method.guard import MIN_ITEMS
     m = Tiny()
     g = CollapseGuard(baseline=0.25)
     assert g.threshold() == 0.5 and MIN_ITEMS == 8

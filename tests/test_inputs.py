@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from ttrv_core import inputs
-from ttrv_core.data import load_dataset
+from ttrv_core.inputs.dataset import load_dataset
 
 
 @pytest.fixture

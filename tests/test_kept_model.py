@@ -1,4 +1,4 @@
-"""The base model kept between runs (models.KeptBase, the app's KEPT): a second run does not load
+"""The base model kept between runs (kept_base.KeptBase, the app's KEPT): a second run does not load
 the model again, starts from the base weights with a fresh adapter, and gives what a run after a
 fresh load gives; another model, precision or device loads again. Over HTTP: two app runs, one load."""
 import json
@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from test_app import app_url, client, run_args, upload  # noqa: F401 (fixtures)
-from ttrv_core import engine, models
+from ttrv_core.method import engine
+from ttrv_core.model import kept_base, loading
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import Progress, RunEnd, StepEvent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +44,7 @@ def untimed(events) -> list:
 
 
 def load(path, cfg, keep=None, precision="fp32"):
-    return models.load_policy(path, precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed, keep=keep)
+    return loading.load_policy(path, precision, "cpu", cfg.lora_r, cfg.lora_alpha, cfg.seed, keep=keep)
 
 
 def weights(policy) -> dict:
@@ -53,9 +54,9 @@ def weights(policy) -> dict:
 def test_a_second_run_starts_from_the_base_weights(tiny_models, items, monkeypatch):
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL)
-    loads, real = [], models._load_base
-    monkeypatch.setattr(models, "_load_base", lambda *a: loads.append(a) or real(*a))
-    kept = models.KeptBase()
+    loads, real = [], loading._load_base
+    monkeypatch.setattr(loading, "_load_base", lambda *a: loads.append(a) or real(*a))
+    kept = kept_base.KeptBase()
     first = load(path, cfg, kept)
     start = weights(first)
     torch.manual_seed(0)
@@ -79,7 +80,7 @@ def test_a_second_run_starts_from_the_base_weights(tiny_models, items, monkeypat
 
 def test_the_adapter_follows_the_run_and_the_model_loads_again_only_when_it_changes(tiny_models):
     path, other = str(tiny_models["qwen2_5_vl"]), str(tiny_models["qwen2_vl"])
-    kept = models.KeptBase()
+    kept = kept_base.KeptBase()
     a = load(path, TTRVConfig(model=path, **SMALL), kept)
     b = load(path, TTRVConfig(model=path, **SMALL | {"lora_r": 8, "seed": 3}), kept)   # same base, new adapter
     assert b.base is a.base
@@ -97,8 +98,8 @@ def test_two_app_runs_load_the_model_once_and_agree(app_url, upload, monkeypatch
     same adapter (same seed), a change of precision loads again."""
     import app
     app.KEPT.clear()
-    loads, real = [], models._load_base
-    monkeypatch.setattr(models, "_load_base", lambda *a: loads.append(a[1]) or real(*a))
+    loads, real = [], loading._load_base
+    monkeypatch.setattr(loading, "_load_base", lambda *a: loads.append(a[1]) or real(*a))
     c = client(app_url)
     outs = []
     for precision in ("auto", "auto", "fp32", "bf16"):
@@ -119,7 +120,7 @@ def _without(lines: list, key: str) -> list:
 def test_a_run_on_the_kept_model_reuses_the_last_before_evaluation(tiny_models, items, monkeypatch):
     """engine.adapt(before=...): the events of a run that evaluates, the before-evaluation marked reused
     and not computed again (only the after-evaluation's images go through evaluate_batch)."""
-    from ttrv_core import evaluate
+    from ttrv_core.method import evaluate
     from ttrv_core.events import EvalResult
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL)
@@ -168,7 +169,7 @@ def test_the_digest_changes_with_what_the_before_evaluation_depends_on_and_nothi
     """evaluate.depends: every setting is either one the evaluation reads (the digest changes), one that acts
     through the policy, or one it cannot depend on (it does not change); so is every field of every item."""
     from dataclasses import fields, replace
-    from ttrv_core.evaluate import depends
+    from ttrv_core.method.evaluate import depends
     assert set(ANOTHER) == {f.name for f in fields(TTRVConfig)}, "a setting not sorted here"
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL | {"eval_votes": 0})   # the votes are n_votes: both count
@@ -200,7 +201,7 @@ def test_the_digest_changes_with_what_the_before_evaluation_depends_on_and_nothi
 def test_the_adapters_rank_and_scale_cannot_change_the_before_evaluation(tiny_models, items):
     """Why the digest leaves them out: a run's fresh adapter is zero (and switched off), so its rank,
     scale and initialisation give the same votes; the seed of the votes does not."""
-    from ttrv_core.evaluate import evaluate
+    from ttrv_core.method.evaluate import evaluate
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL)
 
@@ -216,7 +217,7 @@ def test_the_adapters_rank_and_scale_cannot_change_the_before_evaluation(tiny_mo
 def test_the_memo_goes_with_the_kept_model(tiny_models):
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL)
-    kept = models.KeptBase()
+    kept = kept_base.KeptBase()
     load(path, cfg, kept)
     kept.memo["x"] = 1
     load(path, cfg.with_(lr=1.0), kept)
@@ -233,7 +234,7 @@ def test_a_model_folder_rebuilt_in_place_loads_again(tiny_models, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_models["qwen2_5_vl"], folder)
     cfg = TTRVConfig(model=str(folder), **SMALL)
-    kept = models.KeptBase()
+    kept = kept_base.KeptBase()
     first = load(str(folder), cfg, kept)
     old = {n: p.detach().clone() for n, p in first.base.state_dict().items()}
     kept.memo["before"] = "the old model's before-evaluation"
@@ -252,7 +253,7 @@ def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_change
     so, and trains as a fresh run would; other evaluation settings evaluate again; so do other images."""
     import app
     from html import escape
-    from ttrv_core.live import REUSED
+    from ttrv_core.app.live_run import REUSED
     app.KEPT.clear()
     c = client(app_url)
 

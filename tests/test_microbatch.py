@@ -8,10 +8,10 @@ import math
 import torch
 from PIL import Image
 
-from ttrv_core import grpo
+from ttrv_core.method import grpo
 from ttrv_core.config import DEMO_MODEL
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt, sample
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt, sample
 
 G = 8
 

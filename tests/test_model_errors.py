@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from ttrv_core.errors import ModelLoadError, OutOfMemory, explain_oom, oom_message
-from ttrv_core.families import FAMILIES
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt, sample
+from ttrv_core.model.families import FAMILIES
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt, sample
 
 LOGIN = "huggingface-cli login"
 
@@ -108,7 +108,7 @@ def test_custom_code_is_refused_by_default(tmp_path):
 def test_the_environment_alone_does_not_allow_custom_code(tmp_path, monkeypatch):
     """TTRV_TRUST_REMOTE_CODE=1 is the app operator's switch (models.remote_code_allowed); the
     library itself only runs checkpoint code when a caller passes trust_remote_code=True."""
-    from ttrv_core.models import remote_code_allowed
+    from ttrv_core.model.loading import remote_code_allowed
     monkeypatch.setenv("TTRV_TRUST_REMOTE_CODE", "1")
     assert remote_code_allowed()
     with pytest.raises(ModelLoadError, match="needs trust_remote_code"):

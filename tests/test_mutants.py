@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-import ttrv_core.groups as groups
-from ttrv_core import grpo
+import ttrv_core.method.step as groups
+from ttrv_core.method import grpo
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import ItemVotes
-from ttrv_core.grpo import UpdateStats, group_advantages
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import Rollout, prepare_prompt
+from ttrv_core.method.grpo import UpdateStats, group_advantages
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import Rollout, prepare_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

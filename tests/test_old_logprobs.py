@@ -9,12 +9,12 @@ And pi_old is the policy's: old_logprobs equals log-probs computed by hand from 
 import pytest
 import torch
 
-from ttrv_core import engine
+from ttrv_core.method import engine
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
-from ttrv_core.data import load_dataset
+from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.demos import by_key
 from ttrv_core.events import StepEvent
-from ttrv_core.models import load_policy
+from ttrv_core.model.loading import load_policy
 
 EXAMPLES = by_key("open").example_dir
 
@@ -69,8 +69,8 @@ def test_old_logprobs_match_an_independent_forward(tiny_models, shared):
     in one forward and over micro-batches of answers (2, and 4 + 2). In fp32, to 1e-5."""
     from PIL import Image
 
-    from ttrv_core.grpo import old_logprobs
-    from ttrv_core.rollout import prepare_prompt, sample
+    from ttrv_core.method.grpo import old_logprobs
+    from ttrv_core.sampling.rollout import prepare_prompt, sample
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(0)

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ttrv_core import compare, plots
-from ttrv_core.data import Item
-from ttrv_core.evaluate import _score, summarize
+from ttrv_core.app import compare, plots
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.evaluate import _score, summarize
 from ttrv_core.events import EvalResult, eval_from_json, to_json
 
 
@@ -119,10 +119,11 @@ def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):
 
 
 def test_the_app_form_and_the_cli_offer_the_soft_reward():
-    from ttrv_core import cli, form
+    from ttrv_core import cli
+    from ttrv_core.app import form_fields
     from ttrv_core.config import TTRVConfig
-    assert form.config("m", reward="soft", n_votes=8, n_train=4).reward == "soft"
-    assert "soft" in form.REWARD_HELP
+    assert form_fields.config("m", reward="soft", n_votes=8, n_train=4).reward == "soft"
+    assert "soft" in form_fields.REWARD_HELP
     action = next(a for a in cli.parser()._actions if a.dest == "reward")
     assert "soft" in action.choices
     with pytest.raises(ValueError, match="reward must be one of"):

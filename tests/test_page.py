@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ttrv_core import compare, demos, families, live, menu, plots, sessions
+from ttrv_core.app import compare, live_run, model_menu, plots, sessions
+from ttrv_core import demos
+from ttrv_core.model import families
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
-from ttrv_core.data import Item
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
-from ttrv_core.evaluate import summarize
+from ttrv_core.method.evaluate import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,23 +24,23 @@ def test_the_menu_lists_every_demo_that_exists_then_the_presets(monkeypatch, tmp
     gone = demos.Demo("gone", "Demo: not built yet", "no_such_folder", "digits", "open", expect="x")
     monkeypatch.setattr(demos, "DEMOS", (gone, *demos.DEMOS))
     monkeypatch.setattr(demos, "DEFAULT", gone)
-    values = [v for _, v in menu.choices()]
+    values = [v for _, v in model_menu.choices()]
     built = [d.model for d in demos.DEMOS if (Path(d.model) / "config.json").is_file()]
     assert DEMO_MODEL in built and values[:len(built)] == built and gone.model not in values
-    assert values[len(built):-1] == [p.model_id for p in families.PRESETS.values()] and values[-1] == menu.OTHER
-    assert menu.default_demo() == next(d for d in demos.DEMOS if d.model in built)   # the missing default falls back
-    assert menu.OTHER not in [v for _, v in menu.choices(public=True)]
+    assert values[len(built):-1] == [p.model_id for p in families.PRESETS.values()] and values[-1] == model_menu.OTHER
+    assert model_menu.default_demo() == next(d for d in demos.DEMOS if d.model in built)   # the missing default falls back
+    assert model_menu.OTHER not in [v for _, v in model_menu.choices(public=True)]
 
 
 def test_what_to_expect_and_the_warning_for_a_demo_on_other_images():
     demo = demos.by_model(DEMO_MODEL)
-    assert menu.about(DEMO_MODEL).startswith("**What to expect:**")
-    assert menu.warning(DEMO_MODEL, own_images=False, example=demo.examples) == ""
+    assert model_menu.about(DEMO_MODEL).startswith("**What to expect:**")
+    assert model_menu.warning(DEMO_MODEL, own_images=False, example=demo.examples) == ""
     for own, example in ((True, demo.examples), (False, "some_other_set")):
-        assert "answers a photo of an astronaut with '9'" in menu.warning(DEMO_MODEL, own, example)
-    assert menu.warning("Qwen/Qwen2.5-VL-3B-Instruct", True, None) == ""
+        assert "answers a photo of an astronaut with '9'" in model_menu.warning(DEMO_MODEL, own, example)
+    assert model_menu.warning("Qwen/Qwen2.5-VL-3B-Instruct", True, None) == ""
     for mid in [p.model_id for p in families.PRESETS.values()] + ["someone/new-model"]:
-        text = menu.about(mid)
+        text = model_menu.about(mid)
         assert "What to expect" in text and ".md" not in text and "bench/" not in text   # no repository paths
 
 
@@ -49,10 +51,10 @@ def test_the_page_shows_no_repository_path():
 
 
 def test_the_plan_says_how_many_images_are_adapted_on():
-    assert "adapt on **20 of the 240**" in menu.plan(240, TTRVConfig()) and "6 steps of 8" in menu.plan(240, TTRVConfig())
-    assert "adapt on **all 12**" in menu.plan(12, TTRVConfig()) and "4 steps of 8" in menu.plan(12, TTRVConfig())
-    assert "**one image**, a.png (4 copies)" in menu.plan(12, TTRVConfig(), single="a.png")
-    assert "nothing to run yet" in menu.plan(0, TTRVConfig())
+    assert "adapt on **20 of the 240**" in model_menu.plan(240, TTRVConfig()) and "6 steps of 8" in model_menu.plan(240, TTRVConfig())
+    assert "adapt on **all 12**" in model_menu.plan(12, TTRVConfig()) and "4 steps of 8" in model_menu.plan(12, TTRVConfig())
+    assert "**one image**, a.png (4 copies)" in model_menu.plan(12, TTRVConfig(), single="a.png")
+    assert "nothing to run yet" in model_menu.plan(0, TTRVConfig())
 
 
 # --------------------------------------------------------------------------- before and after
@@ -131,13 +133,13 @@ def test_the_reward_plot_shows_votes_with_no_valid_answer():
 # --------------------------------------------------------------------------- live
 
 def started(n=240, total=6, train=20):
-    run = live.LiveRun([Item(f"{i}.png", CHOICE.path, "q") for i in range(n)])
+    run = live_run.LiveRun([Item(f"{i}.png", CHOICE.path, "q") for i in range(n)])
     run.feed(RunStart({}, n, [f"{i}.png" for i in range(train)], total, "all"))
     return run
 
 
 def test_status_says_what_is_left_and_what_is_not_known_yet():
-    run = live.LiveRun([])
+    run = live_run.LiveRun([])
     assert run.status()[0].startswith("Loading the model")
     run = started()
     run.feed(Progress("before", 24, 240))
@@ -149,7 +151,7 @@ def test_status_says_what_is_left_and_what_is_not_known_yet():
 
 
 def test_stop_says_what_it_will_do_in_each_phase():
-    run = live.LiveRun([])
+    run = live_run.LiveRun([])
     assert "a model load cannot be interrupted" in run.request_stop()
     run = started()
     assert "nothing will be trained, so there will be no adapter" in run.request_stop()
@@ -181,8 +183,8 @@ def test_redraws_are_rationed_and_the_first_votes_drawn_at_once():
     first = run.take([Progress("before", 1, 240, latest=ev("0.png", "A", "A"))])
     assert first.figures == "votes" and not first.table
     assert run.take([Progress("before", 12, 240)]).figures == ""            # within DRAW_EVERY_S
-    assert run.take([EvalResult("before", [], {})]) == live.Redraw(False, "all", True)
-    hist, _, _ = run.figures(live.FIRST)
+    assert run.take([EvalResult("before", [], {})]) == live_run.Redraw(False, "all", True)
+    hist, _, _ = run.figures(live_run.FIRST)
     assert "0.png" in hist.layout.title.text                             # the image evaluated last, before step 1
     run = started()
     run.feed(EvalResult("before", [ev("0.png", "A", "A")], {}))           # cut short by a stop: still "before"
@@ -196,7 +198,7 @@ def test_background_hands_over_events_and_raises_the_streams_error():
         raise ValueError("boom")
     got = []
     with pytest.raises(ValueError, match="boom"):
-        for batch in live.background(stream(), every_s=0.05):
+        for batch in live_run.background(stream(), every_s=0.05):
             got += batch
     assert [type(e).__name__ for e in got] == ["RunStart", "StepEvent"]      # the events before the error too
 

@@ -18,10 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ttrv_core import cli, groups, parallel
-from ttrv_core.engine import adapt
+from ttrv_core import cli
+from ttrv_core.method import step
+from ttrv_core.dist import parallel
+from ttrv_core.method.engine import adapt
 from ttrv_core.events import RunEnd, StepEvent
-from ttrv_core.models import load_policy, set_threads_for
+from ttrv_core.model.loading import load_policy
+from ttrv_core.model.threads import set_threads_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "accelerate"
@@ -182,8 +185,8 @@ def test_accelerate_configs_parse():
 
 def test_fsdp_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
     """No GPU needed: the BitsAndBytesConfig that loading a 4-bit model on CUDA would use."""
-    from ttrv_core.families import family_of
-    from ttrv_core.models import _load_kwargs
+    from ttrv_core.model.families import family_of
+    from ttrv_core.model.loading import _load_kwargs
     fam = family_of("qwen2_5_vl")
     for fsdp, storage in ((False, torch.uint8), (True, torch.bfloat16)):
         kw = _load_kwargs(fam, "4bit", torch.device("cuda", 1), fsdp=fsdp)
@@ -203,7 +206,7 @@ def test_shards_and_prompt_streams():
     parts = [list(range(7))[r::3] for r in range(3)]                 # what 3 ranks hold
     assert parallel.unshard(parts) == list(range(7))
     # a prompt's stream depends on (seed, step, place) only: not on what was sampled before it
-    draw = lambda *key: torch.rand(3, generator=groups.prompt_generator(torch.device("cpu"), *key))
+    draw = lambda *key: torch.rand(3, generator=step.prompt_generator(torch.device("cpu"), *key))
     assert torch.equal(draw(0, 2, 1), draw(0, 2, 1))
     assert not torch.equal(draw(0, 2, 1), draw(0, 2, 0)) and not torch.equal(draw(0, 2, 1), draw(0, 3, 1))
 
@@ -239,7 +242,7 @@ def test_the_launchers_sigterm_waits_for_a_checkpoint_being_written(monkeypatch)
 
 def test_an_fsdp_launch_loads_for_fsdp_and_says_so(monkeypatch, tmp_path, capsys):
     """What the CLI does under `accelerate launch --config_file configs/accelerate/fsdp_qlora.yaml`."""
-    from ttrv_core.models import ModelLoadError
+    from ttrv_core.model.loading import ModelLoadError
     seen = {}
 
     def load(*a, **kw):
@@ -266,7 +269,7 @@ after 3 (resumed under FSDP) vs one process 7.45e-9; the stand-ins' run (k = 2 o
 def test_lockstep_decoding_gives_the_same_answers_in_max_new_tokens_forwards():
     """Policy.lockstep (FSDP): every decode runs max_new_tokens forwards, and its rows are what they are without."""
     from ttrv_core.demos import by_key
-    from ttrv_core.rollout import prepare_prompt, sample, sample_many
+    from ttrv_core.sampling.rollout import prepare_prompt, sample, sample_many
     demo = by_key("format")
     policy = load_policy(demo.model, "fp32", "cpu")
     set_threads_for(policy)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ttrv_core import plots
+from ttrv_core.app import plots
 from ttrv_core.events import EvalResult, ItemEval, ItemVotes, StepEvent, to_json
 
 

@@ -22,12 +22,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core import prompt_cache, rollout
+from ttrv_core.sampling import prompt_cache, rollout
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
-from ttrv_core.engine import adapt, cosine_schedule
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.engine import adapt, cosine_schedule
 from ttrv_core.events import EvalResult, RunEnd, StepEvent
-from ttrv_core.models import load_policy
+from ttrv_core.model.loading import load_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def _run(model, items, cfg, budget, monkeypatch, single=None):
             super().__init__(policy, frames, budget if budget_ is None else budget_, **kw)
             made.append(self)
 
-    monkeypatch.setattr("ttrv_core.engine.Prompts", Counted)
+    monkeypatch.setattr("ttrv_core.method.engine.Prompts", Counted)
     policy = load_policy(str(model), "fp32", "cpu", lora_r=4, lora_alpha=8)
     events = list(adapt(cfg, policy, items, single=single))
     steps = [e for e in events if isinstance(e, StepEvent)]
@@ -199,14 +199,14 @@ def test_the_cli_in_fp32_does_not_import_bitsandbytes(tmp_path):
 def test_a_4bit_load_after_a_hidden_bitsandbytes_is_refused(tiny_models):
     pytest.importorskip("bitsandbytes")
     model = str(tiny_models["qwen2_5_vl"])
-    got = _python("import sys\nfrom ttrv_core.models import load_policy, ModelLoadError\n"
+    got = _python("import sys\nfrom ttrv_core.model.loading import load_policy, ModelLoadError\n"
                   f"load_policy({model!r}, 'fp32', 'cpu', only_model=True)\n"
                   "print('HIDDEN', 'bitsandbytes' in sys.modules)\n"
                   f"try:\n    load_policy({model!r}, '4bit', 'cpu')\nexcept ModelLoadError as e:\n    print('REFUSED', e)\n")
     assert "HIDDEN False" in got.stdout, got.stderr[-2000:]
     assert "REFUSED" in got.stdout and "new process" in got.stdout
     # asked for 4-bit from the start, only_model hides nothing: bitsandbytes is there for peft
-    got = _python("import sys\nfrom ttrv_core.models import load_policy\n"
+    got = _python("import sys\nfrom ttrv_core.model.loading import load_policy\n"
                   f"p = load_policy({model!r}, '4bit', 'cpu', only_model=True)\n"
                   "print('LOADED', 'bitsandbytes' in sys.modules, type(p.model).__name__)")
     assert "LOADED True" in got.stdout, got.stderr[-2000:]

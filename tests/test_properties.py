@@ -14,8 +14,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ttrv_core.grpo import group_advantages
-from ttrv_core.prompts import (
+from ttrv_core.method.grpo import group_advantages
+from ttrv_core.tasks.prompts import (
     LETTERS,
     build_prompt,
     canonical_reference,
@@ -24,7 +24,7 @@ from ttrv_core.prompts import (
     extract_letter,
     normalize_open,
 )
-from ttrv_core.rewards import (
+from ttrv_core.method.rewards import (
     REWARDS,
     answer_prior,
     compute_rewards,
@@ -242,7 +242,7 @@ def test_any_bytes_as_an_image_give_a_message_or_an_rgb_image(header, body):
     import tempfile
     from pathlib import Path
 
-    from ttrv_core.images import check_image, load_image
+    from ttrv_core.inputs.images import check_image, load_image
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "x.png"
         p.write_bytes(header + body)
@@ -262,7 +262,7 @@ def test_any_questions_file_gives_items_or_problems(text, name, task):
 
     from PIL import Image
 
-    from ttrv_core.data import load_dataset
+    from ttrv_core.inputs.dataset import load_dataset
     with tempfile.TemporaryDirectory() as d:
         Image.new("RGB", (4, 4)).save(Path(d) / "a.png")
         (Path(d) / name).write_text(text, encoding="utf-8")
@@ -278,6 +278,6 @@ def test_any_questions_file_gives_items_or_problems(text, name, task):
 def test_integral_decimals_meet_integers(k, zeros):
     """A reference written "7.0" (a spreadsheet's habit) counts the same as a vote "7";
     integers keep their zeros."""
-    from ttrv_core.prompts import canonical_reference, normalize_open
+    from ttrv_core.tasks.prompts import canonical_reference, normalize_open
     assert normalize_open(f"{k}." + "0" * zeros) == normalize_open(str(k)) == str(k)
     assert canonical_reference("open", f"{k}.{'0' * zeros}", ()) == str(k)

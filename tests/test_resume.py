@@ -20,7 +20,7 @@ import torch
 
 from ttrv_core.cli import main
 from ttrv_core.config import DEMO_MODEL
-from ttrv_core.runs import CHECKPOINTS, latest_checkpoint
+from ttrv_core.runs.folder import CHECKPOINTS, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 10
@@ -149,7 +149,7 @@ def test_resume_refuses_damaged_or_missing_checkpoint(killed, tmp_path, capsys):
 
 def test_stopped_run_resumes(reference, tmp_path, monkeypatch):
     """A stop (the app's Stop button) keeps the checkpoint; --resume continues to the same end."""
-    import ttrv_core.engine as engine
+    import ttrv_core.method.engine as engine
     real_run, steps = engine.adapt, []
 
     def stopping_run(*a, **kw):
@@ -177,10 +177,10 @@ def test_stopped_run_resumes(reference, tmp_path, monkeypatch):
 def test_guard_state_survives_checkpoints(tiny_models, tmp_path):
     """The collapse guard's window and kept healthy weights come back from a checkpoint; a kept
     state is written once and hard-linked into later checkpoints, not rewritten each step."""
-    from ttrv_core.engine import TrainState
-    from ttrv_core.guard import CollapseGuard
-    from ttrv_core.models import load_policy
-    from ttrv_core.runs import RunDir, load_checkpoint
+    from ttrv_core.method.engine import TrainState
+    from ttrv_core.method.guard import CollapseGuard
+    from ttrv_core.model.loading import load_policy
+    from ttrv_core.runs.folder import RunDir, load_checkpoint
 
     policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad])

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from ttrv_core.rewards import (compute_rewards, entropy, frequency_reward, majority_answer, majority_reward,
+from ttrv_core.method.rewards import (compute_rewards, entropy, frequency_reward, majority_answer, majority_reward,
                                normalized_entropy, ttrv_marginal_reward, ttrv_reward)
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -73,7 +73,7 @@ def test_dispatch_and_unknown():
 def test_entropy_term_cancels_under_group_normalisation():
     """The module NOTE: ttrv and frequency give identical GRPO advantages."""
     import torch
-    from ttrv_core.grpo import group_advantages
+    from ttrv_core.method.grpo import group_advantages
     for votes, *_ in TABLE:
         if len(votes) < 2:
             continue
@@ -93,7 +93,7 @@ def test_equal_rewards_give_zero_advantages_in_float32():
     would be a rounding step off and, divided by std + eps, push every answer up)."""
     import torch
 
-    from ttrv_core.grpo import group_advantages
+    from ttrv_core.method.grpo import group_advantages
     votes = ["3"] * 16 + ["5"] * 9 + ["8"] * 7   # N = 32 votes, the first G = 16 all "3"
     for name in ("ttrv", "frequency", "majority", "ttrv_marginal"):
         r = torch.tensor(compute_rewards(name, votes)[0][:16])      # float32, as in engine._step

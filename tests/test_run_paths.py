@@ -40,7 +40,7 @@ def leaks(run: Path, *places: Path) -> list[str]:
 
 def test_public_names_the_bundled_files_and_local_reads_them_back(tmp_path):
     from ttrv_core.demos import local, public
-    from ttrv_core.kept import shown
+    from ttrv_core.app.kept_runs import shown
     demo = by_key("clean")
     assert public(demo.model) == "demo:clean" and public(demo.model + "/") == "demo:clean"
     assert public(demo.example_dir / "questions.csv") == f"assets:examples/{demo.examples}/questions.csv"
@@ -92,11 +92,13 @@ def test_a_path_the_user_typed_is_recorded_as_typed(tmp_path, monkeypatch):
 
 
 def test_an_app_run_folder_names_no_path_of_the_server(tmp_path):
-    """kept.run (the app's runs) with the files a user uploaded: the upload folder, the session's
+    """kept_runs.run (the app's runs) with the files a user uploaded: the upload folder, the session's
     work folder and the app's install never appear in what the user downloads."""
-    from ttrv_core import card, inputs, kept
+    from ttrv_core.runs import model_card
+    from ttrv_core import inputs
+    from ttrv_core.app import kept_runs
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.models import KeptBase
+    from ttrv_core.model.kept_base import KeptBase
 
     uploads = tmp_path / "gradio" / "3f9a1c"        # where a web framework keeps uploaded files
     uploads.mkdir(parents=True)
@@ -113,9 +115,9 @@ def test_an_app_run_folder_names_no_path_of_the_server(tmp_path):
     inp = inputs.load(inputs.collect(sorted(map(str, uploads.iterdir())), work), None, None, "choice")
     cfg = TTRVConfig(model=DEFAULT.model, n_votes=4, n_train=2, eval_votes=2, prompts_per_step=2, max_steps=1,
                      precision="fp32")
-    meta = {"config": cfg.to_dict(), "model": card.model_name(cfg.model), "source": inp.where,   # as app.run
+    meta = {"config": cfg.to_dict(), "model": model_card.model_name(cfg.model), "source": inp.where,   # as app.run
             "questions": inp.questions, "question": None, "task": "choice", "single": None}
-    list(kept.run(cfg, inp.dataset.items, None, work / "out", meta, inp.dataset.problems, lambda: 0, KeptBase()))
+    list(kept_runs.run(cfg, inp.dataset.items, None, work / "out", meta, inp.dataset.problems, lambda: 0, KeptBase()))
     out = work / "out"
     assert (out / "problems.txt").is_file() and (out / "adapter" / "adapter_config.json").is_file()
     assert leaks(out, CHECKOUT, ASSETS, uploads, work) == []

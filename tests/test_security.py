@@ -42,7 +42,7 @@ def test_trust_remote_code_only_when_the_operator_allows_it(monkeypatch, env, pu
     else:
         monkeypatch.setenv("TTRV_TRUST_REMOTE_CODE", env)
     monkeypatch.setattr(app, "PUBLIC", public)
-    monkeypatch.setattr(app.models, "load_policy", fake_load)
+    monkeypatch.setattr(app.loading, "load_policy", fake_load)
     with pytest.raises(Loaded):
         next(app.gpu_job(TTRVConfig(), [], None, None, {}, [], lambda: False))
     assert seen["trust_remote_code"] is passed
@@ -52,7 +52,7 @@ def test_the_refusal_says_how_to_allow_custom_code(tmp_path):
     import json
 
     from ttrv_core.errors import ModelLoadError
-    from ttrv_core.models import load_policy
+    from ttrv_core.model.loading import load_policy
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl_chat", "auto_map": {"AutoModel": "x.Y"}}))
     with pytest.raises(ModelLoadError, match="TTRV_TRUST_REMOTE_CODE=1"):
         load_policy(str(tmp_path), "fp32", "cpu")
@@ -82,7 +82,7 @@ def test_uploads_are_never_unpickled_or_run(tmp_path):
     (src / "questions.csv").write_text("image,question\nok.png,What digit?\nevil.png,What digit?\n")
     files = [str(p) for p in sorted(src.iterdir())]
     sess = app.sessions.Session(tmp_path / "session")
-    ds = app.form.read(sess, app.EXAMPLES, tmp_path / "work", app.MY_IMAGES, None, files, "", None, "open", "").dataset
+    ds = app.form_fields.read(sess, app.EXAMPLES, tmp_path / "work", app.MY_IMAGES, None, files, "", None, "open", "").dataset
     assert [it.id for it in ds.items] == ["ok.png"]
     flagged = {p.file for p in ds.problems}
     assert {"evil.png", "evil.jpg", "evil.pkl", "evil.py"} <= flagged | {f.split(":")[0] for f in flagged}
@@ -91,10 +91,10 @@ def test_uploads_are_never_unpickled_or_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("module", ["app.py", "ttrv_core/data.py", "ttrv_core/questions.py", "ttrv_core/uploads.py",
-                                    "ttrv_core/images.py",
-                                    "ttrv_core/prompts.py", "ttrv_core/inputs.py", "ttrv_core/form.py",
-                                    "ttrv_core/sessions.py"])
+@pytest.mark.parametrize("module", ["app.py", "ttrv_core/inputs/dataset.py", "ttrv_core/inputs/questions.py", "ttrv_core/inputs/uploads.py",
+                                    "ttrv_core/inputs/images.py",
+                                    "ttrv_core/tasks/prompts.py", "ttrv_core/inputs/__init__.py", "ttrv_core/app/form_fields.py",
+                                    "ttrv_core/app/sessions.py"])
 def test_the_upload_path_has_no_code_that_runs_or_unpickles_data(module):
     import re
     text = (ROOT / module).read_text()
@@ -106,7 +106,7 @@ def test_the_upload_path_has_no_code_that_runs_or_unpickles_data(module):
 def test_launch_sets_the_upload_limit(monkeypatch):
     import gradio as gr
 
-    from ttrv_core import questions, uploads
+    from ttrv_core.inputs import questions, uploads
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
     runpy.run_path(str(ROOT / "app.py"), run_name="__main__")      # `python app.py`
@@ -116,11 +116,11 @@ def test_launch_sets_the_upload_limit(monkeypatch):
 # --------------------------------------------------------------------------- public Space
 
 def test_public_refusal_names_what_is_over():
-    from ttrv_core import menu
-    from ttrv_core.sessions import CAPS, public_refusal
+    from ttrv_core.app import model_menu
+    from ttrv_core.app.sessions import CAPS, public_refusal
 
     def refusal(model, cfg, n, single):
-        return public_refusal(model, cfg, n, single, menu.allowed())
+        return public_refusal(model, cfg, n, single, model_menu.allowed())
 
     ok = TTRVConfig(n_votes=8, n_train=4, max_steps=2)
     assert refusal(DEMO_MODEL, ok, 10, None) is None
@@ -142,14 +142,14 @@ def test_public_page_offers_presets_only_and_caps_the_settings(monkeypatch):
     blocks = app.build()
     model = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "model")
     assert model.allow_custom_value is False
-    assert sorted(v for _, v in model.choices) == sorted(app.menu.allowed())
-    assert app.menu.OTHER not in app.menu.allowed()                   # nothing typed on a public Space
+    assert sorted(v for _, v in model.choices) == sorted(app.model_menu.allowed())
+    assert app.model_menu.OTHER not in app.model_menu.allowed()                   # nothing typed on a public Space
     maxima = {b.label: b.maximum for b in blocks.blocks.values() if type(b).__name__ == "Number"}
     assert maxima["Votes N per image"] == app.sessions.CAPS.n_votes
     assert maxima["Steps (0 = by epochs)"] == app.sessions.CAPS.steps
     monkeypatch.setattr(app, "PUBLIC", False)
     model = next(b for b in app.build().blocks.values() if getattr(b, "elem_id", None) == "model")
-    assert app.menu.OTHER in [v for _, v in model.choices]
+    assert app.model_menu.OTHER in [v for _, v in model.choices]
 
 
 @pytest.fixture(scope="module")

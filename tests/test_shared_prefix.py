@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core.grpo import answer_logprobs, group_advantages, grpo_loss, reference_logprobs
-from ttrv_core.families import FAMILIES
-from ttrv_core.models import load_policy
-from ttrv_core.rollout import prepare_prompt, sample
-from ttrv_core.video import Video
+from ttrv_core.method.grpo import answer_logprobs, group_advantages, grpo_loss, reference_logprobs
+from ttrv_core.model.families import FAMILIES
+from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling.rollout import prepare_prompt, sample
+from ttrv_core.inputs.video import Video
 
 # every architecture (config.model_type) of every family whose shared path is marked proven
 PROVEN = [t for f in FAMILIES if f.shared_prefix for t in f.model_types]
@@ -113,7 +113,7 @@ def test_checkpointing_keeps_the_gradients(tiny_models, mode):
     """Gradient checkpointing (config.gradient_checkpointing, recompute.py) recomputes
     the packed row's MLPs or whole layers in the backward pass: same loss, same LoRA
     gradients, and the recomputation does run."""
-    from ttrv_core.recompute import set_recompute
+    from ttrv_core.model.gradient_checkpointing import set_recompute
     pol = _policy(tiny_models["qwen2_5_vl"])
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")
     ro = sample(pol, prompt, 6, temperature=1.3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))
@@ -138,7 +138,7 @@ def test_checkpointing_keeps_the_gradients(tiny_models, mode):
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_mlp_checkpointing_finds_every_layer(tiny_models, model_type):
-    from ttrv_core.recompute import _mlps, set_recompute
+    from ttrv_core.model.gradient_checkpointing import _mlps, set_recompute
     pol = _policy(tiny_models[model_type])
     n_layers = len(pol.base.get_decoder().layers)
     set_recompute(pol, "mlp")

@@ -84,7 +84,7 @@ def mine(signum, frame):                    # a handler set before (parallel.ini
     sys.exit(7)
 signal.signal(signal.SIGTERM, mine)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-from ttrv_core import sessions
+from ttrv_core.app import sessions
 roots = [sessions.make_root(Path(sys.argv[1])), sessions.make_root(Path(sys.argv[1]))]
 sessions.clean_up_on_signals()
 assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN    # ignored stays ignored

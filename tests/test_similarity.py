@@ -1,4 +1,4 @@
-"""Soft-frequency reward, token F1 and ROUGE-1 (ttrv_core/similarity.py).
+"""Soft-frequency reward, token F1 and ROUGE-1 (ttrv_core/tasks/similarity.py).
 
 Tables of hand-computed values; a property test that the soft reward under exact match is
 the paper's count / N; ROUGE-1 checked against rouge-score itself (the reference
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
-from ttrv_core.rewards import REWARDS, compute_rewards, frequency_reward
-from ttrv_core.similarity import exact, rouge1, soft_counts, soft_frequency_reward, token_f1
+from ttrv_core.method.rewards import REWARDS, compute_rewards, frequency_reward
+from ttrv_core.tasks.similarity import exact, rouge1, soft_counts, soft_frequency_reward, token_f1
 
 # pred, ref, token F1 by hand: 2 * overlap / (|pred| + |ref|) after normalize_open
 F1_TABLE = [

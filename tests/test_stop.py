@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-import ttrv_core.engine as engine
-import ttrv_core.evaluate as evaluate
+import ttrv_core.method.engine as engine
+import ttrv_core.method.evaluate as evaluate
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import Item
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, RunEnd, StepEvent
-from ttrv_core.models import load_policy
-from ttrv_core.runs import RunDir, record
+from ttrv_core.model.loading import load_policy
+from ttrv_core.runs.folder import RunDir, record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = dict(model="x", n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=3, lr=1e-2, seed=1, max_steps=3,

@@ -1,4 +1,4 @@
-"""torch's thread count follows each run (models.set_threads_for): one thread for a small model on a
+"""torch's thread count follows each run (threads.set_threads_for): one thread for a small model on a
 CPU, the process's own count for any other, whatever the process's last run set. The app runs one
 model after another in one process: a run on the small demo model must not leave every later run
 on one thread."""
@@ -14,14 +14,14 @@ import sys
 from types import SimpleNamespace
 import torch
 torch.set_num_threads(3)                                 # the process's own count: above one on any machine
-from ttrv_core import models
+from ttrv_core.model import loading, threads
 from ttrv_core.config import DEMO_MODEL
 
 def threads_after(policy):
-    models.set_threads_for(policy)
+    threads.set_threads_for(policy)
     return torch.get_num_threads()
 
-demo = models.load_policy(DEMO_MODEL, "fp32", "cpu")      # the bundled demo model: small
+demo = loading.load_policy(DEMO_MODEL, "fp32", "cpu")      # the bundled demo model: small
 # a model of 64M parameters, on the meta device: nothing is allocated, set_threads_for counts them
 large = SimpleNamespace(device=torch.device("cpu"), base=torch.nn.Linear(8000, 8000, device="meta"))
 on_gpu = SimpleNamespace(device=torch.device("cuda"), base=demo.base)

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 import video_files
-from ttrv_core import video
-from ttrv_core.compare import thumbnail
+from ttrv_core.inputs import video
+from ttrv_core.app.compare import thumbnail
 from ttrv_core.config import TTRVConfig
-from ttrv_core.data import load_dataset
-from ttrv_core.encode import VideoRefused, encode
-from ttrv_core.video import Video, first_frame, load_video, sample_times
+from ttrv_core.inputs.dataset import load_dataset
+from ttrv_core.sampling.model_inputs import VideoRefused, encode
+from ttrv_core.inputs.video import Video, first_frame, load_video, sample_times
 
 
 @pytest.mark.parametrize("name,codec", [("a.mp4", "mpeg4"), ("a.mov", "libx264"), ("a.webm", "libvpx-vp9"),
@@ -54,11 +54,11 @@ def test_k_is_capped_and_set_by_the_config():
 
 
 def test_public_space_caps_the_frames():
-    from ttrv_core import menu
-    from ttrv_core.sessions import CAPS, public_refusal
-    model = sorted(menu.allowed())[0]
-    assert public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames), 8, None, menu.allowed()) is None
-    said = public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames + 1), 8, None, menu.allowed())
+    from ttrv_core.app import model_menu
+    from ttrv_core.app.sessions import CAPS, public_refusal
+    model = sorted(model_menu.allowed())[0]
+    assert public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames), 8, None, model_menu.allowed()) is None
+    said = public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames + 1), 8, None, model_menu.allowed())
     assert said == f"this public Space allows video_frames up to {CAPS.video_frames}, got {CAPS.video_frames + 1}"
 
 
@@ -92,7 +92,7 @@ def test_videos_and_images_in_one_folder(tmp_path):
 def test_uploads_and_zips_take_videos(tmp_path):
     """Videos uploaded as files or inside a zip reach the dataset; the upload box lists their types."""
     import zipfile
-    from ttrv_core import form
+    from ttrv_core.app import form_fields
     from ttrv_core.inputs import collect, load
     clip = video_files.clip(tmp_path / "up" / "a.mp4", n=4)
     with zipfile.ZipFile(tmp_path / "up" / "more.zip", "w") as z:
@@ -101,14 +101,14 @@ def test_uploads_and_zips_take_videos(tmp_path):
     ds = load(got, "What happens?").dataset
     assert ds.problems == [] and sorted(i.id for i in ds.items) == ["a.mp4", "set/b.webm"]
     assert all(i.video for i in ds.items)
-    assert {"video", ".mp4", ".webm", ".mov"} <= set(form.UPLOAD_TYPES)
+    assert {"video", ".mp4", ".webm", ".mov"} <= set(form_fields.UPLOAD_TYPES)
 
 
 def test_video_times_stay_fp32_in_a_bf16_model(tiny_models):
     """Qwen2.5-VL's seconds per temporal patch scale the video's positions: not cast to bf16 with the pixels."""
     import torch
-    from ttrv_core.models import load_policy
-    from ttrv_core.rollout import prepare_prompt
+    from ttrv_core.model.loading import load_policy
+    from ttrv_core.sampling.rollout import prepare_prompt
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), precision="bf16", device="cpu")
     frames = tuple(Image.new("RGB", (56, 56), (30 * i, 0, 0)) for i in range(4))
     p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), "What happens?")
@@ -122,8 +122,8 @@ def test_qwen3_vl_videos_take_the_reference_per_frame_cap_without_a_warning(tiny
     to cap them as the reference (qwen-vl-utils) does. A fresh process: the warning is printed once a process."""
     import subprocess
     import sys
-    code = ("from PIL import Image\nfrom ttrv_core.models import load_policy\n"
-            "from ttrv_core.rollout import prepare_prompt\nfrom ttrv_core.video import Video\n"
+    code = ("from PIL import Image\nfrom ttrv_core.model.loading import load_policy\n"
+            "from ttrv_core.sampling.rollout import prepare_prompt\nfrom ttrv_core.inputs.video import Video\n"
             f"pol = load_policy({str(tiny_models['qwen3_vl'])!r}, precision='fp32', device='cpu')\n"
             "frames = tuple(Image.new('RGB', (56, 56), (30 * i, 0, 0)) for i in range(4))\n"
             "p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), 'What happens?')\n"
@@ -179,9 +179,9 @@ def test_the_data_check_reads_the_frames_the_run_will_read(cut_clip):
 def test_a_file_that_fails_when_the_run_reads_it_is_left_out_and_the_run_goes_on(cut_clip, tiny_models):
     """Checked at 8 frames and read by the run at 16; and an image truncated on disk after the check: both
     are left out, named, and the run trains on and evaluates the other items to its end."""
-    from ttrv_core.engine import adapt
+    from ttrv_core.method.engine import adapt
     from ttrv_core.events import EvalResult, RunEnd, RunStart, StepEvent
-    from ttrv_core.models import load_policy
+    from ttrv_core.model.loading import load_policy
     d = cut_clip.parent
     video_files.clip(d / "good.webm", n=8, codec="libvpx-vp9", size=(56, 56))
     noise = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)

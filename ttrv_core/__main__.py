@@ -10,7 +10,7 @@ import atexit
 import os
 import sys
 
-from .cli import main
+from ttrv_core.cli import main
 
 
 def exit_now(code: int) -> None:

@@ -25,16 +25,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import inputs, parallel
-from .config import RECOMPUTE, TTRVConfig
-from .demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
-from .content import amplified_answers, gain_sentence
-from .events import EvalResult, Progress, RunEnd, RunStart, StepEvent
-from .errors import TTRVError
-from .models import ModelLoadError, load_policy, set_threads_for
-from .prompts import TASKS
-from .rewards import REWARDS
-from .video import FRAMES
+from ttrv_core import inputs
+from ttrv_core.dist import parallel
+from ttrv_core.config import RECOMPUTE, TTRVConfig
+from ttrv_core.demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
+from ttrv_core.method.content import amplified_answers, gain_sentence
+from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.errors import TTRVError
+from ttrv_core.model.loading import ModelLoadError, load_policy
+from ttrv_core.model.threads import set_threads_for
+from ttrv_core.tasks.prompts import TASKS
+from ttrv_core.method.rewards import REWARDS
+from ttrv_core.inputs.video import FRAMES
 
 # config fields exposed as flags: flag -> field
 FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
@@ -69,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (default: runs/latest)")
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
     p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
-    p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/guard.py)")
+    p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/method/guard.py)")
     p.add_argument("--checkpointing", nargs="?", const="layers", default="off", choices=RECOMPUTE,
                    help="gradient checkpointing: recompute each layer's MLP ('mlp') or whole layers "
                         "('layers', the default when the flag is given alone): less GPU memory, slower "
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
-    from .runs import ResumeError
+    from ttrv_core.runs.folder import ResumeError
     try:
         cfg, ds, meta, point, said = _resume_setup(args.resume) if args.resume else _new_setup(args)
     except (ValueError, ResumeError) as e:
@@ -154,8 +156,8 @@ def _main(args) -> int:
         parallel.shard_policy(policy)  # the decoder layers sharded over the processes (parallel.py)
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
-    from .engine import adapt
-    from .runs import RunDir, record
+    from ttrv_core.method.engine import adapt
+    from ttrv_core.runs.folder import RunDir, record
 
     out = RunDir(args.resume or args.out) if lead else None
     if out and point is None:
@@ -247,7 +249,7 @@ def plan(cfg: TTRVConfig, why: str, sources: dict[str, str]) -> list[str]:
 
 def _resume_setup(folder: Path):
     """Config, items and checkpoint of the run in `folder`, as it was started."""
-    from .runs import ResumeError, prepare_resume
+    from ttrv_core.runs.folder import ResumeError, prepare_resume
     point = prepare_resume(folder)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     if "images" not in meta:

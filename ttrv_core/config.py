@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from .demos import by_key
-from .rewards import REWARDS
-from .video import MAX_FRAMES
+from ttrv_core.demos import by_key
+from ttrv_core.method.rewards import REWARDS
+from ttrv_core.inputs.video import MAX_FRAMES
 
 DEMO_MODEL = by_key("open").model
 """The bundled demo model the config defaults to (demos.py), a folder under assets/."""

@@ -23,8 +23,8 @@ import sys
 from collections import Counter, deque
 from pathlib import Path
 
-from ..guard import MIN_ITEMS, PATIENCE, WINDOW
-from ..prompts import LETTERS
+from ttrv_core.method.guard import MIN_ITEMS, PATIENCE, WINDOW
+from ttrv_core.tasks.prompts import LETTERS
 
 BIASED = 0.25
 FACTORS = (1.5, 2.0, 2.5, 3.0)

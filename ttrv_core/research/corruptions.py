@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from ..data import Item
+from ttrv_core.inputs.dataset import Item
 
 NOISE_SIGMA = 0.2
 BLUR_RADIUS = 1.5

@@ -50,13 +50,13 @@ from typing import Sequence
 
 import torch
 
-from .. import inputs
-from ..config import TTRVConfig
-from ..data import Item
-from ..demos import DEMOS, by_key
-from ..prompts import TASKS
-from .grid import DEFAULT_DEMOS, EXTRA_GROUPS, GROUPS, QUICK, QUICK_ITEMS, ROOT, grid, run_grid
-from .report import load_outcomes, markdown, summary_markdown, write_outputs
+from ttrv_core import inputs
+from ttrv_core.config import TTRVConfig
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.demos import DEMOS, by_key
+from ttrv_core.tasks.prompts import TASKS
+from ttrv_core.research.grid import DEFAULT_DEMOS, EXTRA_GROUPS, GROUPS, QUICK, QUICK_ITEMS, ROOT, grid, run_grid
+from ttrv_core.research.report import load_outcomes, markdown, summary_markdown, write_outputs
 
 
 # --------------------------------------------------------------------------- CLI
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-png", action="store_true", help="figures as HTML only")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from OUT/*/runs.jsonl")
     a = ap.parse_args(argv)
-    from ..cli import quiet
+    from ttrv_core.cli import quiet
     quiet()
     if a.images:
         targets = [("custom", a.images, a.questions, a.task, {"model": a.model})]

@@ -1,0 +1,225 @@
+"""The app's sessions: each browser session's folder and state, their clean-up, the downloads
+it offers, and the caps of a public Space.
+
+Each session keeps its files in one folder of this app process (`ttrv-app-<pid>-…` under the
+temp dir, then a hash of gradio's session id). The folder goes when the tab closes, when the
+session's state expires (SESSION_TTL_S), and when the process exits: at a normal exit (atexit)
+and, in the app run as a script, on SIGTERM or SIGINT (clean_up_on_signals); folders of app
+processes that no longer run are swept when the next one starts (make_root).
+
+A session shows one run (`shown`) and may have one under way (`running`): a new run replaces
+the shown one only once its model has loaded and it has started, so a run that never starts
+(bad settings, bad data, a model that does not load) leaves the last results and downloads in
+place. Gradio-free; app.py holds it in a gr.State.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ttrv_core.runs import model_card
+from ttrv_core.inputs import dataset
+from ttrv_core import inputs
+from ttrv_core.config import TTRVConfig
+from ttrv_core.app.live_run import FIRST, LiveRun
+from ttrv_core.problems import Problem
+
+APP_DIR = Path(tempfile.gettempdir())
+APP_PREFIX = "ttrv-app-"  # + pid: the session folders of one app process
+SESSION_TTL_S = 6 * 3600
+"""A session's files (and gradio's cached uploads) are deleted this long after last use."""
+DOWNLOADS = ("results.csv", "results.json", "adapter.zip", "events.jsonl", "config.json", "problems.txt",
+             "error.log")
+
+
+def sweep_stale(parent: Path = APP_DIR) -> list[Path]:
+    """Remove the session folders of app processes that are gone (killed, crashed)."""
+    gone = []
+    for d in parent.glob(APP_PREFIX + "*"):
+        pid = d.name[len(APP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        pass
+    return True
+
+
+_ROOTS: list[Path] = []
+"""The session roots this process made (make_root)."""
+
+
+def make_root(parent: Path = APP_DIR) -> Path:
+    """This process's folder of session folders (removed at exit, and on SIGTERM or SIGINT once
+    clean_up_on_signals is set), after sweeping dead ones."""
+    sweep_stale(parent)
+    root = Path(tempfile.mkdtemp(prefix=f"{APP_PREFIX}{os.getpid()}-", dir=parent))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    _ROOTS.append(root)
+    return root
+
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def clean_up_on_signals(before: Callable[[], object] = lambda: None) -> None:
+    """SIGTERM (a container stop, a Space restart) and SIGINT (Ctrl-C) end the process as a normal exit
+    would, with the signal's conventional status: `before()` (the app: gradio's close, which deletes
+    gradio's own copies of the uploads), the session roots removed, the standard streams flushed and the
+    atexit hooks run, then the signal's default action (status -15 or -2; 143 or 130 in a shell).
+    Without it SIGTERM ends the process at once, every upload left on disk. A handler set before, other
+    than Python's SIGINT handler, is chained instead of the exit; a signal the process ignores stays
+    ignored. The app calls it when run as a script (not on import: a test process keeps its own
+    Ctrl-C), from the main thread, the only one that can set handlers."""
+    owner = os.getpid()
+
+    def on_signal(signum, frame, previous):
+        chain = callable(previous) and previous is not signal.default_int_handler
+        if os.getpid() == owner:            # not a forked child: its parent's folders are not its own
+            try:
+                before()
+            except Exception:               # a close that fails must not keep the uploads on disk
+                pass
+            for root in _ROOTS:
+                shutil.rmtree(root, ignore_errors=True)
+            if not chain:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                atexit._run_exitfuncs()
+        if chain:
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in EXIT_SIGNALS:
+        previous = signal.getsignal(sig)
+        if previous is not signal.SIG_IGN and previous is not None:   # None: set outside Python, left as is
+            signal.signal(sig, functools.partial(on_signal, previous=previous))
+
+
+def folder(root: Path, key: str | None) -> Path:
+    """A session's folder, named by a hash of gradio's session id (which the client picks)."""
+    return root / hashlib.sha256((key or os.urandom(8).hex()).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Session:
+    root: Path
+    shown: LiveRun | None = None     # the run whose results are on the page
+    running: LiveRun | None = None   # the run under way, shown or not yet (loading)
+    runs: int = 0
+    choice: str = FIRST              # whose histogram is shown
+    n_items: int = 0                 # images the inputs give now (the preview), for the plan line
+    _preview: tuple | None = field(default=None, repr=False)   # (uploads key, inputs.Collected)
+
+    def new_run_dir(self) -> Path:
+        self.runs += 1
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"run-{self.runs}-", dir=self.root))  # fresh even if reused
+
+    def collect_preview(self, files: Sequence[str]) -> inputs.Collected:
+        """Uploads copied for the data preview, reused while they are the same files (a preview
+        runs on every keystroke in the question)."""
+        key = tuple((f, *_stat(f)) for f in files)
+        if self._preview is None or self._preview[0] != key:
+            self._preview = (key, inputs.collect(list(files), self.root / "preview"))
+        return self._preview[1]
+
+    def forget(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+# --------------------------------------------------------------------------- downloads
+
+def downloads(run_dir: Path | None) -> list[str]:
+    """The run folder's files worth downloading, with the adapter (and its model card) as a zip
+    whose config names the base model as model_card.model_name does, not by a path on this machine."""
+    if run_dir is None or not run_dir.is_dir():
+        return []
+    adapter = run_dir / "adapter"
+    if adapter.is_dir() and not (run_dir / "adapter.zip").is_file():
+        with zipfile.ZipFile(run_dir / "adapter.zip.tmp", "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(adapter.iterdir()):
+                if p.name == "adapter_config.json":
+                    cfg = json.loads(p.read_text(encoding="utf-8"))
+                    cfg["base_model_name_or_path"] = model_card.model_name(str(cfg.get("base_model_name_or_path", "")))
+                    z.writestr(p.name, json.dumps(cfg, indent=2))
+                elif p.is_file():
+                    z.write(p, p.name)
+        os.replace(run_dir / "adapter.zip.tmp", run_dir / "adapter.zip")
+    return [str(run_dir / n) for n in DOWNLOADS if (run_dir / n).is_file() and (run_dir / n).stat().st_size]
+
+
+# --------------------------------------------------------------------------- a public Space
+
+@dataclass(frozen=True)
+class PublicCaps:
+    """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps, a 3B
+    model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s plus loading
+    (1.4 s per image in a step, measured; evaluating an image is one sampling of 33 rows,
+    ~0.5 s: an estimate, not measured end to end), inside the 600 s GPU slot, with room for
+    slower cards. The paper's main setting (20 images, 6 steps) is well inside."""
+    n_votes: int = 32           # votes N (the paper's value); memory and time grow with it
+    n_train: int = 16           # trained answers G (the paper's); the training forward holds G answers
+    eval_votes: int = 32        # votes per image when evaluating (0 = N)
+    prompts_per_step: int = 8   # images per step (the paper's)
+    lora_r: int = 64            # LoRA rank
+    steps: int = 12             # steps in all (epochs x batches, or max_steps)
+    items: int = 48             # images evaluated; beyond it only the first 48 are used
+    video_frames: int = 16      # frames per video item: each frame costs what an image does
+
+
+CAPS = PublicCaps()
+
+
+def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None, allowed: set[str]) -> str | None:
+    """Why a public Space refuses this run (a model not in `allowed`, a setting over CAPS), or None."""
+    if model not in allowed:
+        return (f"this public Space only runs its preset models; '{model}' is not one of them "
+                "(run the app on your own machine for any model)")
+    for name in ("n_votes", "n_train", "eval_votes", "prompts_per_step", "lora_r", "video_frames"):
+        if getattr(cfg, name) > getattr(CAPS, name):
+            return f"this public Space allows {name} up to {getattr(CAPS, name)}, got {getattr(cfg, name)}"
+    pool = cfg.single_copies if single else cfg.train_items if 0 < cfg.train_items < n_items else n_items
+    if cfg.total_steps(pool) > CAPS.steps:  # pool: the images engine.adapt adapts on
+        return (f"this public Space allows {CAPS.steps} steps per run, these settings make "
+                f"{cfg.total_steps(pool)}: set Steps or fewer epochs")
+    return None
+
+
+def cap_items(ds: dataset.Dataset) -> dataset.Dataset:
+    """A public Space uses the first CAPS.items images only, and says so."""
+    if len(ds.items) > CAPS.items:
+        ds.problems.append(Problem(f"images {CAPS.items + 1}-{len(ds.items)}",
+                                   f"this public Space uses the first {CAPS.items} images only"))
+        ds.items = ds.items[:CAPS.items]
+    return ds
+
