@@ -16,6 +16,7 @@ TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import traceback
@@ -28,11 +29,10 @@ from ttrv_core.runs import model_card
 from ttrv_core import inputs
 from ttrv_core.model import kept_base, loading
 from ttrv_core.inputs import questions
-from ttrv_core.config import PRECISIONS, RECOMPUTE, TTRVConfig
+from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_model
 from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
 from ttrv_core.app.live_run import FIRST, LiveRun, background, status_html
-from ttrv_core.method.rewards import REWARDS
 from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 
 try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated calls; elsewhere a no-op
@@ -101,14 +101,37 @@ def pick_model(model, source):
             + form_fields.values(TTRVConfig().with_(**demo.settings)))
 
 
-def on_run(sess, source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item,
-        hist_choice, precision, checkpointing, n_votes, n_train, temperature, train_items, max_steps, epochs,
-        prompts_per_step, lr, lora_r, eval_votes, alpha, beta, max_pixels, prior_weight, consensus, reward, guard,
-        rows="all", request: gr.Request = None):
+RUN_INPUTS = ["sess", "source", "example", "uploads", "folder", "question", "qfile", "task", "options", "model",
+              "custom", "single", "single_item", "hist_choice", *form_fields.SETTINGS, "rows"]
+"""The Run button's inputs, in order: the API's parameter names (/run), one per setting of the form."""
+
+
+def named(names: list[str]):
+    """A generator handler fn(values: dict, request) given to gradio as one with a parameter per name
+    (positional, as gradio passes inputs, and the API's keyword names), then `request`: so that the
+    settings come from the config's declarations and a new setting needs no edit here."""
+    def wrap(fn):
+        def handler(*args, request: gr.Request = None):
+            if len(args) > len(names):  # gradio inserts the request after the inputs
+                *args, request = args
+            yield from fn(dict(zip(names, args)), request)
+        P = inspect.Parameter
+        handler.__signature__ = inspect.Signature(
+            [P(n, P.POSITIONAL_OR_KEYWORD, default="all" if n == "rows" else P.empty) for n in names]
+            + [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+        handler.__doc__, handler.__name__ = fn.__doc__, fn.__name__
+        return handler
+    return wrap
+
+
+@named(RUN_INPUTS)
+def on_run(given: dict, request: gr.Request = None):
     """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
     `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""
-    given, sess, keep = dict(locals()), ensure(sess, request), gr.skip()
+    sess, keep = ensure(given["sess"], request), gr.skip()
+    source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
+        hist_choice, rows = (given[k] for k in RUN_INPUTS if k not in form_fields.SETTINGS and k != "sess")
 
     def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
         return sess, status, *[keep] * 6, info, *[keep] * 3
@@ -215,6 +238,19 @@ def end_session(request: gr.Request) -> None:
 
 # --------------------------------------------------------------------------- layout
 
+def setting_widget(name: str):
+    """A setting's field, as its declaration says (config.py): a number, capped on a public Space;
+    a choice; or a switch."""
+    s, value = TTRVConfig.settings()[name], getattr(DEFAULTS, name)
+    if name in form_fields.NUMBERS:
+        return gr.Number(value, label=s.label, maximum=sessions.CAPS.get(name) if PUBLIC else None, min_width=140,
+                         precision=0 if form_fields.NUMBERS[name] is int else None)
+    if s.choices:
+        widget = gr.Radio if len(s.choices) <= 4 else gr.Dropdown
+        return widget(list(s.choices), value=value, label=s.label, info=s.help)
+    return gr.Checkbox(value, label=s.label, info=s.help)
+
+
 def build() -> gr.Blocks:
     """The page. PUBLIC (read at call time): the menu's models only, settings capped (on_run() checks both too)."""
     with gr.Blocks(title="TTRV: test-time RL for vision-language models",
@@ -253,17 +289,7 @@ def build() -> gr.Blocks:
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
                 with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
-                    w = {"precision": gr.Radio(list(PRECISIONS), value=DEFAULTS.precision, label="Precision",
-                                               info="auto = 4-bit NF4 on CUDA, fp32 on CPU"),
-                         "checkpointing": gr.Radio(list(RECOMPUTE), value=DEFAULTS.gradient_checkpointing,
-                                                   label="Gradient checkpointing", info=form_fields.CHECKPOINTING_HELP)}
-                    for name, label in form_fields.LABELS.items():
-                        cap = getattr(sessions.CAPS, form_fields.CAPPED[name]) if PUBLIC and name in form_fields.CAPPED else None
-                        w[name] = gr.Number(getattr(DEFAULTS, name), label=label, maximum=cap, min_width=140,
-                                            precision=0 if form_fields.NUMBERS[name] is int else None)
-                    w["reward"] = gr.Dropdown(list(REWARDS), value=DEFAULTS.reward, label="Reward",
-                                              info=form_fields.REWARD_HELP)
-                    w["guard"] = gr.Checkbox(DEFAULTS.collapse_guard, label="Collapse guard", info=form_fields.GUARD_HELP)
+                    w = {name: setting_widget(name) for name in form_fields.SETTINGS}
                 plan_md = gr.Markdown(elem_id="plan")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")

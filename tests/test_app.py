@@ -99,7 +99,7 @@ def test_settings_reach_the_run(app_url, upload, monkeypatch):
         return pol
 
     monkeypatch.setattr(app.loading, "load_policy", load)
-    args = run_args(upload, max_steps=1, checkpointing="mlp", max_pixels=32 * 32)
+    args = run_args(upload, max_steps=1, gradient_checkpointing="mlp", max_pixels=32 * 32)
     out = unpack(client(app_url).predict(**args, api_name="/run"))
     assert 'data-kind="done"' in out["status"]
     config = json.loads(next(f for f in out["files"] if f.name == "config.json").read_text())["config"]

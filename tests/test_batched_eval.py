@@ -1,8 +1,8 @@
 """Batched evaluation gives what item-by-item evaluation gives, exactly, in fp32 on CPU.
 
 Several items per forward (evaluate.py, rollout.sample_many; prompts of different lengths
-left-padded, decode.Prefix), rows attending to their prompt's cache without copies of it
-(decode.PrefixDecoder, the CPU default): for every family of tests/tiny.py and on the
+left-padded, prefix.Prefix), rows attending to their prompt's cache without copies of it
+(prefix_decode.PrefixDecoder, the CPU default): for every family of tests/tiny.py and on the
 bundled demo models,
   - every field of every item's evaluation is the same whatever the batch size (each item
     samples from its own random stream, seeded from the seed and the item's id);

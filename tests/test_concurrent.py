@@ -63,7 +63,7 @@ def test_two_users_at_once_get_their_own_results_one_run_at_a_time(app_url, tmp_
                         hist_choice="the first image step 1 trains on", model=DEMO_MODEL, precision="auto", single=False,
                         single_item=None, n_votes=4, n_train=2, temperature=1.0, max_steps=2, epochs=1, lr=2e-3,
                         lora_r=4, alpha=0.75, beta=0.001, reward="ttrv", eval_votes=2, prompts_per_step=2,
-                        train_items=0, guard=True)
+                        train_items=0, collapse_guard=True)
             results[who] = unpack(clients[who].predict(**args, api_name="/run"))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(f"{who}: {e!r}")

@@ -123,7 +123,7 @@ def test_the_app_form_and_the_cli_offer_the_soft_reward():
     from ttrv_core.app import form_fields
     from ttrv_core.config import TTRVConfig
     assert form_fields.config("m", reward="soft", n_votes=8, n_train=4).reward == "soft"
-    assert "soft" in form_fields.REWARD_HELP
+    assert "soft" in TTRVConfig.settings()["reward"].help
     action = next(a for a in cli.parser()._actions if a.dest == "reward")
     assert "soft" in action.choices
     with pytest.raises(ValueError, match="reward must be one of"):

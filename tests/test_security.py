@@ -128,11 +128,11 @@ def test_public_refusal_names_what_is_over():
     assert "n_votes up to 32, got 64" in refusal(DEMO_MODEL, ok.with_(n_votes=64, n_train=16), 10, None)
     assert "eval_votes up to 32" in refusal(DEMO_MODEL, ok.with_(eval_votes=33), 10, None)
     # steps in all: by epochs over the images adapted on (20 of 64 at 1 per step, 2 epochs = 40)
-    assert CAPS.steps < 40
+    assert CAPS["max_steps"] < 40
     by_epochs = ok.with_(max_steps=0, prompts_per_step=1)
     assert "these settings make 40" in refusal(DEMO_MODEL, by_epochs, 64, None)
     assert refusal(DEMO_MODEL, by_epochs.with_(train_items=5), 64, None) is None   # 10 steps
-    assert CAPS.steps >= 10
+    assert CAPS["max_steps"] >= 10
     assert refusal(DEMO_MODEL, by_epochs, 64, "one.png") is None                    # 4 copies x 2
 
 
@@ -145,8 +145,8 @@ def test_public_page_offers_presets_only_and_caps_the_settings(monkeypatch):
     assert sorted(v for _, v in model.choices) == sorted(app.model_menu.allowed())
     assert app.model_menu.OTHER not in app.model_menu.allowed()                   # nothing typed on a public Space
     maxima = {b.label: b.maximum for b in blocks.blocks.values() if type(b).__name__ == "Number"}
-    assert maxima["Votes N per image"] == app.sessions.CAPS.n_votes
-    assert maxima["Steps (0 = by epochs)"] == app.sessions.CAPS.steps
+    assert maxima["Votes N per image"] == app.sessions.CAPS["n_votes"]
+    assert maxima["Steps (0 = by epochs)"] == app.sessions.CAPS["max_steps"]
     monkeypatch.setattr(app, "PUBLIC", False)
     model = next(b for b in app.build().blocks.values() if getattr(b, "elem_id", None) == "model")
     assert app.model_menu.OTHER in [v for _, v in model.choices]
@@ -178,7 +178,7 @@ def test_public_server_refuses_what_the_page_would_not_offer(public_client, uplo
     with pytest.raises(AppError, match="greater than maximum value 32"):       # votes over the cap
         public_client.predict(**run_args(upload, **small | {"n_votes": 64}), api_name="/run")
     status = public_client.predict(**run_args(upload, **small | {"max_steps": 0, "epochs": 30}), api_name="/run")[0]
-    assert 'data-kind="error"' in status and f"Refused: this public Space allows {app.sessions.CAPS.steps} steps" \
+    assert 'data-kind="error"' in status and f"Refused: this public Space allows {app.sessions.CAPS['max_steps']} steps" \
         in status
     status = public_client.predict(**run_args(upload, **small), api_name="/run")[0]   # within the caps: runs
     assert 'data-kind="done"' in status
@@ -189,5 +189,5 @@ def test_public_server_uses_at_most_the_capped_number_of_images(public_client):
     import app
     info = public_client.predict(source="Bundled example set", example="digits", uploads=None, folder=None,
                                  question="", qfile=None, task="open", options="", api_name="/preview")[0]
-    caps = app.sessions.CAPS
-    assert f"{caps.items} image(s) ready" in info and f"the first {caps.items} images only" in info
+    caps = app.sessions.MAX_ITEMS
+    assert f"{caps} image(s) ready" in info and f"the first {caps} images only" in info

@@ -57,9 +57,9 @@ def test_public_space_caps_the_frames():
     from ttrv_core.app import model_menu
     from ttrv_core.app.sessions import CAPS, public_refusal
     model = sorted(model_menu.allowed())[0]
-    assert public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames), 8, None, model_menu.allowed()) is None
-    said = public_refusal(model, TTRVConfig(video_frames=CAPS.video_frames + 1), 8, None, model_menu.allowed())
-    assert said == f"this public Space allows video_frames up to {CAPS.video_frames}, got {CAPS.video_frames + 1}"
+    assert public_refusal(model, TTRVConfig(video_frames=CAPS["video_frames"]), 8, None, model_menu.allowed()) is None
+    said = public_refusal(model, TTRVConfig(video_frames=CAPS["video_frames"] + 1), 8, None, model_menu.allowed())
+    assert said == f"this public Space allows video_frames up to {CAPS['video_frames']}, got {CAPS['video_frames'] + 1}"
 
 
 def test_a_long_clip_is_capped_with_a_note_and_still_runs(tmp_path, monkeypatch):

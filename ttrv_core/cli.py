@@ -35,21 +35,10 @@ from ttrv_core.errors import TTRVError
 from ttrv_core.model.loading import ModelLoadError, load_policy
 from ttrv_core.model.threads import set_threads_for
 from ttrv_core.tasks.prompts import TASKS
-from ttrv_core.method.rewards import REWARDS
 from ttrv_core.inputs.video import FRAMES
 
-# config fields exposed as flags: flag -> field
-FLAGS = {"votes": "n_votes", "train": "n_train", "temperature": "temperature", "top-p": "top_p",
-         "max-new-tokens": "max_new_tokens", "reward": "reward", "alpha": "alpha", "beta": "beta",
-         "lr": "lr", "train-items": "train_items", "epochs": "epochs", "steps": "max_steps",
-         "prompts-per-step": "prompts_per_step", "prompts-per-update": "prompts_per_update", "lora-r": "lora_r",
-         "lora-alpha": "lora_alpha", "seed": "seed",
-         "precision": "precision", "eval-votes": "eval_votes", "single-copies": "single_copies",
-         "max-pixels": "max_pixels", "video-frames": "video_frames", "prior-weight": "prior_weight",
-         "consensus": "consensus"}
-ZERO_MEANS = {"lora_alpha": "2 x --lora-r", "max_pixels": "the model family's", "eval_votes": "--votes",
-              "max_steps": "by --epochs", "train_items": "all",
-              "prompts_per_update": "one update per prompt, one process (K processes: K)", "consensus": "off"}
+FLAGS = {s.flag: name for name, s in TTRVConfig.settings().items() if s.flag}
+"""Flag (without its dashes) -> config field: every setting that declares a flag (config.py)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,12 +59,11 @@ def parser() -> argparse.ArgumentParser:
                    "demo's settings (a flag wins over them)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (default: runs/latest)")
     p.add_argument("--single", metavar="IMAGE", help="single-example mode: adapt on this image only")
-    p.add_argument("--naive", action="store_true", help="full-row forwards instead of the shared prefix")
-    p.add_argument("--no-guard", action="store_true", help="switch off the collapse guard (ttrv_core/method/guard.py)")
+    how = TTRVConfig.settings()
+    p.add_argument("--naive", action="store_true", help=f"shared_prefix = False. {how['shared_prefix'].help}")
+    p.add_argument("--no-guard", action="store_true", help=f"collapse_guard = False. {how['collapse_guard'].help}")
     p.add_argument("--checkpointing", nargs="?", const="layers", default="off", choices=RECOMPUTE,
-                   help="gradient checkpointing: recompute each layer's MLP ('mlp') or whole layers "
-                        "('layers', the default when the flag is given alone): less GPU memory, slower "
-                        "steps (bench/RESULTS.md)")
+                   help=f"{how['gradient_checkpointing'].help} (given alone: layers; default: off)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a checkpoint whose architecture ships as Python code (it runs that code)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
@@ -88,13 +76,12 @@ def parser() -> argparse.ArgumentParser:
     # the fields' declared defaults: TTRVConfig() resolves some (lora_alpha 0 -> 2 x lora_r)
     defaults = {f.name: f.default for f in fields(TTRVConfig)}
     types = {f.name: f.type for f in fields(TTRVConfig)}
-    for flag, name in FLAGS.items():
-        kind = {"int": int, "float": float}.get(types[name], str)
-        extra = {"choices": REWARDS} if name == "reward" else {}
-        zero = f" = {ZERO_MEANS[name]}" if name in ZERO_MEANS and defaults[name] == 0 else ""
-        # None: not given (the demo's setting, else the config's default, applies)
-        p.add_argument(f"--{flag}", type=kind, default=None, dest=name,
-                       help=f"(default: {defaults[name]}{zero})", **extra)
+    for name, s in TTRVConfig.settings().items():
+        if s.flag:
+            zero = f" = {s.zero}" if s.zero and defaults[name] == 0 else ""
+            # None: not given (the demo's setting, else the config's default, applies)
+            p.add_argument(f"--{s.flag}", type={"int": int, "float": float}.get(types[name], str), default=None,
+                           dest=name, choices=s.choices or None, help=f"{s.help} (default: {defaults[name]}{zero})".replace("%", "%%"))
     return p
 
 

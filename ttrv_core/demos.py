@@ -35,15 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-def _assets() -> Path:
-    """The demo models and example sets: the package data of an installed copy (`pip install .`
-    puts assets/ at ttrv_core/assets), else the checkout's assets/ beside the package."""
-    here = Path(__file__).resolve().parent
-    installed = here / "assets"
-    return installed if (installed / "demo_model").is_dir() else here.parent / "assets"
+from ttrv_core.config import ASSETS, DEMO_MODEL
 
-
-ASSETS = _assets()
 DEMO_PREFIX, ASSETS_PREFIX = "demo:", "assets:"
 """How a run folder names a bundled demo's model and the other bundled files (`public`)."""
 
@@ -95,7 +88,7 @@ DEMOS: tuple[Demo, ...] = (
          expect="Nothing to correct: strict accuracy 0.871 -> 0.851 (-2.0 points, mean of 5 seeds; the paper's "
                 "reward -2.2); "
                 "the format demo's gain is the reply format"),
-    Demo("open", "Demo: digits, open answers (the first demo model)", "demo_model", "digits", "open",
+    Demo("open", "Demo: digits, open answers (the first demo model)", Path(DEMO_MODEL).name, "digits", "open",
          expect="TTRV leaves it where it was: greedy accuracy 0.688 -> 0.675 (-1.2 points, mean of 3 seeds); "
                 "its greedy answer already wins the vote"),
     Demo("video", "Demo: video clips of a moving digit, reply format half-learned", "demo_video", "digits_video",

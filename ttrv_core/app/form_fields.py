@@ -4,6 +4,7 @@ out; everything they mean is here, gradio-free, so it is tested without a browse
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -19,36 +20,11 @@ EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
 UPLOAD_TYPES = ["image", "video", *sorted(DICOM_EXTS | VIDEO_EXTS), ".zip", ".csv", ".jsonl"]
 """What the upload box takes: gradio's "image" and "video" go by MIME type, which DICOM (application/dicom)
 and Matroska are not; the extensions cover them."""
-NUMBERS = {"n_votes": int, "n_train": int, "temperature": float, "train_items": int, "max_steps": int, "epochs": int,
-           "prompts_per_step": int, "lr": float, "lora_r": int, "eval_votes": int, "alpha": float, "beta": float,
-           "max_pixels": int, "prior_weight": float, "consensus": float}
-"""Number fields, named as the config's, with their type."""
-LABELS = {"n_votes": "Votes N per image", "n_train": "Trained answers G (≤ N)", "temperature": "Temperature",
-          "train_items": "Images adapted on (a random subset; 0 = all)", "max_steps": "Steps (0 = by epochs)",
-          "epochs": "Epochs over the images", "prompts_per_step": "Images per step", "lr": "Learning rate (LoRA)",
-          "lora_r": "LoRA rank (alpha = 2 × rank)", "eval_votes": "Eval votes (0 = N)",
-          "alpha": "alpha: entropy weight", "beta": "beta: KL weight",
-          "max_pixels": "Max pixels per image (0 = the model's default; lower it if memory runs out)",
-          "prior_weight": "lambda: prior weight (calibrated reward)",
-          "consensus": "Consensus: skip images whose top answer has under this share of the votes (0 = off)"}
-CAPPED = {"n_votes": "n_votes", "n_train": "n_train", "max_steps": "steps", "prompts_per_step": "prompts_per_step",
-          "lora_r": "lora_r", "eval_votes": "eval_votes"}
-"""Field -> the sessions.CAPS bound a public Space holds it to."""
-FIELD = {"checkpointing": "gradient_checkpointing", "guard": "collapse_guard"}
-"""Fields whose config name differs."""
-SETTINGS = ["precision", "checkpointing", *NUMBERS, "reward", "guard"]
-"""Every setting of the form, in the order the page shows them."""
-REWARD_HELP = ("ttrv = r1 - alpha*H_norm as in the paper's code. Under group-normalised advantages the entropy term "
-               "cancels exactly (it is one number per image), so ttrv trains like 'frequency'; 'ttrv_marginal' is our "
-               "variant in which it acts. majority = TTRL's 0/1 reward. soft = for phrase answers: each "
-               "answer's mean word overlap (token F1) with all the votes; under exact match it is 'frequency'. "
-               "calibrated (the multiple-choice demos' default) = a reply that is no valid answer earns 0, a valid "
-               "one how often it was voted minus lambda x how often the whole step votes it, so the model is not "
-               "rewarded for a letter it favours on every image.")
-GUARD_HELP = ("Label-free: when most images get the same majority answer for 2 steps in a row, training stops and "
-              "the adapter goes back to the last healthy step (the method's known failure is collapse).")
-CHECKPOINTING_HELP = ("less GPU memory, slower steps: mlp recomputes the MLPs (a 3B model: 4.9 instead of 6.5 GiB), "
-                      "layers whole layers")
+SETTINGS = [name for name, s in TTRVConfig.settings().items() if s.label]
+"""The form's settings, named as the config's fields, in the config's order: every field with a label."""
+NUMBERS = {f.name: {"int": int, "float": float}[f.type] for f in fields(TTRVConfig)
+           if f.name in SETTINGS and f.type in ("int", "float")}
+"""The number fields, with their type."""
 
 
 def model_id(model: str | None, custom: str | None) -> str:
@@ -56,21 +32,25 @@ def model_id(model: str | None, custom: str | None) -> str:
     return (custom or "").strip() if model == model_menu.OTHER else (model or "").strip()
 
 
-def config(model: str, precision: str = "auto", checkpointing: str = "off", guard: bool = True,
-           reward: str = "ttrv", **numbers) -> TTRVConfig:
-    """The run's config from the form's values (raises ValueError with the config's reason).
+def config(model: str, **settings) -> TTRVConfig:
+    """The run's config from the form's values (raises ValueError with the config's reason). An empty
+    number field is 0 (the setting's default where 0 stands for one).
 
     >>> config("m", n_votes=8, n_train=4, lr=0.01).n_train
     4
     """
-    return TTRVConfig(model=model, precision=precision or "auto", gradient_checkpointing=checkpointing or "off",
-                      collapse_guard=bool(guard), reward=reward,
-                      **{k: NUMBERS[k](v or 0) for k, v in numbers.items() if k in NUMBERS})
+    given = {k: NUMBERS[k](v or 0) if k in NUMBERS else v for k, v in settings.items() if k in SETTINGS}
+    if "collapse_guard" in given:
+        given["collapse_guard"] = bool(given["collapse_guard"])
+    for name in ("precision", "gradient_checkpointing"):  # a radio left empty: the default
+        if name in given and not given[name]:
+            del given[name]
+    return TTRVConfig(model=model, **given)
 
 
 def values(cfg: TTRVConfig) -> list:
     """The form's values (SETTINGS order) that show this config."""
-    return [getattr(cfg, FIELD.get(name, name)) for name in SETTINGS]
+    return [getattr(cfg, name) for name in SETTINGS]
 
 
 def example_sets(root: Path) -> list[str]:

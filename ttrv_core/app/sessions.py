@@ -180,24 +180,15 @@ def downloads(run_dir: Path | None) -> list[str]:
 
 # --------------------------------------------------------------------------- a public Space
 
-@dataclass(frozen=True)
-class PublicCaps:
-    """Upper bounds on a public Space, so one run cannot hog the shared GPU. At the caps, a 3B
-    model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s plus loading
-    (1.4 s per image in a step, measured; evaluating an image is one sampling of 33 rows,
-    ~0.5 s: an estimate, not measured end to end), inside the 600 s GPU slot, with room for
-    slower cards. The paper's main setting (20 images, 6 steps) is well inside."""
-    n_votes: int = 32           # votes N (the paper's value); memory and time grow with it
-    n_train: int = 16           # trained answers G (the paper's); the training forward holds G answers
-    eval_votes: int = 32        # votes per image when evaluating (0 = N)
-    prompts_per_step: int = 8   # images per step (the paper's)
-    lora_r: int = 64            # LoRA rank
-    steps: int = 12             # steps in all (epochs x batches, or max_steps)
-    items: int = 48             # images evaluated; beyond it only the first 48 are used
-    video_frames: int = 16      # frames per video item: each frame costs what an image does
-
-
-CAPS = PublicCaps()
+CAPS = {name: s.cap for name, s in TTRVConfig.settings().items() if s.cap is not None}
+"""Upper bounds on a public Space, each declared by its setting (config.py), so that one run cannot hog
+the shared GPU; max_steps's bounds a run's steps however they are set (epochs x batches, or max_steps).
+At the caps, a 3B model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s plus
+loading (1.4 s per image in a step, measured; evaluating an image is one sampling of 33 rows, ~0.5 s:
+an estimate, not measured end to end), inside the 600 s GPU slot, with room for slower cards. The
+paper's main setting (20 images, 6 steps) is well inside."""
+MAX_ITEMS = 48
+"""Images a public Space evaluates; beyond it only the first 48 are used."""
 
 
 def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None, allowed: set[str]) -> str | None:
@@ -205,21 +196,21 @@ def public_refusal(model: str, cfg: TTRVConfig, n_items: int, single: str | None
     if model not in allowed:
         return (f"this public Space only runs its preset models; '{model}' is not one of them "
                 "(run the app on your own machine for any model)")
-    for name in ("n_votes", "n_train", "eval_votes", "prompts_per_step", "lora_r", "video_frames"):
-        if getattr(cfg, name) > getattr(CAPS, name):
-            return f"this public Space allows {name} up to {getattr(CAPS, name)}, got {getattr(cfg, name)}"
+    for name, cap in CAPS.items():
+        if name != "max_steps" and getattr(cfg, name) > cap:
+            return f"this public Space allows {name} up to {cap}, got {getattr(cfg, name)}"
     pool = cfg.single_copies if single else cfg.train_items if 0 < cfg.train_items < n_items else n_items
-    if cfg.total_steps(pool) > CAPS.steps:  # pool: the images engine.adapt adapts on
-        return (f"this public Space allows {CAPS.steps} steps per run, these settings make "
+    if cfg.total_steps(pool) > (most := CAPS["max_steps"]):  # pool: the images engine.adapt adapts on
+        return (f"this public Space allows {most} steps per run, these settings make "
                 f"{cfg.total_steps(pool)}: set Steps or fewer epochs")
     return None
 
 
 def cap_items(ds: dataset.Dataset) -> dataset.Dataset:
-    """A public Space uses the first CAPS.items images only, and says so."""
-    if len(ds.items) > CAPS.items:
-        ds.problems.append(Problem(f"images {CAPS.items + 1}-{len(ds.items)}",
-                                   f"this public Space uses the first {CAPS.items} images only"))
-        ds.items = ds.items[:CAPS.items]
+    """A public Space uses the first MAX_ITEMS images only, and says so."""
+    if len(ds.items) > MAX_ITEMS:
+        ds.problems.append(Problem(f"images {MAX_ITEMS + 1}-{len(ds.items)}",
+                                   f"this public Space uses the first {MAX_ITEMS} images only"))
+        ds.items = ds.items[:MAX_ITEMS]
     return ds
 

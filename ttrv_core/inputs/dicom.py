@@ -2,7 +2,7 @@
 
 `load_dicom` reads one file with pydicom and returns a Pillow image:
   1. The file must be DICOM (the 'DICM' marker after the 128-byte preamble; pydicom's own
-     check) and hold pixel data; the size in the header goes through images.check_size
+     check) and hold pixel data; the size in the header goes through pixels.check_size
      before any pixel is decoded.
   2. A compressed transfer syntax is decoded only where pydicom has a decoder installed
      here (RLE always; JPEG baseline and JPEG 2000 through Pillow); the others (JPEG-LS,
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ttrv_core.inputs.images import ImageError, check_size
+from ttrv_core.inputs.pixels import ImageError, check_size
 
 
 def window(x: np.ndarray, center: float, width: float) -> np.ndarray:

@@ -23,8 +23,10 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ttrv_core.inputs.dicom import load_dicom
+from ttrv_core.inputs.pixels import MAX_PIXELS, MAX_SIDE, ImageError, check_size, to_rgb
 
 DICOM_EXTS = {".dcm", ".dicom"}
 """Read with pydicom (dicom.py), by name: a DICOM file has no Pillow format."""
@@ -34,20 +36,8 @@ UNSUPPORTED_EXTS = {".heic", ".heif", ".avif", ".svg", ".psd", ".pdf", ".eps", "
                     ".nef", ".arw", ".jxl", ".ico"}
 """Image-like files that are reported (with what to do) instead of silently ignored."""
 
-MAX_SIDE = 2048
-"""Images are downscaled to this longest side on load; processors resize further."""
-MAX_PIXELS = 50_000_000
-"""Larger images are refused: a 50 MP photo is already far beyond what any VLM processor keeps."""
-MAX_ASPECT = 200
-"""Qwen2/2.5-VL processors raise on aspect ratios above 200:1 (smart_resize); refuse them up front."""
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this as a decompression bomb, before our check
 
-WHITE = (255, 255, 255, 255)
 FORMAT_NAMES = "PNG, JPEG, GIF, BMP, WebP, TIFF or DICOM"
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; the message is for the user."""
 
 
 def load_image(path: Path, fast: bool = False) -> Image.Image:
@@ -57,7 +47,6 @@ def load_image(path: Path, fast: bool = False) -> Image.Image:
     """
     path = Path(path)
     if path.suffix.lower() in DICOM_EXTS or is_dicom(path):
-        from ttrv_core.inputs.dicom import load_dicom  # pydicom is imported for DICOM files only
         im = to_rgb(load_dicom(path))
         im.thumbnail((MAX_SIDE, MAX_SIDE))
         return im
@@ -114,50 +103,6 @@ def check_image(path: Path) -> str | None:
     except ImageError as e:
         return str(e)
     return None
-
-
-def check_size(w: int, h: int) -> None:
-    """Refuse, from the header alone, images too large or too thin to use."""
-    if w < 1 or h < 1:
-        raise ImageError(f"image has no pixels ({w}x{h})")
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} megapixels); "
-                         f"the limit is {MAX_PIXELS // 1_000_000} megapixels")
-    if max(w, h) > MAX_ASPECT * min(w, h):
-        raise ImageError(f"image is {w}x{h}: too long and thin (aspect ratio above {MAX_ASPECT}:1)")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB; transparent pixels become white.
-
-    >>> to_rgb(Image.new("LA", (2, 1), (0, 0))).getpixel((0, 0))
-    (255, 255, 255)
-    >>> to_rgb(Image.new("I;16", (1, 1), 65535)).getpixel((0, 0))
-    (255, 255, 255)
-    """
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        im = _to_8bit(im)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba)
-    try:
-        return im.convert("RGB")
-    except ValueError:  # e.g. LAB or HSV TIFFs
-        raise ImageError(f"cannot read image: colour mode {im.mode} is not supported") from None
-
-
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer and float grayscale as 8-bit 'L'.
-
-    Pillow's own convert clips these at 255 (a 16-bit photo turns white);
-    scale instead: 16-bit by 1/257, floats in [0, 1] by 255.
-    """
-    a = np.asarray(im).astype(np.float64)  # (H, W)
-    if im.mode == "F":
-        a = a * 255 if a.size and np.nanmax(a) <= 1.0 else a
-    elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
-        a = a / 257
-    return Image.fromarray(np.nan_to_num(a).clip(0, 255).round().astype(np.uint8), "L")
 
 
 def _reason(e: Exception, path: Path) -> str:

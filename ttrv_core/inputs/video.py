@@ -7,8 +7,8 @@ uniform sampling does:
      The container must probe as one of `CONTAINERS` (MP4/MOV, Matroska/WebM, GIF):
      a PNG or a text file renamed .mp4 is refused by what it is, not by its name.
   2. The first video stream is used, if its codec is one of `CODECS`; audio streams are ignored (a file with audio
-     only is refused). Its size in the header goes through images.check_size before
-     any frame is decoded; frames are downscaled to images.MAX_SIDE.
+     only is refused). Its size in the header goes through pixels.check_size before
+     any frame is decoded; frames are downscaled to pixels.MAX_SIDE.
   3. A clip longer than MAX_SECONDS is sampled over its first MAX_SECONDS only, and
      `check_video` says so (a note: the item still runs). K is capped at MAX_FRAMES.
   4. Each target time is reached by a seek to the keyframe before it and decoding
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ttrv_core.inputs.images import MAX_SIDE, ImageError, check_size, to_rgb
+from ttrv_core.config import MAX_FRAMES
+from ttrv_core.inputs.pixels import MAX_SIDE, ImageError, check_size, to_rgb
 
 VIDEO_EXTS = {".mp4", ".webm", ".mov", ".m4v", ".mkv"}
 """Read with PyAV by content; animated .gif is a video too (see is_video)."""
@@ -38,8 +39,6 @@ CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg1video", "mpeg2vide
 FFmpeg has hundreds more; an upload is untrusted input, so the rare ones are refused, not decoded."""
 MAX_SECONDS = 600.0
 """Longer clips are sampled over their first 10 minutes (and the user is told)."""
-MAX_FRAMES = 64
-"""The most frames a video may give the model: each frame costs image tokens."""
 FRAMES = 8
 """K, frames sampled per video by default (issue 17); TTRVConfig.video_frames sets it."""
 

@@ -62,9 +62,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ttrv_core.config import REWARDS
 from ttrv_core.tasks.similarity import soft_frequency_reward
 
-REWARDS: tuple[str, ...] = ("ttrv", "frequency", "majority", "ttrv_marginal", "soft", "calibrated")
 
 
 def frequency_reward(votes: Sequence[str]) -> list[float]:

@@ -7,7 +7,7 @@ import contextvars
 
 import torch
 
-from ttrv_core.model.decode import Prefix, _left_pad
+from ttrv_core.model.prefix import Prefix, left_pad
 
 
 class PrefixDecoder:
@@ -47,8 +47,8 @@ class PrefixDecoder:
             parts = [(c.layers[i].keys, c.layers[i].values) for c, _, _ in prefix.groups]
             if not prefix.shared:  # one row per prompt suffices: every row of a prompt holds the same prefix
                 parts = [(k[::prefix.rows], v[::prefix.rows]) for k, v in parts]
-            self.layers.append((torch.cat([_left_pad(k, prefix.length) for k, _ in parts]),
-                                torch.cat([_left_pad(v, prefix.length) for _, v in parts])))
+            self.layers.append((torch.cat([left_pad(k, prefix.length) for k, _ in parts]),
+                                torch.cat([left_pad(v, prefix.length) for _, v in parts])))
         self.prompts = self.layers[0][0].shape[0]
         self.live = torch.arange(prefix.n_rows, device=prefix.next_pos.device)   # (R_live,) rows decoding
         self._index()

@@ -30,7 +30,7 @@ from functools import partial
 import torch
 
 from ttrv_core.errors import TTRVError
-from ttrv_core.inputs.images import ImageError
+from ttrv_core.inputs.pixels import ImageError
 from ttrv_core.model.policy import Policy
 from ttrv_core.problems import Problem
 from ttrv_core.sampling.rollout import Prompt, prepare_prompt

@@ -37,7 +37,8 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from ttrv_core.model.decode import Prefix, decoder
+from ttrv_core.model.decode import decoder
+from ttrv_core.model.prefix import Prefix
 from ttrv_core.sampling.model_inputs import encode
 from ttrv_core.model.policy import Policy
 from ttrv_core.inputs.video import Video
@@ -233,7 +234,7 @@ def sample_many(policy: Policy, prompts: list[Prompt], n: int, temperature: floa
                 greedy_rows: int = 0, shared: bool = True, decode: str = "auto",
                 draw: str = "multinomial") -> list[Rollout]:
     """`sample` for several prompts in one batch: n rows each, decoded together (prompts of one
-    shape prefilled together, prompts of other lengths left-padded: decode.Prefix). Each prompt
+    shape prefilled together, prompts of other lengths left-padded: prefix.Prefix). Each prompt
     draws from its own generator, once per decode step, as `sample` does for it alone; so with
     one generator per prompt a prompt's answers do not depend on the other prompts of the batch
     (up to float rounding in the batched forwards; equal in fp32 on CPU: tests/test_batched_eval.py).
