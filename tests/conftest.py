@@ -74,11 +74,11 @@ def one_thread():
 
 @pytest.fixture
 def oom_in_step_2(monkeypatch):
-    """engine._step raises CUDA's out-of-memory error in the run's second step (simulated)."""
+    """engine.train_step raises CUDA's out-of-memory error in the run's second step (simulated)."""
     import torch
 
     import ttrv_core.method.engine as engine
-    real_step, calls = engine._step, []
+    real_step, calls = engine.train_step, []
 
     def flaky_step(*a, **kw):
         calls.append(1)
@@ -86,4 +86,4 @@ def oom_in_step_2(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step(*a, **kw)
 
-    monkeypatch.setattr(engine, "_step", flaky_step)
+    monkeypatch.setattr(engine, "train_step", flaky_step)

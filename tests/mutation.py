@@ -142,7 +142,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("G20", G, "loss=loss, pg=pg_loss.detach()", "loss=loss, pg=loss.detach()",
            "loss/pg reported with the KL term in it"),
     Mutant("G21", G, "norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)",
-           "norm = torch.nn.utils.clip_grad_norm_(params, float('inf'))", "update: gradient clip dropped"),
+           "norm = torch.nn.utils.clip_grad_norm_(params, float('inf'))", "apply (an update of one prompt or of k): gradient clip dropped"),
     Mutant("G22", G, "w = mask[s].sum() / total", "w = 1.0",
            "micro-batches: each part's token mean summed, not weighted by its share of tokens"),
     Mutant("G23", G, "    optimizer.zero_grad(set_to_none=True)\n    total = mask.sum()", "    total = mask.sum()",
@@ -153,7 +153,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "micro-batches: the stats of the last part only"),
     Mutant("G26", G, "policy.answers_per_forward = (chunk + 1) // 2", "policy.answers_per_forward = chunk - 1",
            "out of memory: one answer fewer instead of half"),
-    # ------------------------------------------------------------------ groups.py
+    # ------------------------------------------------------------------ step.py
     Mutant("S1", S, "torch.tensor(rewards[:cfg.n_train]", "torch.tensor(rewards[-cfg.n_train:]",
            "score: advantages from the last G rewards, not those of the G answers trained on"),
     Mutant("S2", S, "torch.tensor(rewards[:cfg.n_train]", "torch.tensor(rewards[:cfg.n_votes]",
@@ -176,8 +176,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "step: the first prompt weighted 0 like a stand-in"),
     Mutant("S12", S, "a += p.grad", "a.copy_(p.grad)", "step: the last prompt's gradient, not the sum"),
     Mutant("S13", S, "p.grad = a.div_(len(u))", "p.grad = a", "step: the sum over the update's prompts, not the mean"),
-    Mutant("S14", S, "norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)",
-           "norm = torch.nn.utils.clip_grad_norm_(params, float('inf'))", "step: gradient clip dropped"),
+    Mutant("S14", S, "if cfg.prompts_per_update else gen", "if cfg.prompts_per_update else None",
+           "step: k = 0 samples from the global RNG, not the run's stream"),
     Mutant("S15", S, "if not done:\n            kept.undo()", "if not done:\n            pass",
            "step: a step cut short is not undone"),
     Mutant("S16", S, "            done = True\n", "            done = False\n",

@@ -67,10 +67,10 @@ def test_update_leaves_the_decoder_to_the_engine(monkeypatch):
 
     import torch
 
-    from ttrv_core.method import engine
+    from ttrv_core.method import step as step_module
     from ttrv_core.config import TTRVConfig
     from ttrv_core.inputs.dataset import Item
-    from ttrv_core.method.grpo import group_advantages, update
+    from ttrv_core.method.grpo import gradient, group_advantages, update
     from ttrv_core.sampling.rollout import sample
 
     pol = _demo_policy()
@@ -83,14 +83,14 @@ def test_update_leaves_the_decoder_to_the_engine(monkeypatch):
     assert pol.decoders.kept is kept
 
     released = []
-    monkeypatch.setattr(engine, "sample", functools.partial(sample, decode="static"))
-    monkeypatch.setattr(engine, "update", lambda policy, *a, **k: released.append(policy.decoders.kept is None)
-                        or update(policy, *a, **k))
+    monkeypatch.setattr(step_module, "sample", functools.partial(sample, decode="static"))
+    monkeypatch.setattr(step_module, "gradient", lambda policy, *a, **k: released.append(policy.decoders.kept is None)
+                        or gradient(policy, *a, **k))
     from ttrv_core.demos import by_key
     path = sorted(by_key("open").example_dir.glob("*.png"))[0]
     cfg = TTRVConfig(n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=2)
-    ev = engine._step(1, 1, [Item(path.name, path, "Which digit is shown in the image?")] * 2, pol, opt, cfg,
-                      torch.Generator().manual_seed(0))
+    ev = step_module.train_step(1, 1, [Item(path.name, path, "Which digit is shown in the image?")] * 2, pol, opt,
+                                cfg, gen=torch.Generator().manual_seed(0))
     assert ev is not None and released == [True, True]
 
 
@@ -133,7 +133,7 @@ def _two_steps(keep, monkeypatch):
 
     import torch
 
-    from ttrv_core.method import engine
+    from ttrv_core.method import step as step_module
     from ttrv_core.config import TTRVConfig
     from ttrv_core.inputs.dataset import Item
     from ttrv_core.demos import by_key
@@ -147,13 +147,13 @@ def _two_steps(keep, monkeypatch):
     def spy(policy, *a, **k):
         found.append(policy.decoders.kept)
         return sample(policy, *a, decode="static", **k)
-    monkeypatch.setattr(engine, "sample", spy)
+    monkeypatch.setattr(step_module, "sample", spy)
     opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=1e-2)
     cfg = TTRVConfig(n_votes=4, n_train=2, max_new_tokens=3, prompts_per_step=2)
     paths = sorted(by_key("open").example_dir.glob("*.png"))[:2]
     batch = [Item(p.name, p, "Which digit is shown in the image?") for p in paths]
     gen = torch.Generator().manual_seed(0)
-    events = [engine._step(s, 2, batch, pol, opt, cfg, gen) for s in (1, 2)]
+    events = [step_module.train_step(s, 2, batch, pol, opt, cfg, gen=gen) for s in (1, 2)]
     lora = {n: p.detach().clone() for n, p in pol.model.named_parameters() if p.requires_grad}
     return pol, found, events, lora
 

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from ttrv_core.method import engine
+from ttrv_core.method import step as step_module
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import Resume, adapt, train_schedule
@@ -41,26 +42,34 @@ def lora_state(policy):
 
 
 class Directions:
-    """engine.update, recorded: the votes of each update's answers, read from their tokens here (as
-    rollout decodes them, prompts.normalize_open: the items are open questions), the advantages it was
-    given, and how far it moved each answer's log-prob (summed over its tokens), by a forward before
-    and after the update."""
+    """The step's updates, recorded (method/step.py: `gradient` per prompt, then `apply`, one update):
+    the votes of each update's answers, read from their tokens here (as rollout decodes them,
+    prompts.normalize_open: the items are open questions), the advantages it was given, and how far it
+    moved each answer's log-prob (summed over its tokens), by a forward before and after the update.
+    The runs here take one prompt per update (prompts_per_update 0, the paper code's)."""
 
     def __init__(self, monkeypatch):
-        self.votes, self.advantages, self.moves = [], [], []
-        real = engine.update
+        self.votes, self.advantages, self.moves, pending = [], [], [], []
+        real_gradient, real_apply = step_module.gradient, step_module.apply
 
-        def recorded(policy, opt, prompt, tokens, mask, old, adv, **kw):
+        def gradient(policy, opt, prompt, tokens, mask, old, adv, **kw):
             eos = set(policy.eos_ids.tolist())
             rows = [[t for t, m in zip(r, ms) if m and t not in eos] for r, ms in zip(tokens.tolist(), mask.tolist())]
             texts = policy.tokenizer.batch_decode(rows, skip_special_tokens=True)
             self.votes.append([normalize_open(t) for t in texts])
-            before = self.logprobs(policy, prompt, tokens, mask, kw["temperature"])
-            out = real(policy, opt, prompt, tokens, mask, old, adv, **kw)
             self.advantages.append(adv.clone())
-            self.moves.append(self.logprobs(policy, prompt, tokens, mask, kw["temperature"]) - before)
-            return out
-        monkeypatch.setattr(engine, "update", recorded)
+            pending.append((policy, prompt, tokens, mask, kw["temperature"],
+                            self.logprobs(policy, prompt, tokens, mask, kw["temperature"])))
+            return real_gradient(policy, opt, prompt, tokens, mask, old, adv, **kw)
+
+        def apply(opt, grad_clip):
+            norm = real_apply(opt, grad_clip)
+            assert len(pending) == 1, "one prompt per update"
+            policy, prompt, tokens, mask, temperature, before = pending.pop()
+            self.moves.append(self.logprobs(policy, prompt, tokens, mask, temperature) - before)
+            return norm
+        monkeypatch.setattr(step_module, "gradient", gradient)
+        monkeypatch.setattr(step_module, "apply", apply)
 
     @staticmethod
     def logprobs(policy, prompt, tokens, mask, temperature):

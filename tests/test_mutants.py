@@ -1,6 +1,6 @@
 """Tests written for the mutants of tests/mutation.py that the suite let live (issue 24): what a prompt's
-group trains on (groups.score), the step's metrics (groups.step_metrics), the gradient clip and the
-`scale` of grpo.update / grpo.gradient, and an update of k prompts in groups.step: the clipped mean of
+group trains on (step_module.score), the step's metrics (step_module.step_metrics), the gradient clip and the
+`scale` of grpo.update / grpo.gradient, and an update of k prompts in step_module.step: the clipped mean of
 their gradients. Each fails on the mutant named in its docstring; the training ones assert they trained."""
 import math
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ttrv_core.method.step as groups
+from ttrv_core.method import step as step_module
 from ttrv_core.method import grpo
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
@@ -35,7 +35,7 @@ def test_score_trains_the_first_g_on_their_own_rewards():
     """N = 6 votes, G = 3 trained: the advantages are the z-scores of the FIRST three rewards (those of the
     answers trained on; S1, S2), the item's invalid share and mean reward are over all N (S5, S6)."""
     texts = ["B", "A", "A", "A", "", "B"]          # frequency: 2/6, 3/6, 3/6, 3/6, 1/6, 2/6; "" is invalid
-    g = groups.score(choice(0), None, rollout(texts), TTRVConfig(reward="frequency", n_votes=6, n_train=3))
+    g = step_module.score(choice(0), None, rollout(texts), TTRVConfig(reward="frequency", n_votes=6, n_train=3))
     assert g.rewards == pytest.approx([2 / 6, 3 / 6, 3 / 6, 3 / 6, 1 / 6, 2 / 6])
     assert g.train.tokens.shape[0] == 3 and g.advantages.shape == (3,)
     assert torch.allclose(g.advantages, group_advantages(torch.tensor([2 / 6, 3 / 6, 3 / 6])))
@@ -52,11 +52,11 @@ def test_step_metrics_by_hand():
     from the three stamps (S8), accuracies over the labeled items only."""
     stats = [ItemVotes("a", {"A": 3, "B": 1}, "A", 0.75, 0.4, 0.6, True, 0.8, 0.25),
              ItemVotes("b", {"C": 2, "D": 2}, "C", 0.5, 0.5, 0.5, None, 1.0, 0.0)]
-    gs = [groups.Group(choice(0, "0"), None, ["A", "A", "A", "B"], [0.75, 0.75, 0.75, 0.25], None, None, stats[0]),
-          groups.Group(choice(1), None, ["C", "C", "D", "D"], [0.5] * 4, None, None, stats[1])]
+    gs = [step_module.Group(choice(0, "0"), None, ["A", "A", "A", "B"], [0.75, 0.75, 0.75, 0.25], None, None, stats[0]),
+          step_module.Group(choice(1), None, ["C", "C", "D", "D"], [0.5] * 4, None, None, stats[1])]
     ups = [UpdateStats(loss=l, pg=l, kl=0.01 * l, clip_frac=0.1 * l, ratio_mean=1.0, grad_norm=n)
            for l, n in ((1.0, 2.0), (2.0, 4.0), (3.0, 0.0))]
-    m = groups.step_metrics(gs, ups, Opt(), (10.0, 13.0, 17.5))
+    m = step_module.step_metrics(gs, ups, Opt(), (10.0, 13.0, 17.5))
     rewards = [0.75, 0.75, 0.75, 0.25] + [0.5] * 4
     assert m["reward/mean"] == pytest.approx(sum(rewards) / 8)
     assert m["reward/std"] == pytest.approx(float(torch.tensor(rewards).std()))
@@ -121,9 +121,9 @@ def test_gradient_scale_weights_the_prompt(policy_path):
 
 
 def test_an_update_of_k_prompts_is_the_clipped_mean_of_their_gradients(policy_path, tmp_path, monkeypatch):
-    """groups.step, 3 prompts, k = 2: updates of prompts (1, 2) and (3) (S10); each prompt's gradient
+    """step_module.train_step, 3 prompts, k = 2: updates of prompts (1, 2) and (3) (S10); each prompt's gradient
     counts at weight 1 (S11), they are summed (S12) and divided by the update's prompts (S13: grad/norm
-    is the norm of the mean), then clipped to grad_clip (S14). Every prompt trained: its advantages are
+    is the norm of the mean), then clipped to grad_clip (G21). Every prompt trained: its advantages are
     not all 0 and its gradient is not 0 (one-token replies at T = 0.5 on the tiny model agree in part)."""
     items = []
     for i in range(3):
@@ -141,15 +141,15 @@ def test_an_update_of_k_prompts_is_the_clipped_mean_of_their_gradients(policy_pa
             steps.append((len(calls), flat_grad(params).clone()))
             return super().step(closure)
 
-    real = groups.gradient
+    real = step_module.gradient
 
     def spy(policy, opt, prompt, tokens, mask, old, adv, **kw):
         out = real(policy, opt, prompt, tokens, mask, old, adv, **kw)
         calls.append((adv.clone(), flat_grad(params).clone()))
         return out
 
-    monkeypatch.setattr(groups, "gradient", spy)
-    ev = groups.step(1, 1, items, pol, Recorded(params, lr=1e-2), cfg)
+    monkeypatch.setattr(step_module, "gradient", spy)
+    ev = step_module.train_step(1, 1, items, pol, Recorded(params, lr=1e-2), cfg)
     assert [n for n, _ in steps] == [2, 3]                               # prompts (1, 2), then (3)
     assert all(adv.abs().sum() > 0 and grad.norm() > 0 for adv, grad in calls)
     norms = []

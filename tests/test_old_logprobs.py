@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ttrv_core.method import engine
+from ttrv_core.method import step as step_module
+from ttrv_core.method.grpo import STAT_NAMES
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
 from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.demos import by_key
@@ -28,8 +30,9 @@ def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
         pol.autocast_dtype = torch.bfloat16
     items = load_dataset(EXAMPLES, None, EXAMPLES / "questions.csv", "open").items[:4]
     calls = []
-    real = engine.update
-    monkeypatch.setattr(engine, "update", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    real = step_module.gradient   # each prompt's loss statistics (grpo.STAT_NAMES), one prompt an update
+    monkeypatch.setattr(step_module, "gradient",
+                        lambda *a, **k: calls.append(dict(zip(STAT_NAMES, (t := real(*a, **k)).tolist()))) or t)
     cfg = TTRVConfig(n_votes=8, n_train=4, max_new_tokens=4, prompts_per_step=2, max_steps=2, lr=1e-2, seed=0,
                      temperature=1.5)
     firsts, seconds = [], []
@@ -40,9 +43,9 @@ def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
             calls.clear()
     assert len(firsts) == 2
     for st in firsts:
-        assert st.ratio_mean == 1.0 and st.clip_frac == 0.0, st
+        assert st["ratio_mean"] == 1.0 and st["clip_frac"] == 0.0, st
     # the second prompt of a step is trained after the first prompt's update moved the policy
-    assert any(st.ratio_mean != 1.0 for st in seconds)
+    assert any(st["ratio_mean"] != 1.0 for st in seconds)
 
 
 def plain_logprobs(pol, prompt, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import ttrv_core.method.engine as engine
+import ttrv_core.method.step as step_module
 import ttrv_core.method.evaluate as evaluate
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
@@ -91,9 +92,9 @@ def test_stop_within_a_step_undoes_it_and_still_evaluates(policy_path, items, mo
     the 4th sampling (in step 2) or after the 2nd update (in step 1) ends training before the next
     prompt; the step it cut short leaves no trace in the weights; the after-evaluation still runs."""
     if where == "sampling":
-        counter = Counter(monkeypatch, engine, "sample", stop_at=stop_at)
+        counter = Counter(monkeypatch, step_module, "sample", stop_at=stop_at)
     else:
-        counter = Counter(monkeypatch, engine, "update", stop_at=stop_at)
+        counter = Counter(monkeypatch, step_module, "apply", stop_at=stop_at)
     policy = load_policy(policy_path, "fp32", "cpu")
     start, after_step = lora(policy), {}
     events = []
@@ -189,7 +190,7 @@ def same_state(a: dict, b: dict) -> bool:
         for i, st in a["state"].items())
 
 
-@pytest.mark.parametrize("per_update", [0, 1])   # 0: engine._update; 1: groups.step, one prompt an update
+@pytest.mark.parametrize("per_update", [0, 1])   # 0: the paper code's one update per prompt, one stream; 1: k = 1
 def test_a_step_cut_short_is_undone_whole_the_optimizer_too(policy_path, items, monkeypatch, per_update):
     """Step 1 updates on prompts 1-3 (an AdamW step each); a stop asked right after step 2's first
     update (prompt 4) undoes step 2 whole: the LoRA weights AND AdamW's exp_avg, exp_avg_sq and step

@@ -63,14 +63,11 @@ from ttrv_core.method.content import run_summary
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.errors import explain_oom
 from ttrv_core.method.evaluate import evaluate, summarize
-from ttrv_core.events import EvalResult, Event, Progress, RunEnd, RunStart, StepEvent
-from ttrv_core.method.grpo import UpdateStats, old_logprobs, update
-from ttrv_core.method.step import Group, Undo, score, step_metrics, step_prior, valid_votes
-from ttrv_core.method.step import step as step_by_updates
+from ttrv_core.events import EvalResult, Event, Progress, RunEnd, RunStart
+from ttrv_core.method.step import train_step
 from ttrv_core.method.guard import CollapseGuard, concentration
 from ttrv_core.model.policy import Policy
 from ttrv_core.sampling.prompt_cache import Prompts
-from ttrv_core.sampling.rollout import sample
 
 
 @dataclass
@@ -204,7 +201,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         with explain_oom(f"TTRV step {step}", n_votes=cfg.n_votes, n_train=cfg.n_train,
                          checkpointing=cfg.gradient_checkpointing,
                          max_pixels=policy.max_pixels, precision=policy.precision):
-            ev = _step(step, len(schedule), batch, policy, opt, cfg, gen, should_stop, prompts)
+            ev = train_step(step, len(schedule), batch, policy, opt, cfg, should_stop, prompts, gen)
         if ev is None:  # a stop within the step, which was undone
             stopped = True
             break
@@ -299,53 +296,3 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     result = EvalResult(phase, evals, summarize(evals), time.time() - t0)
     yield result
     return result
-
-
-def _step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-          gen: torch.Generator, should_stop: Callable[[], bool] = lambda: False,
-          prompts: Prompts | None = None) -> StepEvent | None:
-    """One step: sample N answers for each prompt, score them, update on each prompt's G.
-    None when a stop came before its last update (the step is then undone).
-    cfg.prompts_per_update > 0: k prompts per update, over K processes or one (groups.step).
-    prompts: the run's encoded prompts (adapt's), else each prepared here."""
-    prompts = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
-    if cfg.prompts_per_update:
-        return step_by_updates(step, total, batch, policy, opt, cfg, should_stop, prompts)
-    t0 = time.time()
-    shared = cfg.shared_prefix and policy.family.shared_prefix
-    sampled = []
-    for item in batch:
-        if should_stop():  # nothing updated yet
-            return None
-        prompt = prompts(item)
-        sampled.append((item, prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
-                                             cfg.max_new_tokens, gen, shared=shared)))
-    policy.decoders.end_sampling()  # the static decoder kept through the update where memory allows
-    prior = step_prior(cfg, batch, [v for item, _, ro in sampled for v in valid_votes(item, ro)])
-    groups = [score(item, prompt, ro, cfg, prior) for item, prompt, ro in sampled]
-    t1 = time.time()
-    ups = _update(groups, policy, opt, cfg, shared, should_stop)
-    if ups is None:
-        return None
-    t2 = time.time()
-    metrics = step_metrics(groups, ups, opt, (t0, t1, t2))
-    metrics["memory/kept_decoder_mib"] = policy.decoders.kept_bytes / 2**20
-    return StepEvent(step, total, [g.stats for g in groups], metrics)
-
-
-def _update(groups: list[Group], policy: Policy, opt, cfg: TTRVConfig, shared: bool,
-            should_stop: Callable[[], bool]) -> list[UpdateStats] | None:
-    """One GRPO update per prompt; on a stop, the step's earlier updates are undone and None returned."""
-    # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
-    olds = [old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
-            if cfg.recompute_old_logprobs else g.train.logprobs for g in groups]
-    kept = Undo(opt)  # the LoRA weights and AdamW's moments and step before the step, to undo it on a stop
-    ups = []
-    for g, old in zip(groups, olds):
-        if should_stop():
-            kept.undo()
-            return None
-        ups.append(update(policy, opt, g.prompt, g.train.tokens, g.train.mask, old, g.advantages,
-                          temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
-                          beta=cfg.beta, grad_clip=cfg.grad_clip, shared=shared))
-    return ups

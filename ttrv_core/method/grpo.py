@@ -264,14 +264,21 @@ def _update(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, to
     """The update over micro-batches of `chunk` answers (`_backward`), clipped, one optimizer step."""
     sums = _backward(policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,
                      eps_clip=eps_clip, dual_clip=dual_clip, beta=beta, shared=shared)
-    params = [p for group in optimizer.param_groups for p in group["params"]]  # the trained ones, no walk
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
+    norm = apply(optimizer, grad_clip)
     *values, grad_norm = torch.cat([sums, norm.double().view(1).to(sums.device)]).tolist()  # the one sync
     return UpdateStats(grad_norm=grad_norm, **dict(zip(STAT_NAMES, values)))
 
 
 STAT_NAMES = ("loss", "pg", "kl", "clip_frac", "ratio_mean")
+
+
+def apply(optimizer: torch.optim.Optimizer, grad_clip: float) -> torch.Tensor:
+    """The gradient in the trained parameters' .grad clipped to norm `grad_clip`, one optimizer step;
+    returns the norm before clipping."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the trained ones, no walk
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return norm
 
 
 def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, tokens: torch.Tensor,

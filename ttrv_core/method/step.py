@@ -33,7 +33,7 @@ from ttrv_core.config import TTRVConfig
 from ttrv_core.method.content import answer_count
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import ItemVotes, StepEvent
-from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, gradient, group_advantages, old_logprobs
+from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, apply, gradient, group_advantages, old_logprobs
 from ttrv_core.model.policy import Policy
 from ttrv_core.dist.parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
 from ttrv_core.tasks.prompts import extract_answer, is_valid
@@ -156,16 +156,20 @@ def prompt_generator(device: torch.device, seed: int, step: int, index: int) -> 
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
-         should_stop: Callable[[], bool] = lambda: False, prompts: Prompts | None = None) -> StepEvent | None:
-    """One step, k = cfg.prompts_per_update prompts per update, this rank's share of each (module
-    docstring); prompts: the run's encoded prompts (engine.adapt's). None when a stop came first (one
-    process: the step is undone, as engine._step).
-    A failure (another rank ended: parallel.RankFailure) undoes the step too."""
+def train_step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTRVConfig,
+               should_stop: Callable[[], bool] = lambda: False, prompts: Prompts | None = None,
+               gen: torch.Generator | None = None) -> StepEvent | None:
+    """One TTRV step over `batch` (module docstring): sample, score, then its updates of k =
+    cfg.prompts_per_update prompts each, this rank's share of each. k = 0 is the paper code's one update
+    per prompt with the step's prompts sampled in turn from `gen`, the run's one random stream; k >= 1
+    samples each prompt from its own stream (prompt_generator). prompts: the run's encoded prompts
+    (engine.adapt's), else each prepared here.
+    None when a stop came before the step's last update; the step is then undone (Undo), as it is when
+    anything fails during its updates (another rank ended: parallel.RankFailure; out of memory)."""
     t0 = time.time()
     prompts = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
     shared = cfg.shared_prefix and policy.family.shared_prefix
-    k = cfg.prompts_per_update
+    k = cfg.prompts_per_update or 1
     updates = [range(i, min(i + k, len(batch))) for i in range(0, len(batch), k)]   # prompt indices
     # FSDP (policy.lockstep): a rank one prompt short in an update runs a stand-in, the update's first
     # prompt, whose loss is weighted 0 (key -1 - n): every rank runs as many forwards and backwards
@@ -174,14 +178,14 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     stage(f"sample step {step}")
     sampled: dict[int, tuple[Item, Prompt, Rollout]] = {}
     for n, i in ((n, i) for n, m in enumerate(share) for i in m):
-        if should_stop():
+        if should_stop():  # nothing updated yet
             return None
         j = i if i >= 0 else updates[n][0]
         prompt = prompts(batch[j])
+        stream = prompt_generator(policy.device, cfg.seed, step, j) if cfg.prompts_per_update else gen
         sampled[i] = (batch[j], prompt, sample(policy, prompt, cfg.n_votes, cfg.temperature, cfg.top_p,
-                                               cfg.max_new_tokens, prompt_generator(policy.device, cfg.seed, step, j),
-                                               shared=shared))
-    policy.decoders.release()  # the end of the sampling phase: training needs the memory
+                                               cfg.max_new_tokens, stream, shared=shared))
+    policy.decoders.end_sampling()  # the static decoder kept through the updates where memory allows
     prior = None
     if cfg.reward == "calibrated":  # over the step's prompts on every rank (not the stand-ins)
         mine = [v for i, (it, _, ro) in sampled.items() if i >= 0 for v in valid_votes(it, ro)]
@@ -190,6 +194,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     groups = {i: score(it, prompt, ro, cfg, prior) for i, (it, prompt, ro) in sampled.items()}
     t1 = time.time()
     stage(f"update step {step}")
+    # pi_old of every prompt before the step's first update, with the training forward's numerics (verl)
     olds = {i: old_logprobs(policy, g.prompt, g.train.tokens, g.train.mask, cfg.temperature, shared)
             if cfg.recompute_old_logprobs else g.train.logprobs for i, g in groups.items()}
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -200,19 +205,20 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
             if stopped := should_stop():
                 break
             acc = [torch.zeros_like(p) for p in params]   # this rank's sum of its prompts' gradients
+            reached = [False] * len(params)               # which weights the loss reaches
             for i in share[n - 1]:
                 g = groups[i]
                 sums[i] = gradient(policy, opt, g.prompt, g.train.tokens, g.train.mask, olds[i], g.advantages,
                                    temperature=cfg.temperature, eps_clip=cfg.eps_clip, dual_clip=cfg.dual_clip,
                                    beta=cfg.beta, shared=shared, scale=float(i >= 0))
-                for a, p in zip(acc, params):
+                for w, (a, p) in enumerate(zip(acc, params)):
                     if p.grad is not None:
                         a += p.grad   # FSDP: the sum over the ranks' prompts of this backward already
+                        reached[w] = True
             all_reduce_(acc, f"all-reduce of update {n} in step {step}")
-            for a, p in zip(acc, params):
-                p.grad = a.div_(len(u))                   # the mean over the update's prompts
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            for a, p, has in zip(acc, params, reached):
+                p.grad = a.div_(len(u)) if has else None  # the mean over the update's prompts
+            norm = apply(opt, cfg.grad_clip)
             norms.update((i, norm) for i in shard(u))
         for i in [i for i in groups if i < 0]:   # the stand-ins' results are dropped
             del groups[i]
@@ -224,7 +230,7 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
             got = sorted((x for part in all_gather(mine, f"gathering step {step}") for x in part),
                          key=lambda x: x[0])
             done = True
-    finally:  # a stop, or a failure (another rank ended): undo the step
+    finally:  # a stop, or a failure: undo the step
         if not done:
             kept.undo()
     if stopped:
@@ -232,4 +238,6 @@ def step(step: int, total: int, batch: list[Item], policy: Policy, opt, cfg: TTR
     everyone = [Group(batch[i], None, votes, rewards, None, None, st) for i, votes, rewards, st, _ in got]
     ups = [u for *_, u in got]
     stage(f"after step {step}")  # the guard, the checkpoint (rank 0)
-    return StepEvent(step, total, [g.stats for g in everyone], step_metrics(everyone, ups, opt, (t0, t1, time.time())))
+    metrics = step_metrics(everyone, ups, opt, (t0, t1, time.time()))
+    metrics["memory/kept_decoder_mib"] = policy.decoders.kept_bytes / 2**20
+    return StepEvent(step, total, [g.stats for g in everyone], metrics)
