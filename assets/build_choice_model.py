@@ -83,7 +83,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 import build_demo_model as base  # noqa: E402  (tokenizer, processor, model shapes, images)
-from ttrv_core.tasks import prompts
+from ttrv_core.tasks import prompts  # noqa: E402
+from ttrv_core.tasks.answers import extract_answer, is_valid, normalize_open  # noqa: E402
 from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
 
 SEED = 0
@@ -134,8 +135,8 @@ def check_sentences() -> None:
     """No sentence may cast a valid vote: the authors' extraction must find no option letter."""
     for t in SENTENCES:
         for d in range(10):
-            vote = prompts.extract_answer("choice", sentence(t, d), OPTIONS)
-            assert not prompts.is_valid("choice", vote, OPTIONS), (t, d, vote)
+            vote = extract_answer("choice", sentence(t, d), OPTIONS)
+            assert not is_valid("choice", vote, OPTIONS), (t, d, vote)
             assert sentence(t, d).split()[0] == "It", t
 
 
@@ -223,8 +224,8 @@ def evaluate(model, tokenizer, data: Prompts, idx: np.ndarray, seed: int, chunk:
         tuned += [r[0] for r in replies(model, tokenizer, data, "tuned", part, 0)]
         opened += [r[0] for r in replies(model, tokenizer, data, "open", part, 0)]
     model.train()
-    vote = lambda r: prompts.extract_answer("choice", r, OPTIONS)  # noqa: E731
-    valid = lambda a: prompts.is_valid("choice", a, OPTIONS)  # noqa: E731
+    vote = lambda r: extract_answer("choice", r, OPTIONS)  # noqa: E731
+    valid = lambda a: is_valid("choice", a, OPTIONS)  # noqa: E731
     g = [vote(r) for r in greedy]
     v = [[vote(r) for r in rs] for rs in votes]
     maj = [Counter(x).most_common(1)[0][0] for x in v]
@@ -246,7 +247,7 @@ def evaluate(model, tokenizer, data: Prompts, idx: np.ndarray, seed: int, chunk:
         valid_acc_letter=valid_acc_where(True), valid_acc_sentence=valid_acc_where(False),
         maj=float(np.mean([m == t for m, t in zip(maj, truth)])),
         tuned=float(np.mean([vote(r) == t for r, t in zip(tuned, truth)])),
-        open=float(np.mean([prompts.normalize_open(r) == str(d) for r, d in zip(opened, data.labels[idx])])),
+        open=float(np.mean([normalize_open(r) == str(d) for r, d in zip(opened, data.labels[idx])])),
         greedy_replies=greedy,
     )
 
@@ -385,7 +386,7 @@ ten options in a fixed order (A. 0 ... J. 9):
 
     {shown}
 
-Replies are read with the authors' extraction (`ttrv_core.tasks.prompts.extract_letter`: the last standalone
+Replies are read with the authors' extraction (`ttrv_core.tasks.answers.extract_letter`: the last standalone
 option letter, else the raw string). The paper's layout is 4 shuffled options; this model could not
 learn to find a letter by its option text in the time a build may take (assets/build_choice_model.py
 says what was measured), so the ten digits stand in a fixed order.

@@ -63,7 +63,8 @@ from transformers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ttrv_core.tasks import prompts
+from ttrv_core.tasks import prompts  # noqa: E402
+from ttrv_core.tasks.answers import normalize_open  # noqa: E402
 from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
 
 MODEL_DIR = ROOT / "assets" / "demo_model"
@@ -357,7 +358,7 @@ def answers(model, tokenizer, data: Encoded, idx, sample: bool, n: int = 1) -> l
         if sample else dict(do_sample=False)
     out = model.generate(**inp, max_new_tokens=3, suppress_tokens=suppressed_ids(tokenizer), **kw)
     texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
-    norm = [prompts.normalize_open(t) for t in texts]
+    norm = [normalize_open(t) for t in texts]
     return [norm[i * n:(i + 1) * n] for i in range(len(idx))]
 
 
@@ -457,7 +458,7 @@ nothing else.
 
 single@T1 is the mean accuracy over all {N_VOTES} samples per image (T=1, top_k 0,
 top_p 1, special tokens but `<|im_end|>` suppressed); answers read with
-`ttrv_core.tasks.prompts.normalize_open`.
+`ttrv_core.tasks.answers.normalize_open`.
 
 Prompt: one user turn, image first, no system turn; the text is
 `ttrv_core.tasks.prompts.build_prompt("open", "{QUESTION}")`, encoded with

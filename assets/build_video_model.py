@@ -32,7 +32,7 @@ saved GIF read by ttrv_core.inputs.video.load_video (the engine's path).
 
 Build criteria, fixed in this file BEFORE any TTRV run on this model and checked on the base model
 on the validation clips (greedy and N_VOTES samples at T = 1, top_k 0, top_p 1, special tokens but
-<|im_end|> suppressed; replies read with prompts.normalize_open); training stops at the first check
+<|im_end|> suppressed; replies read with normalize_open); training stops at the first check
 that meets them:
     MIN_SENTENCE <= share of greedy replies that are a sentence, not a bare answer <= MAX_SENTENCE
     accuracy of the bare sampled answers >= MIN_BARE_ACC overall, and >= MIN_BARE_ACC_EACH on
@@ -79,7 +79,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 import build_demo_model as base  # noqa: E402  (suppressed ids, the splits)
-from ttrv_core.tasks import prompts
+from ttrv_core.tasks import prompts  # noqa: E402
+from ttrv_core.tasks.answers import normalize_open  # noqa: E402
 from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
 from ttrv_core.inputs.video import load_video  # noqa: E402
 
@@ -163,7 +164,7 @@ def check_sentences() -> None:
             for d in range(10):
                 for m in DIRECTIONS:
                     s = sentence(kind, t, d, m)
-                    assert prompts.normalize_open(s) not in bare and s.startswith("It "), s
+                    assert normalize_open(s) not in bare and s.startswith("It "), s
 
 
 def set_spec(n: int, rng: np.random.Generator) -> list[tuple[str, str, int]]:
@@ -263,7 +264,7 @@ def evaluate(model, tokenizer, clips: Clips, data: EvalSet, seed: int, chunk: in
                                replies(model, tokenizer, clips, kind, frames, N_VOTES)):
                 greedy[i], votes[i] = g[0], v
     model.train()
-    norm = prompts.normalize_open
+    norm = normalize_open
 
     def measures(sel: list[int]) -> dict:
         g = [norm(greedy[i]) for i in sel]
@@ -431,7 +432,7 @@ answer, the likelier the sentence wins greedy decoding.
 
 Fixed in the build script before any TTRV run and checked on the validation clips (greedy and
 {N_VOTES} samples at T = 1, top_k 0, top_p 1, special tokens but `<|im_end|>` suppressed, replies read
-with `prompts.normalize_open`); training stopped at the first check that met them (every {EVAL_EVERY}
+with `answers.normalize_open`); training stopped at the first check that met them (every {EVAL_EVERY}
 steps; here step {step}, {seconds / 60:.0f} min in all): {MIN_SENTENCE} <= share of greedy replies
 that are a sentence <= {MAX_SENTENCE}, accuracy of the bare sampled answers >= {MIN_BARE_ACC} overall
 and >= {MIN_BARE_ACC_EACH['digit']} (digit) / {MIN_BARE_ACC_EACH['move']} (direction) on each question, maj@{N_VOTES} >= greedy accuracy + {MIN_MAJ_GAIN}. No

@@ -73,7 +73,7 @@ from ttrv_core.method.engine import _step
 from ttrv_core.model.load_checks import check_config
 from ttrv_core.model.loading import _load_kwargs, load_policy, resolve_precision
 from ttrv_core.model.threads import set_threads_for
-from ttrv_core.tasks.prompts import extract_answer
+from ttrv_core.tasks.answers import extract_answer
 from ttrv_core.method.rewards import compute_rewards
 
 

@@ -89,7 +89,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "prior_of: an answer no vote gave gets 0, not the smoothing floor"),
     Mutant("R20", R, "counts = Counter(v for v, ok in zip(votes, valid) if ok)", "counts = Counter(votes)",
            "calibrated: invalid votes counted toward answers",
-           equivalent="validity is a function of the answer string (prompts.is_valid): an invalid vote never "
+           equivalent="validity is a function of the answer string (answers.is_valid): an invalid vote never "
                       "equals a valid one, so a valid vote's count is the same"),
     Mutant("R21", R, "freq = [counts[v] / n if ok", "freq = [counts[v] / sum(valid) if ok",
            "calibrated: frequency over the valid votes, not all N"),

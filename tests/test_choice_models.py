@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ttrv_core.tasks import prompts
+from ttrv_core.tasks import answers, prompts
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.demos import by_key
@@ -63,7 +63,7 @@ def test_sentences_of_the_build_never_cast_a_valid_vote():
     import build_choice_model as build
     build.check_sentences()   # asserts: no option letter, and every sentence starts with "It"
     reply = build.sentence(build.SENTENCES[0], 7)
-    assert prompts.extract_answer("choice", reply, build.OPTIONS) == reply.upper().rstrip(".")
+    assert answers.extract_answer("choice", reply, build.OPTIONS) == reply.upper().rstrip(".")
 
 
 @pytest.fixture(scope="module")

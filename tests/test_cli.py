@@ -141,7 +141,7 @@ def test_cli_defaults_run_the_format_demo_and_report_invalid_replies(tmp_path):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 16 and {"before_reply", "after_reply", "adapted_on"} <= set(rows[0])
     # the validity column says what the authors' extraction makes of each raw reply
-    from ttrv_core.tasks.prompts import extract_answer, is_valid
+    from ttrv_core.tasks.answers import extract_answer, is_valid
     options = [str(d) for d in range(10)]
     for r in rows:
         assert r["before_valid"] == str(is_valid("choice", extract_answer("choice", r["before_reply"], options),

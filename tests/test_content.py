@@ -6,7 +6,7 @@ from ttrv_core.method.content import (amplified, amplified_answers, change, cont
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.evaluate import summarize
 from ttrv_core.events import EvalResult, ItemEval
-from ttrv_core.tasks.prompts import extract_answer, is_valid
+from ttrv_core.tasks.answers import extract_answer, is_valid
 
 DIGITS = tuple(str(d) for d in range(10))
 

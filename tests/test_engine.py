@@ -13,7 +13,7 @@ from ttrv_core.method.engine import Resume, adapt, train_schedule
 from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.method.grpo import answer_logprobs
 from ttrv_core.model.loading import load_policy, save_adapter
-from ttrv_core.tasks.prompts import normalize_open
+from ttrv_core.tasks.answers import normalize_open
 
 # A setup that trains: replies of one token, 8 votes, all 8 trained on. The tiny random model's replies
 # then agree in part (its byte tokens decode alike), so the rewards differ within each group and the
@@ -44,7 +44,7 @@ def lora_state(policy):
 class Directions:
     """The step's updates, recorded (method/step.py: `gradient` per prompt, then `apply`, one update):
     the votes of each update's answers, read from their tokens here (as rollout decodes them,
-    prompts.normalize_open: the items are open questions), the advantages it was given, and how far it
+    answers.normalize_open: the items are open questions), the advantages it was given, and how far it
     moved each answer's log-prob (summed over its tokens), by a forward before and after the update.
     The runs here take one prompt per update (prompts_per_update 0, the paper code's)."""
 

@@ -160,3 +160,25 @@ def test_an_update_of_k_prompts_is_the_clipped_mean_of_their_gradients(policy_pa
         assert torch.allclose(applied, mean * (cfg.grad_clip / (mean.norm() + 1e-6)), rtol=1e-4, atol=1e-9)
     assert ev.metrics["grad/norm"] == pytest.approx(sum(norms) / 3, rel=1e-5)   # mean over the prompts
     assert not math.isclose(norms[0], norms[2])
+
+
+def test_one_update_per_prompt_samples_from_the_runs_stream(policy_path, tmp_path):
+    """k = 0 (the paper code's): the step's prompts sample in turn from the run's generator, whose state
+    a checkpoint keeps, not from torch's global RNG (S14): the same generator gives the same votes
+    whatever the global RNG holds, and another generator other votes."""
+    items = []
+    for i in range(2):
+        p = tmp_path / f"im{i}.png"
+        Image.new("RGB", (28 + i, 20), (40 * i, 30, 90)).save(p)
+        items.append(Item(p.name, p, "What is it?"))
+    cfg = TTRVConfig(model="x", n_votes=8, n_train=2, max_new_tokens=2, prompts_per_step=2, seed=3)
+
+    def votes(global_seed: int, stream_seed: int) -> list[dict]:
+        pol = load_policy(policy_path, "fp32", "cpu", seed=cfg.seed)
+        opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=1e-3)
+        torch.manual_seed(global_seed)
+        ev = step_module.train_step(1, 1, items, pol, opt, cfg, gen=torch.Generator().manual_seed(stream_seed))
+        return [iv.counts for iv in ev.items]
+
+    assert votes(1, 7) == votes(2, 7)
+    assert votes(1, 7) != votes(1, 8)

@@ -1,7 +1,7 @@
 """Answer parsing: the two fixed defects, and the authors' quirks that stay (<= 8 options)."""
 import pytest
 
-from ttrv_core.tasks.prompts import canonical_reference, extract_answer, extract_letter, is_valid, normalize_open
+from ttrv_core.tasks.answers import canonical_reference, extract_answer, extract_letter, is_valid, normalize_open
 
 
 @pytest.mark.parametrize("reply, want", [

@@ -15,15 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ttrv_core.method.grpo import group_advantages
-from ttrv_core.tasks.prompts import (
-    LETTERS,
-    build_prompt,
-    canonical_reference,
-    extract_answer,
-    extract_class,
-    extract_letter,
-    normalize_open,
-)
+from ttrv_core.tasks.prompts import LETTERS, build_prompt
+from ttrv_core.tasks.answers import canonical_reference, extract_answer, extract_class, extract_letter, normalize_open
 from ttrv_core.method.rewards import (
     REWARDS,
     answer_prior,
@@ -278,6 +271,6 @@ def test_any_questions_file_gives_items_or_problems(text, name, task):
 def test_integral_decimals_meet_integers(k, zeros):
     """A reference written "7.0" (a spreadsheet's habit) counts the same as a vote "7";
     integers keep their zeros."""
-    from ttrv_core.tasks.prompts import canonical_reference, normalize_open
+    from ttrv_core.tasks.answers import canonical_reference, normalize_open
     assert normalize_open(f"{k}." + "0" * zeros) == normalize_open(str(k)) == str(k)
     assert canonical_reference("open", f"{k}.{'0' * zeros}", ()) == str(k)

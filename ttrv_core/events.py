@@ -4,7 +4,7 @@ Metric keys are namespaced and stable: reward/*, answers/*, loss/*, grad/*,
 time/*, acc/* (acc/* only where the user gave answers; they are never used
 for rewards).
 
-Invalid replies (label-free, prompts.is_valid): `answers/invalid` is the share of
+Invalid replies (label-free, answers.is_valid): `answers/invalid` is the share of
 a step's votes that name no valid answer (no option letter in a multiple-choice
 reply, no class name, an empty open answer); `eval/greedy_invalid` the share of
 items whose greedy reply is invalid, `eval/invalid` the share of sampled replies.
@@ -42,7 +42,7 @@ class ItemVotes:
     reward_mean: float
     majority_correct: bool | None = None
     entropy_paper: float | None = None  # the paper's H / ln M (M distinct answers; the ttrv reward's), not monotone
-    invalid: float = 0.0       # share of the votes with no valid answer (prompts.is_valid): label-free
+    invalid: float = 0.0       # share of the votes with no valid answer (answers.is_valid): label-free
 
 
 @dataclass
@@ -60,7 +60,7 @@ class ItemEval:
     majority_correct: bool | None = None
     single_acc: float | None = None   # share of the N samples that are correct
     entropy_paper: float | None = None  # the paper's H / ln M, as ItemVotes.entropy_paper
-    greedy_valid: bool = True  # the greedy reply is a valid answer (prompts.is_valid): label-free
+    greedy_valid: bool = True  # the greedy reply is a valid answer (answers.is_valid): label-free
     invalid: float = 0.0       # share of the N samples with no valid answer
     valid_acc: float | None = None    # share of the valid samples that are correct (None: no valid sample)
     closed: bool | None = None        # open task with a reference: True for a yes/no reference (exact match only)

@@ -47,7 +47,7 @@ ROWS = (("eval/greedy_acc", "strict accuracy (greedy)", "acc"),
         ("eval/entropy", "entropy", "num"))
 """Short names: the table must fit a phone. Strict: the authors' extraction (a reply that names no
 option letter is wrong); content: the answer the reply names (content.py). Invalid = no valid answer
-(prompts.is_valid); the last three are label-free."""
+(answers.is_valid); the last three are label-free."""
 KEY = ("*Strict: the greedy reply as the authors score it (a reply that names no option is wrong). "
        "Content: the answer it names, in a sentence too (\"It must be two.\" names 2). "
        "Top answer share: the share of the images on the most common answer named.*")

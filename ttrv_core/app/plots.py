@@ -4,7 +4,7 @@
                 before training, at each step that sampled it, and after;
                 a slider moves over these snapshots (the latest is shown). Given
                 the items, a multiple-choice letter shows its option text ("B · 7")
-                and a reply that is not a valid answer is red (prompts.is_valid);
+                and a reply that is not a valid answer is red (answers.is_valid);
                 open answers (bars: one normalised form each) also show their soft
                 votes, the soft reward's share (similarity.soft_counts), where these
                 differ from the votes (phrases that share words)
@@ -31,7 +31,8 @@ import plotly.graph_objects as go
 
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval, ItemVotes, StepEvent
-from ttrv_core.tasks.prompts import LETTERS, is_valid
+from ttrv_core.tasks.prompts import LETTERS
+from ttrv_core.tasks.answers import is_valid
 from ttrv_core.tasks.similarity import soft_counts
 
 FOLLOW = None

@@ -30,7 +30,8 @@ from ttrv_core.inputs.images import IMAGE_EXTS, UNSUPPORTED_EXTS, check_image, l
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS, Video, check_video, is_video, load_video
 from ttrv_core.problems import Problem
 from ttrv_core.inputs.questions import EXPECTED, cell_options, cell_text, read_rows
-from ttrv_core.tasks.prompts import LETTERS, TASKS, Task, build_prompt, canonical_reference
+from ttrv_core.tasks.prompts import LETTERS, TASKS, Task, build_prompt
+from ttrv_core.tasks.answers import canonical_reference
 
 QUESTION_EXTS = (".csv", ".jsonl")
 MAX_QUESTION_CHARS = 2000

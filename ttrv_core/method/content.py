@@ -1,14 +1,14 @@
 """What a reply names, read for its content; and, label-free, what adaptation changed.
 
-The authors' extraction (prompts.extract_answer) is strict: a multiple-choice reply that
+The authors' extraction (answers.extract_answer) is strict: a multiple-choice reply that
 names no option letter is wrong, whatever it says. Read for its content, a reply names:
 
     choice    its option letter, when it has a valid one (the strict answer); else the one
               option whose text stands in the reply as whole words after normalisation
               (case, punctuation, articles, number words -> digits: "It must be two." names
               the option "2"); else nothing ("")
-    classify  the class prompts.extract_class maps it to, when that is one of the classes
-    open      the normalised reply itself (prompts.normalize_open)
+    classify  the class answers.extract_class maps it to, when that is one of the classes
+    open      the normalised reply itself (answers.normalize_open)
 
 Content accuracy: the named answer is the reference (choice, classify); for open answers the
 normalised reference stands in the normalised reply as whole words ("it is 3" is right for
@@ -39,7 +39,8 @@ from typing import Sequence
 
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval
-from ttrv_core.tasks.prompts import LETTERS, Task, extract_answer, extract_class, is_valid, normalize_open
+from ttrv_core.tasks.prompts import LETTERS, Task
+from ttrv_core.tasks.answers import extract_answer, extract_class, is_valid, normalize_open
 
 AMPLIFY = 2.0
 """An answer is amplified when its share of items after >= AMPLIFY x its share of the base votes
@@ -76,7 +77,7 @@ def named_answer(task: Task, reply: str, options: Sequence[str] = ()) -> str:
 def content_correct(task: Task, reply: str, reference: str | None, options: Sequence[str] = (),
                     answer: str | None = None) -> bool | None:
     """Whether the reply names the reference (None without one). reference: in the space of
-    extracted answers (prompts.canonical_reference); answer: the reference as the user gave it.
+    extracted answers (answers.canonical_reference); answer: the reference as the user gave it.
 
     >>> content_correct("open", "It is the digit 3.", "3")
     True

@@ -18,14 +18,14 @@ the greedy answers do not.) Where the user gave an answer:
                 answer counts as wrong in the three above, as in the authors' evaluation)
 Open questions with a reference (similarity.py), scored on the greedy answer:
     open_exact  exact match after normalisation, over the references that are not yes/no
-    open_f1     token F1 to the reference (prompts.normalize_open's tokens)
+    open_f1     token F1 to the reference (answers.normalize_open's tokens)
     open_rouge1 ROUGE-1 of the raw greedy reply to the reference as given (VQA-Med's metric)
     closed_exact exact match over the yes/no references (closed questions: exact match only)
 Read for content (content.py: the answer a reply names, valid or not), on the greedy reply:
     content_acc  the greedy reply names the reference (>= greedy_acc)
 Label-free, always: top_answer_share, the largest share of items whose greedy reply names one and
 the same answer (among those that name one); the share of items whose greedy reply is not a valid answer
-(greedy_invalid) and of invalid samples (invalid, prompts.is_valid); mean entropy of the votes (H / ln N; the paper's H / ln M as
+(greedy_invalid) and of invalid samples (invalid, answers.is_valid); mean entropy of the votes (H / ln N; the paper's H / ln M as
 eval/entropy_paper) and majority share.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ttrv_core.errors import explain_oom
 from ttrv_core.events import ItemEval
 from ttrv_core.model.policy import Policy
 from ttrv_core.dist.parallel import gathered
-from ttrv_core.tasks.prompts import extract_answer, is_valid
+from ttrv_core.tasks.answers import extract_answer, is_valid
 from ttrv_core.method.rewards import vote_stats
 from ttrv_core.sampling.prompt_cache import Prompts
 from ttrv_core.sampling.rollout import sample_many

@@ -32,7 +32,7 @@ puts it on the scale of r1 (a leave-one-out difference is O(1/N)).
 
 A reward that keeps the reply-format repair without feeding the model's biases (ours):
 
-    calibrated  r(a_i) = count(a_i) / N - lambda * prior(a_i)   for a valid vote (prompts.is_valid)
+    calibrated  r(a_i) = count(a_i) / N - lambda * prior(a_i)   for a valid vote (answers.is_valid)
                 r(a_i) = 0                                    for an invalid one
                 prior(a) = (c_a + 1) / (C + K): the add-one-smoothed share of answer a among
                 the C valid votes of all the step's prompts (c_a of them for a), K answers

@@ -36,7 +36,7 @@ from ttrv_core.events import ItemVotes, StepEvent
 from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, apply, gradient, group_advantages, old_logprobs
 from ttrv_core.model.policy import Policy
 from ttrv_core.dist.parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
-from ttrv_core.tasks.prompts import extract_answer, is_valid
+from ttrv_core.tasks.answers import extract_answer, is_valid
 from ttrv_core.method.rewards import answer_prior, compute_rewards, vote_stats
 from ttrv_core.sampling.prompt_cache import Prompts
 from ttrv_core.sampling.rollout import Prompt, Rollout, sample
@@ -61,7 +61,7 @@ class Group:
 
 
 def valid_votes(item: Item, rollout: Rollout) -> list[str]:
-    """The votes of a prompt's N replies that are valid answers (prompts.is_valid)."""
+    """The votes of a prompt's N replies that are valid answers (answers.is_valid)."""
     votes = (extract_answer(item.task, t, item.options) for t in rollout.texts)
     return [v for v in votes if is_valid(item.task, v, item.options)]
 

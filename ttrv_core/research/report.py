@@ -27,7 +27,7 @@ ACCS = ("greedy_acc", "single_acc", "maj_acc", "content_acc")
 the answer it names (content.py: a sentence that names the right option counts)."""
 LABEL_FREE = ("concentration", "greedy_invalid", "top_answer_share")
 """Eval metrics that need no labels: the share of images on the most common greedy answer, the
-share whose greedy reply is no valid answer (prompts.is_valid), and the share of images on the most
+share whose greedy reply is no valid answer (answers.is_valid), and the share of images on the most
 common answer named (content.py; images that name none left out)."""
 
 

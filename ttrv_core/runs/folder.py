@@ -66,7 +66,7 @@ RESULT_COLUMNS = ("item", "question", "reference", "adapted_on", "before_greedy"
                   "after_correct", "before_content_correct", "after_content_correct", "before_f1", "after_f1",
                   "before_rouge1", "after_rouge1")
 """results.csv: *_greedy is the extracted greedy answer, *_reply the raw greedy text it came from,
-*_valid whether it is a valid answer (prompts.is_valid), *_named the answer it names read for content
+*_valid whether it is a valid answer (answers.is_valid), *_named the answer it names read for content
 and *_content_correct whether that is the reference (content.py); change: unchanged, format_only or
 answer_changed (content.change, label-free); adapted_on marks the items trained on;
 *_f1, *_rouge1 the open answer's token F1 and ROUGE-1 to a reference that is not yes/no (evaluate.py)."""

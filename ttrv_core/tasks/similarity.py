@@ -5,7 +5,7 @@ exact-match votes are too sparse: 32 phrasings of one answer are 32 answers of o
 vote each, and count / N rewards nothing. The soft frequency credits partial agreement:
 
     token F1    s(a, b) = 2 |a ∩ b| / (|a| + |b|) over the multisets of tokens of
-                prompts.normalize_open(a) and (b) (SQuAD's F1); 1 when both are empty
+                answers.normalize_open(a) and (b) (SQuAD's F1); 1 when both are empty
     soft        r(a_i) = (1 / N) * sum_{j=1..N} s(a_i, a_j)
 
 The mean runs over all N votes, a_i itself included (s(a, a) = 1), as count(a_i) in the
@@ -38,7 +38,7 @@ import re
 from collections import Counter
 from typing import Callable, Sequence
 
-from ttrv_core.tasks.prompts import normalize_open
+from ttrv_core.tasks.answers import normalize_open
 
 Similarity = Callable[[str, str], float]
 
@@ -50,7 +50,7 @@ def _f1(a: Sequence[str], b: Sequence[str]) -> float:
 
 
 def token_f1(pred: str, ref: str) -> float:
-    """Token F1 after prompts.normalize_open; 1.0 when both are empty.
+    """Token F1 after answers.normalize_open; 1.0 when both are empty.
 
     >>> token_f1("The left lung.", "left lung")
     1.0
