@@ -32,7 +32,8 @@ from ttrv_core.inputs import questions
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_model
 from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
-from ttrv_core.app.live_run import FIRST, LiveRun, background, status_html
+from ttrv_core.app.background import background
+from ttrv_core.app.live_run import FIRST, LiveRun, status_html
 from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 
 try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated calls; elsewhere a no-op

@@ -102,7 +102,7 @@ def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: 
                      shared_prefix=shared)
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-5)
     gen = torch.Generator(device=dev).manual_seed(0)
-    from ttrv_core.sampling.rollout import prepare_prompt
+    from ttrv_core.sampling.prompt import prepare_prompt
     prompt_tokens = prepare_prompt(policy, Image.open(img), item.prompt).length
     cuda = dev.type == "cuda"
     if cuda:

@@ -46,7 +46,8 @@ from ttrv_core.model.gradient_checkpointing import set_recompute  # noqa: E402
 from ttrv_core.method.grpo import group_advantages, update  # noqa: E402
 from ttrv_core.model.loading import load_policy
 from ttrv_core.model.threads import set_threads_for  # noqa: E402
-from ttrv_core.sampling.rollout import Prompt, prepare_prompt, sample  # noqa: E402
+from ttrv_core.sampling.prompt import Prompt, prepare_prompt
+from ttrv_core.sampling.rollout import sample  # noqa: E402
 
 # Qwen2.5-VL public config shapes (as in shared/reference/prefix_probe.py)
 SIZES = {

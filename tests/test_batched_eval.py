@@ -26,7 +26,8 @@ from ttrv_core.inputs.dataset import Item, load_dataset
 from ttrv_core.errors import OutOfMemory
 from ttrv_core.model.families import FAMILIES
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.rollout import prepare_prompt, sample, sample_many
+from ttrv_core.sampling.prompt import prepare_prompt
+from ttrv_core.sampling.rollout import sample, sample_many
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ALL_TYPES = [t for f in FAMILIES for t in f.model_types]

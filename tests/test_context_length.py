@@ -20,7 +20,7 @@ from ttrv_core.method.engine import adapt
 from ttrv_core.events import EvalResult, RunEnd, StepEvent
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt_cache import Dropped, Prompts, context_length
-from ttrv_core.sampling.rollout import prepare_prompt
+from ttrv_core.sampling.prompt import prepare_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

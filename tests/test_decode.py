@@ -13,7 +13,8 @@ import gc, weakref
 from PIL import Image
 from ttrv_core.config import DEMO_MODEL
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.rollout import prepare_prompt, sample
+from ttrv_core.sampling.prompt import prepare_prompt
+from ttrv_core.sampling.rollout import sample
 
 pol = load_policy(DEMO_MODEL, "fp32", "cpu")
 prompt = prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
@@ -45,7 +46,7 @@ def _demo_policy():
 def _prompt(pol):
     from PIL import Image
 
-    from ttrv_core.sampling.rollout import prepare_prompt
+    from ttrv_core.sampling.prompt import prepare_prompt
     return prepare_prompt(pol, Image.new("RGB", (32, 32)), "Which digit is shown in the image?")
 
 
@@ -106,7 +107,8 @@ def test_bf16_autocast_path():
     from ttrv_core.config import DEMO_MODEL
     from ttrv_core.method.grpo import answer_logprobs, group_advantages, old_logprobs, update
     from ttrv_core.model.loading import load_policy
-    from ttrv_core.sampling.rollout import prepare_prompt, sample
+    from ttrv_core.sampling.prompt import prepare_prompt
+    from ttrv_core.sampling.rollout import sample
 
     pol = load_policy(DEMO_MODEL, "bf16", "cpu")  # bf16 weights, fp32 LoRA: as 4-bit on a GPU
     pol.autocast_dtype = torch.bfloat16

@@ -21,7 +21,8 @@ from ttrv_core.method.engine import adapt
 from ttrv_core.events import StepEvent
 from ttrv_core.model.families import FAMILIES, PRESETS, family_of
 from ttrv_core.model.loading import load_policy, save_adapter
-from ttrv_core.sampling.rollout import fit_image, prepare_prompt, sample
+from ttrv_core.sampling.prompt import fit_image, prepare_prompt
+from ttrv_core.sampling.rollout import sample
 from ttrv_core.inputs.video import Video
 
 MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ttrv_core.method.grpo import answer_logprobs, group_advantages, old_logprobs, update
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.rollout import prepare_prompt
+from ttrv_core.sampling.prompt import prepare_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 KW = dict(temperature=1.0, eps_clip=0.2, dual_clip=3.0, grad_clip=1.0, shared=True)

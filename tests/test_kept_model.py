@@ -166,10 +166,10 @@ def choice_items(folder: Path) -> list:
 
 
 def test_the_digest_changes_with_what_the_before_evaluation_depends_on_and_nothing_else(tiny_models, tmp_path):
-    """evaluate.depends: every setting is either one the evaluation reads (the digest changes), one that acts
+    """kept_runs.depends: every setting is either one the evaluation reads (the digest changes), one that acts
     through the policy, or one it cannot depend on (it does not change); so is every field of every item."""
     from dataclasses import fields, replace
-    from ttrv_core.method.evaluate import depends
+    from ttrv_core.app.kept_runs import depends
     assert set(ANOTHER) == {f.name for f in fields(TTRVConfig)}, "a setting not sorted here"
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL | {"eval_votes": 0})   # the votes are n_votes: both count

@@ -16,7 +16,8 @@ from PIL import Image
 from ttrv_core.errors import ModelLoadError, OutOfMemory, explain_oom, oom_message
 from ttrv_core.model.families import FAMILIES
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.rollout import prepare_prompt, sample
+from ttrv_core.sampling.prompt import prepare_prompt
+from ttrv_core.sampling.rollout import sample
 
 LOGIN = "huggingface-cli login"
 

@@ -16,7 +16,8 @@ from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import ItemVotes
 from ttrv_core.method.grpo import UpdateStats, group_advantages
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.rollout import Rollout, prepare_prompt
+from ttrv_core.sampling.prompt import prepare_prompt
+from ttrv_core.sampling.rollout import Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

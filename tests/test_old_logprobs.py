@@ -73,7 +73,8 @@ def test_old_logprobs_match_an_independent_forward(tiny_models, shared):
     from PIL import Image
 
     from ttrv_core.method.grpo import old_logprobs
-    from ttrv_core.sampling.rollout import prepare_prompt, sample
+    from ttrv_core.sampling.prompt import prepare_prompt
+    from ttrv_core.sampling.rollout import sample
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ttrv_core.app import compare, live_run, model_menu, plots, sessions
+from ttrv_core.app import background, compare, live_run, model_menu, plots, sessions
 from ttrv_core import demos
 from ttrv_core.model import families
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
@@ -198,7 +198,7 @@ def test_background_hands_over_events_and_raises_the_streams_error():
         raise ValueError("boom")
     got = []
     with pytest.raises(ValueError, match="boom"):
-        for batch in live_run.background(stream(), every_s=0.05):
+        for batch in background.background(stream(), every_s=0.05):
             got += batch
     assert [type(e).__name__ for e in got] == ["RunStart", "StepEvent"]      # the events before the error too
 

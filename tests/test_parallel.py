@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from ttrv_core import cli
 from ttrv_core.method import step
-from ttrv_core.dist import parallel
+from ttrv_core.dist import fsdp, parallel
 from ttrv_core.method.engine import adapt
 from ttrv_core.events import RunEnd, StepEvent
 from ttrv_core.model.loading import load_policy
@@ -188,17 +188,17 @@ def test_fsdp_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
     from ttrv_core.model.families import family_of
     from ttrv_core.model.loading import _load_kwargs
     fam = family_of("qwen2_5_vl")
-    for fsdp, storage in ((False, torch.uint8), (True, torch.bfloat16)):
-        kw = _load_kwargs(fam, "4bit", torch.device("cuda", 1), fsdp=fsdp)
+    for sharded, storage in ((False, torch.uint8), (True, torch.bfloat16)):
+        kw = _load_kwargs(fam, "4bit", torch.device("cuda", 1), fsdp=sharded)
         q = kw["quantization_config"]
         assert q.bnb_4bit_quant_storage == storage and q.bnb_4bit_compute_dtype == torch.bfloat16
         assert kw["dtype"] == torch.bfloat16 and kw["device_map"] == {"": 1}       # the rank's own GPU
     kw = _load_kwargs(fam, "4bit", torch.device("cpu"), fsdp=True)
     assert kw["quantization_config"].bnb_4bit_quant_storage == kw["dtype"] == torch.float32
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")                      # what accelerate launch sets
-    assert parallel.fsdp_requested()
+    assert fsdp.fsdp_requested()
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
-    assert not parallel.fsdp_requested()
+    assert not fsdp.fsdp_requested()
 
 
 def test_shards_and_prompt_streams():
@@ -253,10 +253,10 @@ def test_an_fsdp_launch_loads_for_fsdp_and_says_so(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(cli, "load_policy", load)
     assert cli.main(ARGS + ["--out", str(tmp_path / "run")]) == 2
     assert seen["fsdp"] is True
-    assert parallel.FSDP_NOTE in capsys.readouterr().err
+    assert fsdp.FSDP_NOTE in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- FSDP (parallel.shard_policy)
+# --------------------------------------------------------------------------- FSDP (fsdp.shard_policy)
 
 FSDP = {"ACCELERATE_USE_FSDP": "true"}   # what accelerate launch sets under configs/accelerate/fsdp_qlora.yaml
 FSDP_TOL = 1e-6
@@ -269,7 +269,8 @@ after 3 (resumed under FSDP) vs one process 7.45e-9; the stand-ins' run (k = 2 o
 def test_lockstep_decoding_gives_the_same_answers_in_max_new_tokens_forwards():
     """Policy.lockstep (FSDP): every decode runs max_new_tokens forwards, and its rows are what they are without."""
     from ttrv_core.demos import by_key
-    from ttrv_core.sampling.rollout import prepare_prompt, sample, sample_many
+    from ttrv_core.sampling.prompt import prepare_prompt
+    from ttrv_core.sampling.rollout import sample, sample_many
     demo = by_key("format")
     policy = load_policy(demo.model, "fp32", "cpu")
     set_threads_for(policy)
@@ -311,7 +312,7 @@ def fsdp_killed(tmp_path_factory):
 def test_fsdp_computes_what_ddp_and_one_process_do_and_resumes(fsdp_killed, killed, one_process):
     out, got = fsdp_killed
     assert "rank 1 died in stage 'gather step 3'" in got.stderr, got.stderr[-3000:]
-    assert parallel.FSDP_NOTE in got.stderr
+    assert fsdp.FSDP_NOTE in got.stderr
     # the checkpoint of step 2 (gathered from the shards: the files of an unsharded run)
     step2, ddp_step2 = out / "checkpoints" / "step-000002", killed[0].parent / "ddp-step-000002"
     assert max_diff(lora(step2 / "adapter"), lora(ddp_step2 / "adapter")) <= FSDP_TOL

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core.sampling import prompt_cache, rollout
+from ttrv_core.sampling import prompt_cache, prompt, rollout
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt, cosine_schedule
@@ -114,12 +114,12 @@ def _held(cache: prompt_cache.Prompts) -> int:
         elif isinstance(x, (list, tuple)):
             for v in x:
                 walk(v)
-        elif hasattr(x, "__dataclass_fields__"):  # rollout.Prompt
+        elif hasattr(x, "__dataclass_fields__"):  # prompt.Prompt
             for name in x.__dataclass_fields__:
                 walk(getattr(x, name))
 
-    for prompt, _ in cache._kept.values():
-        walk(prompt)
+    for kept, _ in cache._kept.values():
+        walk(kept)
     return sum(storages.values())
 
 
@@ -141,7 +141,7 @@ def test_the_cache_holds_at_most_its_budget_while_prefills_add_image_encodings(t
 
 def test_the_cache_drops_the_least_recently_used_first(tiny_models, items):
     policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", lora_r=4, lora_alpha=8)
-    size = prompt_cache._nbytes(rollout.prepare_prompt(policy, items[0].image(), items[0].prompt))
+    size = prompt_cache._nbytes(prompt.prepare_prompt(policy, items[0].image(), items[0].prompt))
     assert size > 0
     cache = prompt_cache.Prompts(policy, 8, budget=2 * size + size // 2)   # room for two prompts of this size
     a = cache(items[0])
@@ -154,7 +154,7 @@ def test_the_cache_drops_the_least_recently_used_first(tiny_models, items):
     a.encoded(policy)                          # the image encoding is counted as it is added
     assert cache.bytes == _held(cache) <= cache.budget
     assert torch.equal(cache(items[0]).inputs["input_ids"],
-                       rollout.prepare_prompt(policy, items[0].image(), items[0].prompt).inputs["input_ids"])
+                       prompt.prepare_prompt(policy, items[0].image(), items[0].prompt).inputs["input_ids"])
     cache.clear()
     assert cache.bytes == 0 and cache(items[0]) is not a
     none = prompt_cache.Prompts(policy, 8, budget=0)

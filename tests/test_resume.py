@@ -20,7 +20,7 @@ import torch
 
 from ttrv_core.cli import main
 from ttrv_core.config import DEMO_MODEL
-from ttrv_core.runs.folder import CHECKPOINTS, latest_checkpoint
+from ttrv_core.runs.checkpoint import CHECKPOINTS, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 10
@@ -180,7 +180,8 @@ def test_guard_state_survives_checkpoints(tiny_models, tmp_path):
     from ttrv_core.method.engine import TrainState
     from ttrv_core.method.guard import CollapseGuard
     from ttrv_core.model.loading import load_policy
-    from ttrv_core.runs.folder import RunDir, load_checkpoint
+    from ttrv_core.runs.checkpoint import load_checkpoint
+    from ttrv_core.runs.folder import RunDir
 
     policy = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu")
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad])

@@ -108,7 +108,7 @@ def test_video_times_stay_fp32_in_a_bf16_model(tiny_models):
     """Qwen2.5-VL's seconds per temporal patch scale the video's positions: not cast to bf16 with the pixels."""
     import torch
     from ttrv_core.model.loading import load_policy
-    from ttrv_core.sampling.rollout import prepare_prompt
+    from ttrv_core.sampling.prompt import prepare_prompt
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), precision="bf16", device="cpu")
     frames = tuple(Image.new("RGB", (56, 56), (30 * i, 0, 0)) for i in range(4))
     p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), "What happens?")

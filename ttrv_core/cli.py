@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ttrv_core import inputs
-from ttrv_core.dist import parallel
+from ttrv_core.dist import fsdp, parallel
 from ttrv_core.config import RECOMPUTE, TTRVConfig
 from ttrv_core.demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
 from ttrv_core.method.content import amplified_answers, gain_sentence
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
-    from ttrv_core.runs.folder import ResumeError
+    from ttrv_core.runs.checkpoint import ResumeError
     try:
         cfg, ds, meta, point, said = _resume_setup(args.resume) if args.resume else _new_setup(args)
     except (ValueError, ResumeError) as e:
@@ -129,18 +129,18 @@ def _main(args) -> int:
         return 2
     adapter = str(point.checkpoint / "adapter") if point else None
     parallel.stage("load")
-    if lead and parallel.fsdp_requested():
-        print(f"note: {parallel.FSDP_NOTE}", file=sys.stderr)
+    if lead and fsdp.fsdp_requested():
+        print(f"note: {fsdp.FSDP_NOTE}", file=sys.stderr)
     try:
         policy = load_policy(cfg.model, cfg.precision, args.device, cfg.lora_r, cfg.lora_alpha, cfg.seed,
                              adapter=adapter, max_pixels=cfg.max_pixels or None,
-                             trust_remote_code=args.trust_remote_code, fsdp=parallel.fsdp_requested(),
+                             trust_remote_code=args.trust_remote_code, fsdp=fsdp.fsdp_requested(),
                              only_model=True)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if parallel.fsdp_requested() and parallel.size() > 1:
-        parallel.shard_policy(policy)  # the decoder layers sharded over the processes (parallel.py)
+    if fsdp.fsdp_requested() and parallel.size() > 1:
+        fsdp.shard_policy(policy)  # the decoder layers sharded over the processes (parallel.py)
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
     from ttrv_core.method.engine import adapt
@@ -236,7 +236,7 @@ def plan(cfg: TTRVConfig, why: str, sources: dict[str, str]) -> list[str]:
 
 def _resume_setup(folder: Path):
     """Config, items and checkpoint of the run in `folder`, as it was started."""
-    from ttrv_core.runs.folder import ResumeError, prepare_resume
+    from ttrv_core.runs.checkpoint import ResumeError, prepare_resume
     point = prepare_resume(folder)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     if "images" not in meta:

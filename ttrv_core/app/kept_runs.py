@@ -7,13 +7,14 @@
                     a download on a Space, so the model is named as `shown` names it, never by a
                     path of the server
         the before-evaluation: the last complete one kept with the model is used again when nothing
-                    it depends on changed (evaluate.depends); a complete new one replaces it
+                    it depends on changed (depends); a complete new one replaces it
 
 One run at a time holds the kept model (keep.lock). The app calls this inside its GPU-held function
 (app.gpu_job, spaces.GPU on a Space); benchmarks call it without the app.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -23,9 +24,9 @@ from ttrv_core.model import loading, threads
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt
-from ttrv_core.method.evaluate import depends
 from ttrv_core.events import EvalResult, Event
 from ttrv_core.model.kept_base import KeptBase
+from ttrv_core.model.policy import Policy
 from ttrv_core.problems import Problem
 from ttrv_core.runs.folder import RunDir, record
 
@@ -55,3 +56,21 @@ def shown(model: str) -> str:
     a hub id as it is, another local folder by its own name only (model_card.model_name)."""
     name = demos.public(model)
     return name if name != model else model_card.model_name(model)
+
+
+def depends(policy: Policy, items: Sequence[Item], cfg: TTRVConfig) -> str:
+    """A digest of what a run's before-evaluation depends on besides the base model's weights: the
+    evaluation settings (votes, temperature, top_p, max_new_tokens, video_frames, shared_prefix,
+    eval_batch), the seed (of the votes), the model's precision, device and image size cap, and every
+    item: id (it seeds the item's votes), task, question, options, answer and the bytes of its file.
+    Not the adapter's rank or scale: a run's fresh adapter is zero and evaluate() switches it off, so
+    it cannot change the before-evaluation; nor the training settings. Two runs on one kept base
+    model (kept_base.KeptBase) with the same digest evaluate alike before training: the app reuses the
+    first's (engine.adapt's before=)."""
+    h = hashlib.sha256(repr((cfg.votes_for_eval, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.video_frames,
+                             cfg.seed, cfg.shared_prefix, cfg.eval_batch,
+                             policy.precision, str(policy.device), policy.max_pixels)).encode())
+    for it in items:
+        h.update(repr((it.id, it.task, it.question, it.options, it.answer)).encode())
+        h.update(hashlib.sha256(it.path.read_bytes()).digest() if it.path is not None else b"-")
+    return h.hexdigest()

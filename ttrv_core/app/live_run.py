@@ -4,22 +4,15 @@ how long is left, what Stop will do, and how the run ended, and draws its figure
 Time left is measured, never guessed: the evaluation's pace comes from the images
 evaluated so far, a step's from the steps done. Before the first step the training
 time is unknown, and the status says so.
-
-`background` runs the event stream in a thread and hands over what arrived a few
-times a second, so that drawing the page never slows the run down, and the page can
-tick while the model loads. Gradio-free: the app shows these strings.
+Gradio-free: the app shows these strings (status_html) and figures.
 """
 from __future__ import annotations
 
-import contextvars
 import html
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Callable, Iterator
 
 from ttrv_core.app import plots
 from ttrv_core.config import TTRVConfig
@@ -114,7 +107,7 @@ class LiveRun:
     # ----------------------------------------------------------------- words out
 
     def take(self, batch: list) -> Redraw:
-        """Feed a batch (live.background) and say what to redraw: everything at the start, at an
+        """Feed a batch (background.background) and say what to redraw: everything at the start, at an
         evaluation's result and at a step (at most every DRAW_EVERY_S); during an evaluation only
         the votes, at its first image and then at most every DRAW_EVERY_S."""
         for ev in batch:
@@ -293,55 +286,6 @@ def _duration(s: float) -> str:
     if s < 600 and s % 60:
         return f"{s // 60} min {s % 60} s"
     return f"{round(s / 60)} min"
-
-
-def background(events: Iterator, every_s: float = 0.25, abandon: Callable[[], None] = lambda: None) -> Iterator[list]:
-    """Iterate `events` in a thread (in a copy of this context); yield the events that arrived, at most
-    every `every_s` (an empty list when none did), at once after a run's start, an evaluation's
-    first image or result, and its end. An exception of the stream is raised here. If the caller
-    stops early, `abandon()` (which should stop the run) is called and the thread waited for."""
-    box: queue.Queue = queue.Queue()
-    end = object()
-
-    def pump() -> None:
-        try:
-            for ev in events:
-                box.put(ev)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
-            box.put(_Raised(e))
-        finally:
-            box.put(end)
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(pump,), name="ttrv-run", daemon=True)
-    thread.start()
-    done, failed = False, None
-    try:
-        while not done:
-            batch, deadline = [], time.time() + every_s
-            while (wait := deadline - time.time()) > 0:
-                try:
-                    ev = box.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if ev is end or isinstance(ev, _Raised):
-                    done, failed = True, ev if ev is not end else None
-                    break
-                batch.append(ev)
-                if isinstance(ev, (RunStart, EvalResult, RunEnd)) or isinstance(ev, Progress) and ev.done == 1:
-                    break
-            if batch or not done:
-                yield batch  # the events before an error too
-            if failed is not None:
-                raise failed.error
-    finally:
-        if not done:
-            abandon()
-            thread.join()
-
-
-@dataclass
-class _Raised:
-    error: BaseException
 
 
 def status_html(text: str, frac: float | None = None, kind: str = "info") -> str:

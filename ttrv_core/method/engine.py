@@ -56,7 +56,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ttrv_core.dist import parallel
+from ttrv_core.dist import fsdp, parallel
 from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.config import TTRVConfig
 from ttrv_core.method.content import run_summary
@@ -128,7 +128,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
     resume: continue an interrupted run after `resume.state.step` (no before-evaluation;
     `resume.before` stands for it). The policy must hold that step's weights.
     before: a complete before-evaluation of these items by this base model with these evaluation
-    settings (evaluate.depends), from an earlier run (the app keeps its last one): yielded as this
+    settings (app/kept_runs.depends), from an earlier run (the app keeps its last one): yielded as this
     run's, marked reused, instead of evaluating again."""
     t_run = time.time()
     if not items:
@@ -212,7 +212,7 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
                                                             policy.model)
         ev.snapshot = partial(_snapshot, step, opt, sched, gen, guard)
         if policy.lockstep:  # FSDP: the full weights and state, gathered on every rank (rank 0 writes them)
-            policy.gathered = parallel.gathered({n: p.detach() for n, p in policy.model.named_parameters()
+            policy.gathered = fsdp.gathered({n: p.detach() for n, p in policy.model.named_parameters()
                                                  if p.requires_grad})
             snap = _gathered(ev.snapshot())
             ev.snapshot = lambda: snap
@@ -245,9 +245,9 @@ def _snapshot(step: int, opt, sched, gen: torch.Generator, guard: CollapseGuard 
 
 
 def _gathered(state: TrainState) -> TrainState:
-    """The state with FSDP shards replaced by full tensors (parallel.gathered: on every rank)."""
-    state.optimizer = parallel.gathered(state.optimizer)
-    state.guard_kept = parallel.gathered(state.guard_kept)
+    """The state with FSDP shards replaced by full tensors (fsdp.gathered: on every rank)."""
+    state.optimizer = fsdp.gathered(state.optimizer)
+    state.guard_kept = fsdp.gathered(state.guard_kept)
     return state
 
 
@@ -256,12 +256,12 @@ def _restore(state: TrainState, opt, sched, gen: torch.Generator, guard: Collaps
     # the optimizer after the schedule: building the schedule rewrote the learning rates
     opt.load_state_dict(state.optimizer)
     for p, st in opt.state.items():  # FSDP: a checkpoint's full tensors cut to the rank's shards
-        st.update({k: parallel.resharded(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
+        st.update({k: fsdp.resharded(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
     sched.load_state_dict(state.scheduler)
     gen.set_state(state.sampler_rng)
     torch.set_rng_state(state.torch_rng)
     if guard and state.guard is not None:
-        kept = [(s, {n: parallel.resharded(w, params[n]) for n, w in ws.items()}) for s, ws in state.guard_kept or []]
+        kept = [(s, {n: fsdp.resharded(w, params[n]) for n, w in ws.items()}) for s, ws in state.guard_kept or []]
         guard.load_state_dict(state.guard, kept)
 
 
@@ -281,7 +281,7 @@ def _evaluate_phase(phase: str, policy: Policy, items: Sequence[Item], cfg: TTRV
     mine = parallel.shard(items)
     # FSDP (lockstep): one item a batch (a batch's prompts of several lengths prefill in several
     # forwards), and a rank one item short evaluates a stand-in, dropped: as many forwards everywhere
-    extra = [items[0]] * parallel.stand_ins(len(items), len(mine)) if policy.lockstep else []
+    extra = [items[0]] * fsdp.stand_ins(len(items), len(mine)) if policy.lockstep else []
     run = replace(cfg, eval_batch=1) if policy.lockstep else cfg
     for i, ev in enumerate(evaluate(policy, mine + extra, run, seed=cfg.seed + 1, prompts=prompts), 1):
         if i > len(mine):

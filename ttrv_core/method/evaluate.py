@@ -43,7 +43,7 @@ from ttrv_core.inputs.dataset import Item
 from ttrv_core.errors import explain_oom
 from ttrv_core.events import ItemEval
 from ttrv_core.model.policy import Policy
-from ttrv_core.dist.parallel import gathered
+from ttrv_core.dist.fsdp import gathered
 from ttrv_core.tasks.answers import extract_answer, is_valid
 from ttrv_core.method.rewards import vote_stats
 from ttrv_core.sampling.prompt_cache import Prompts
@@ -134,24 +134,6 @@ def evaluate(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed: int,
                 continue
         i += len(chunk)
         yield from evs
-
-
-def depends(policy: Policy, items: Sequence[Item], cfg: TTRVConfig) -> str:
-    """A digest of what a run's before-evaluation depends on besides the base model's weights: the
-    evaluation settings (votes, temperature, top_p, max_new_tokens, video_frames, shared_prefix,
-    eval_batch), the seed (of the votes), the model's precision, device and image size cap, and every
-    item: id (it seeds the item's votes), task, question, options, answer and the bytes of its file.
-    Not the adapter's rank or scale: a run's fresh adapter is zero and evaluate() switches it off, so
-    it cannot change the before-evaluation; nor the training settings. Two runs on one kept base
-    model (kept_base.KeptBase) with the same digest evaluate alike before training: the app reuses the
-    first's (engine.adapt's before=)."""
-    h = hashlib.sha256(repr((cfg.votes_for_eval, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.video_frames,
-                             cfg.seed, cfg.shared_prefix, cfg.eval_batch,
-                             policy.precision, str(policy.device), policy.max_pixels)).encode())
-    for it in items:
-        h.update(repr((it.id, it.task, it.question, it.options, it.answer)).encode())
-        h.update(hashlib.sha256(it.path.read_bytes()).digest() if it.path is not None else b"-")
-    return h.hexdigest()
 
 
 def _adapter_is_zero(policy: Policy) -> bool:

@@ -11,7 +11,7 @@ fewer), on K processes (parallel.py) or one. For an update with prompts P:
     g   = all_reduce_sum(g_r) / |P|                           the MEAN over the update's prompts
     clip ||g|| to grad_clip, one AdamW step                   the same on every rank
 
-Under FSDP (parallel.shard_policy) the all-reduce is FSDP's reduce-scatter at each backward, and
+Under FSDP (fsdp.shard_policy) the all-reduce is FSDP's reduce-scatter at each backward, and
 a rank with one prompt fewer in an update samples and back-propagates a stand-in weighted 0.
 So K processes and one with the same k compute the same updates; only the order of the gradient
 sum may differ (fp32 rounding; tests/test_parallel.py measures it). pi_old of each prompt comes
@@ -35,11 +35,13 @@ from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import ItemVotes, StepEvent
 from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, apply, gradient, group_advantages, old_logprobs
 from ttrv_core.model.policy import Policy
-from ttrv_core.dist.parallel import all_gather, all_reduce_, gathered, shard, stage, stand_ins
+from ttrv_core.dist.parallel import all_gather, all_reduce_, shard, stage
+from ttrv_core.dist.fsdp import gathered, stand_ins
 from ttrv_core.tasks.answers import extract_answer, is_valid
 from ttrv_core.method.rewards import answer_prior, compute_rewards, vote_stats
 from ttrv_core.sampling.prompt_cache import Prompts
-from ttrv_core.sampling.rollout import Prompt, Rollout, sample
+from ttrv_core.sampling.prompt import Prompt
+from ttrv_core.sampling.rollout import Rollout, sample
 
 
 @dataclass

@@ -34,7 +34,7 @@ class Policy:
     lockstep: bool = False
     """Decode max_new_tokens steps whatever the rows do (rows that ended decode padding, masked as
     always): the same number of forwards on every process, as FSDP's per-layer all-gathers need
-    (parallel.shard_policy sets it). The rows' tokens and log-probs are those without it."""
+    (fsdp.shard_policy sets it). The rows' tokens and log-probs are those without it."""
     gathered: dict | None = field(default=None, repr=False)
     """Under FSDP: the full LoRA weights (name -> tensor) after the last step, what save_adapter
     writes (each process holds shards only; the engine gathers them on every process)."""

@@ -33,7 +33,7 @@ from ttrv_core.errors import TTRVError
 from ttrv_core.inputs.pixels import ImageError
 from ttrv_core.model.policy import Policy
 from ttrv_core.problems import Problem
-from ttrv_core.sampling.rollout import Prompt, prepare_prompt
+from ttrv_core.sampling.prompt import Prompt, prepare_prompt
 
 
 class Dropped(TTRVError):
