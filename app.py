@@ -24,17 +24,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
-from ttrv_core.runs import model_card
 from ttrv_core import inputs
-from ttrv_core.model import kept_base, loading
-from ttrv_core.inputs import questions
+from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
+from ttrv_core.app.background import background
+from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
+from ttrv_core.app.live_run import FIRST, LiveRun, status_html
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_model
-from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
-from ttrv_core.app.background import background
-from ttrv_core.app.live_run import FIRST, LiveRun, status_html
+from ttrv_core.inputs import questions
 from ttrv_core.inputs.uploads import MAX_TOTAL_MB
+from ttrv_core.model import kept_base, loading
+from ttrv_core.runs import model_card
 
 try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated calls; elsewhere a no-op
     import spaces

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_run import emit   # bench/ is on the path: these run as scripts
+from bench_run import emit  # bench/ is on the path: these run as scripts
 
 HERE = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

@@ -60,10 +60,10 @@ def through_library(a):
     """(changed settings, LiveRun) per run, through kept_runs.run on a KeptBase of this script's."""
     from ttrv_core import inputs
     from ttrv_core.app import kept_runs
-    from ttrv_core.model import kept_base, loading
+    from ttrv_core.app.live_run import LiveRun
     from ttrv_core.config import TTRVConfig
     from ttrv_core.demos import DEFAULT
-    from ttrv_core.app.live_run import LiveRun
+    from ttrv_core.model import kept_base, loading
     folder = a.images or DEFAULT.example_dir
     task = "open" if a.model else DEFAULT.task
     ds = inputs.load(inputs.collect(folder, folder), None, folder / "questions.csv", task, ()).dataset

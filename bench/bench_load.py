@@ -31,8 +31,8 @@ def main() -> None:
     tree = a.tree.resolve()
     sys.path.insert(0, str(tree))
     t = time.perf_counter()
-    from ttrv_core.model import kept_base, loading
     from ttrv_core.demos import by_key
+    from ttrv_core.model import kept_base, loading
     import_s = time.perf_counter() - t
     assert Path(loading.__file__).resolve().is_relative_to(tree), loading.__file__
     model = by_key(a.demo).model

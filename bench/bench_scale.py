@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_run import emit   # bench/ is on the path: these run as scripts
+from bench_run import emit  # bench/ is on the path: these run as scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_DEFAULT = "demo"
@@ -71,9 +71,9 @@ class PeakRSS:
 def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: int, repeats: int) -> dict:
     sys.path[:0] = [str(tree), str(tree / "tests"), str(tree / "bench")]
     import torch
+    from bench_step import DEMO, model_path
     from PIL import Image
 
-    from bench_step import DEMO, model_path
     from ttrv_core.config import TTRVConfig
     from ttrv_core.inputs.dataset import Item
     from ttrv_core.method.engine import _step

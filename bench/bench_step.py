@@ -42,8 +42,8 @@ from ttrv_core.config import TTRVConfig  # noqa: E402
 from ttrv_core.demos import by_key  # noqa: E402
 
 DEMO = by_key("open")  # "demo" here: the open-answer digits model every recorded number used
-from ttrv_core.model.gradient_checkpointing import set_recompute  # noqa: E402
 from ttrv_core.method.grpo import group_advantages, update  # noqa: E402
+from ttrv_core.model.gradient_checkpointing import set_recompute  # noqa: E402
 from ttrv_core.model.loading import load_policy
 from ttrv_core.model.threads import set_threads_for  # noqa: E402
 from ttrv_core.sampling.prompt import Prompt, prepare_prompt
@@ -77,8 +77,14 @@ def emit(out, **kw):
 def build_checkpoint(size: str, side: int, dev: str) -> Path:
     """Random weights in real shapes + the locally trained tokenizer, saved once."""
     from tiny import demo_builder
-    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
     path = Path(f"/tmp/ttrv_bench_{size}_{side}")
     if (path / "config.json").exists():
         return path

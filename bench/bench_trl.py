@@ -68,13 +68,13 @@ from bench_step import SIZES, Meter, bench_image, emit, model_path
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
-from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.method.engine import _step
+from ttrv_core.method.rewards import compute_rewards
+from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.model.load_checks import check_config
 from ttrv_core.model.loading import _load_kwargs, load_policy, resolve_precision
 from ttrv_core.model.threads import set_threads_for
 from ttrv_core.tasks.answers import extract_answer
-from ttrv_core.method.rewards import compute_rewards
 
 
 def measure_ours(policy, item: Item, cfg: TTRVConfig, m: Meter, skip: set[str]) -> dict[str, float | None]:

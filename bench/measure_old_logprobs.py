@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(steps: int = 6, repeats: int = 3) -> None:
     import torch
 
-    from ttrv_core.method import engine
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.inputs.dataset import load_dataset
     from ttrv_core.demos import by_key
     from ttrv_core.events import StepEvent
+    from ttrv_core.inputs.dataset import load_dataset
+    from ttrv_core.method import engine
     from ttrv_core.model.loading import load_policy
     from ttrv_core.model.threads import set_threads_for
 

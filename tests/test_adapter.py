@@ -10,7 +10,6 @@ from ttrv_core.method.grpo import answer_logprobs
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt import prepare_prompt
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 

@@ -335,9 +335,9 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
 
 def test_videos_upload_beside_images(app_url, tmp_path):
     """The upload box takes .mp4 / .mkv / animated .gif (issue 17); a broken video is named, the others run."""
+    import video_files
     from gradio_client import handle_file
     from PIL import Image
-    import video_files
     files = [video_files.clip(tmp_path / "a.mp4", n=4), video_files.clip(tmp_path / "b.mkv", n=4),
              tmp_path / "c.gif", tmp_path / "d.png", tmp_path / "bad.mov"]
     files[2].write_bytes(video_files.gif_bytes())

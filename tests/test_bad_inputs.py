@@ -16,12 +16,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import dicom_files
 import numpy as np
 import pytest
+import video_files
 from PIL import Image
 
-import dicom_files
-import video_files
 from ttrv_core.inputs import questions, uploads
 from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.inputs.uploads import collect_uploads

@@ -22,8 +22,8 @@ from PIL import Image
 import ttrv_core.method.evaluate as evaluate
 from ttrv_core import demos
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item, load_dataset
 from ttrv_core.errors import OutOfMemory
+from ttrv_core.inputs.dataset import Item, load_dataset
 from ttrv_core.model.families import FAMILIES
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt import prepare_prompt

@@ -7,8 +7,8 @@ import torch
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.step import score, step_prior
 from ttrv_core.method.rewards import answer_prior, calibrated_reward, compute_rewards, prior_of
+from ttrv_core.method.step import score, step_prior
 from ttrv_core.sampling.rollout import Rollout
 
 # votes, validity, step prior, lambda, expected rewards

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ttrv_core.tasks import answers, prompts
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.demos import by_key
+from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.method.evaluate import evaluate, summarize
 from ttrv_core.model.loading import load_policy
+from ttrv_core.tasks import answers, prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = ROOT / "assets" / "validation" / "digits_choice"

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from ttrv_core.app import compare
-from ttrv_core.method import content
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.evaluate import _score, summarize
 from ttrv_core.events import EvalResult
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method import content
+from ttrv_core.method.evaluate import _score, summarize
 
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "digits" / "digit_0000.png"
 OPTIONS = ("0", "1", "2")

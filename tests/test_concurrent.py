@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_app import DIGITS, app_url, client, unpack  # noqa: F401 (fixture)
+
 from ttrv_core.config import DEMO_MODEL
 
 pytestmark = pytest.mark.skipif(not (Path(DEMO_MODEL) / "config.json").is_file() or not DIGITS.is_dir(),
@@ -33,8 +33,9 @@ def user_upload(tmp_path, who: str, first: int) -> list[Path]:
 
 
 def test_two_users_at_once_get_their_own_results_one_run_at_a_time(app_url, tmp_path, monkeypatch):  # noqa: F811
-    import app
     from gradio_client import handle_file
+
+    import app
 
     spans, active, peak, lock = [], [0], [0], threading.Lock()
     real_adapt = app.gpu_job

@@ -1,11 +1,20 @@
 """Reading a reply for its content, and the label-free split of what changed (content.py)."""
 import pytest
 
-from ttrv_core.method.content import (amplified, amplified_answers, change, content_correct, gain_sentence, named_answer,
-                               run_summary, shares, vote_shares)
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.evaluate import summarize
 from ttrv_core.events import EvalResult, ItemEval
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.content import (
+    amplified,
+    amplified_answers,
+    change,
+    content_correct,
+    gain_sentence,
+    named_answer,
+    run_summary,
+    shares,
+    vote_shares,
+)
+from ttrv_core.method.evaluate import summarize
 from ttrv_core.tasks.answers import extract_answer, is_valid
 
 DIGITS = tuple(str(d) for d in range(10))

@@ -11,16 +11,16 @@ import json
 import shutil
 
 import pytest
+import video_files
 from PIL import Image
 
-import video_files
 from ttrv_core.config import TTRVConfig
+from ttrv_core.events import EvalResult, RunEnd, StepEvent
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt
-from ttrv_core.events import EvalResult, RunEnd, StepEvent
 from ttrv_core.model.loading import load_policy
-from ttrv_core.sampling.prompt_cache import Dropped, Prompts, context_length
 from ttrv_core.sampling.prompt import prepare_prompt
+from ttrv_core.sampling.prompt_cache import Dropped, Prompts, context_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

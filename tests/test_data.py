@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from ttrv_core.inputs.dataset import load_dataset
-from ttrv_core.tasks.prompts import build_prompt
 from ttrv_core.inputs.uploads import extract_zip
+from ttrv_core.tasks.prompts import build_prompt
 
 
 def img(path, size=(16, 16), mode="RGB"):

@@ -68,9 +68,9 @@ def test_update_leaves_the_decoder_to_the_engine(monkeypatch):
 
     import torch
 
-    from ttrv_core.method import step as step_module
     from ttrv_core.config import TTRVConfig
     from ttrv_core.inputs.dataset import Item
+    from ttrv_core.method import step as step_module
     from ttrv_core.method.grpo import gradient, group_advantages, update
     from ttrv_core.sampling.rollout import sample
 
@@ -135,10 +135,10 @@ def _two_steps(keep, monkeypatch):
 
     import torch
 
-    from ttrv_core.method import step as step_module
     from ttrv_core.config import TTRVConfig
-    from ttrv_core.inputs.dataset import Item
     from ttrv_core.demos import by_key
+    from ttrv_core.inputs.dataset import Item
+    from ttrv_core.method import step as step_module
     from ttrv_core.sampling.rollout import sample
 
     torch.manual_seed(0)

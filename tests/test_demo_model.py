@@ -76,8 +76,8 @@ def test_greedy_answer_is_a_digit(demo):
     from PIL import Image
 
     from ttrv_core.sampling.model_inputs import encode
-    from ttrv_core.tasks.prompts import build_prompt
     from ttrv_core.tasks.answers import normalize_open
+    from ttrv_core.tasks.prompts import build_prompt
 
     model, processor = demo
     row = _rows()[0]

@@ -3,8 +3,8 @@ the pixels checked against hand values. Bad DICOM files are in tests/test_bad_in
 from pathlib import Path
 
 import numpy as np
-
 from dicom_files import dcm, jpeg_baseline, ramp, rle
+
 from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.inputs.dicom import load_dicom
 from ttrv_core.inputs.images import load_image

@@ -5,12 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ttrv_core.config import TTRVConfig
+from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.method import engine
 from ttrv_core.method import step as step_module
-from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import Resume, adapt, train_schedule
-from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.method.grpo import answer_logprobs
 from ttrv_core.model.loading import load_policy, save_adapter
 from ttrv_core.tasks.answers import normalize_open

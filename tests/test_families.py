@@ -12,18 +12,18 @@ import math
 import pytest
 import torch
 from PIL import Image
-
 from test_grpo_update import assert_update_sign
 from tiny import BUILDERS
+
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.engine import adapt
 from ttrv_core.events import StepEvent
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.inputs.video import Video
+from ttrv_core.method.engine import adapt
 from ttrv_core.model.families import FAMILIES, PRESETS, family_of
 from ttrv_core.model.loading import load_policy, save_adapter
 from ttrv_core.sampling.prompt import fit_image, prepare_prompt
 from ttrv_core.sampling.rollout import sample
-from ttrv_core.inputs.video import Video
 
 MODEL_TYPES = [t for f in FAMILIES for t in f.model_types]
 QUESTION = "What is shown in the image?"

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
 from test_app import app_url, client, run_args, upload  # noqa: F401 (fixtures)
+
+from ttrv_core.config import TTRVConfig
+from ttrv_core.events import Progress, RunEnd, StepEvent
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.method import engine
 from ttrv_core.model import kept_base, loading
-from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.events import Progress, RunEnd, StepEvent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = dict(n_votes=6, n_train=4, max_new_tokens=3, prompts_per_step=3, lr=3e-2, seed=1, max_steps=2,
@@ -120,8 +120,8 @@ def _without(lines: list, key: str) -> list:
 def test_a_run_on_the_kept_model_reuses_the_last_before_evaluation(tiny_models, items, monkeypatch):
     """engine.adapt(before=...): the events of a run that evaluates, the before-evaluation marked reused
     and not computed again (only the after-evaluation's images go through evaluate_batch)."""
-    from ttrv_core.method import evaluate
     from ttrv_core.events import EvalResult
+    from ttrv_core.method import evaluate
     path = str(tiny_models["qwen2_5_vl"])
     cfg = TTRVConfig(model=path, **SMALL)
     first = [e for e in engine.adapt(cfg, load(path, cfg), items) if isinstance(e, EvalResult)][0]
@@ -169,6 +169,7 @@ def test_the_digest_changes_with_what_the_before_evaluation_depends_on_and_nothi
     """kept_runs.depends: every setting is either one the evaluation reads (the digest changes), one that acts
     through the policy, or one it cannot depend on (it does not change); so is every field of every item."""
     from dataclasses import fields, replace
+
     from ttrv_core.app.kept_runs import depends
     assert set(ANOTHER) == {f.name for f in fields(TTRVConfig)}, "a setting not sorted here"
     path = str(tiny_models["qwen2_5_vl"])
@@ -230,6 +231,7 @@ def test_a_model_folder_rebuilt_in_place_loads_again(tiny_models, tmp_path):
     """A local model folder rebuilt with other weights (same path) is another model: the kept one and
     the before-evaluation kept with it go; an untouched folder keeps both."""
     import shutil
+
     from tiny import build_qwen
     folder = tmp_path / "model"
     shutil.copytree(tiny_models["qwen2_5_vl"], folder)
@@ -251,8 +253,9 @@ def test_a_model_folder_rebuilt_in_place_loads_again(tiny_models, tmp_path):
 def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_changes(app_url, upload):  # noqa: F811
     """Over HTTP: a second run with another learning rate shows the first's before-evaluation, says
     so, and trains as a fresh run would; other evaluation settings evaluate again; so do other images."""
-    import app
     from html import escape
+
+    import app
     from ttrv_core.app.live_run import REUSED
     app.KEPT.clear()
     c = client(app_url)

@@ -8,8 +8,8 @@ import math
 import torch
 from PIL import Image
 
-from ttrv_core.method import grpo
 from ttrv_core.config import DEMO_MODEL
+from ttrv_core.method import grpo
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt import prepare_prompt
 from ttrv_core.sampling.rollout import sample

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core.method import step as step_module
-from ttrv_core.method import grpo
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import ItemVotes
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method import grpo
+from ttrv_core.method import step as step_module
 from ttrv_core.method.grpo import UpdateStats, group_advantages
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt import prepare_prompt

@@ -9,13 +9,13 @@ And pi_old is the policy's: old_logprobs equals log-probs computed by hand from 
 import pytest
 import torch
 
+from ttrv_core.config import DEMO_MODEL, TTRVConfig
+from ttrv_core.demos import by_key
+from ttrv_core.events import StepEvent
+from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.method import engine
 from ttrv_core.method import step as step_module
 from ttrv_core.method.grpo import STAT_NAMES
-from ttrv_core.config import DEMO_MODEL, TTRVConfig
-from ttrv_core.inputs.dataset import load_dataset
-from ttrv_core.demos import by_key
-from ttrv_core.events import StepEvent
 from ttrv_core.model.loading import load_policy
 
 EXAMPLES = by_key("open").example_dir

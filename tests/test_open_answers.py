@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from ttrv_core.app import compare, plots
+from ttrv_core.events import EvalResult, eval_from_json, to_json
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.evaluate import _score, summarize
-from ttrv_core.events import EvalResult, eval_from_json, to_json
 
 
 def scored(answer, greedy, votes=("x",) * 3, task="open", options=()):

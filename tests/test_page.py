@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ttrv_core.app import background, compare, live_run, model_menu, plots, sessions
 from ttrv_core import demos
-from ttrv_core.model import families
+from ttrv_core.app import background, compare, live_run, model_menu, plots, sessions
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.evaluate import summarize
+from ttrv_core.model import families
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file
 
 from ttrv_core import cli
-from ttrv_core.method import step
 from ttrv_core.dist import fsdp, parallel
-from ttrv_core.method.engine import adapt
 from ttrv_core.events import RunEnd, StepEvent
+from ttrv_core.method import step
+from ttrv_core.method.engine import adapt
 from ttrv_core.model.loading import load_policy
 from ttrv_core.model.threads import set_threads_for
 

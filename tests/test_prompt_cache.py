@@ -22,12 +22,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ttrv_core.sampling import prompt_cache, prompt, rollout
 from ttrv_core.config import TTRVConfig
+from ttrv_core.events import EvalResult, RunEnd, StepEvent
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt, cosine_schedule
-from ttrv_core.events import EvalResult, RunEnd, StepEvent
 from ttrv_core.model.loading import load_policy
+from ttrv_core.sampling import prompt, prompt_cache, rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

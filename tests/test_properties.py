@@ -15,8 +15,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ttrv_core.method.grpo import group_advantages
-from ttrv_core.tasks.prompts import LETTERS, build_prompt
-from ttrv_core.tasks.answers import canonical_reference, extract_answer, extract_class, extract_letter, normalize_open
 from ttrv_core.method.rewards import (
     REWARDS,
     answer_prior,
@@ -31,6 +29,8 @@ from ttrv_core.method.rewards import (
     vote_entropy,
     vote_stats,
 )
+from ttrv_core.tasks.answers import canonical_reference, extract_answer, extract_class, extract_letter, normalize_open
+from ttrv_core.tasks.prompts import LETTERS, build_prompt
 
 SETTINGS = settings(max_examples=150, deadline=None)
 TOL = 1e-12

@@ -3,8 +3,16 @@ import math
 
 import pytest
 
-from ttrv_core.method.rewards import (compute_rewards, entropy, frequency_reward, majority_answer, majority_reward,
-                               normalized_entropy, ttrv_marginal_reward, ttrv_reward)
+from ttrv_core.method.rewards import (
+    compute_rewards,
+    entropy,
+    frequency_reward,
+    majority_answer,
+    majority_reward,
+    normalized_entropy,
+    ttrv_marginal_reward,
+    ttrv_reward,
+)
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -73,6 +81,7 @@ def test_dispatch_and_unknown():
 def test_entropy_term_cancels_under_group_normalisation():
     """The module NOTE: ttrv and frequency give identical GRPO advantages."""
     import torch
+
     from ttrv_core.method.grpo import group_advantages
     for votes, *_ in TABLE:
         if len(votes) < 2:

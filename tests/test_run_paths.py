@@ -39,8 +39,8 @@ def leaks(run: Path, *places: Path) -> list[str]:
 
 
 def test_public_names_the_bundled_files_and_local_reads_them_back(tmp_path):
-    from ttrv_core.demos import local, public
     from ttrv_core.app.kept_runs import shown
+    from ttrv_core.demos import local, public
     demo = by_key("clean")
     assert public(demo.model) == "demo:clean" and public(demo.model + "/") == "demo:clean"
     assert public(demo.example_dir / "questions.csv") == f"assets:examples/{demo.examples}/questions.csv"
@@ -94,11 +94,11 @@ def test_a_path_the_user_typed_is_recorded_as_typed(tmp_path, monkeypatch):
 def test_an_app_run_folder_names_no_path_of_the_server(tmp_path):
     """kept_runs.run (the app's runs) with the files a user uploaded: the upload folder, the session's
     work folder and the app's install never appear in what the user downloads."""
-    from ttrv_core.runs import model_card
     from ttrv_core import inputs
     from ttrv_core.app import kept_runs
     from ttrv_core.config import TTRVConfig
     from ttrv_core.model.kept_base import KeptBase
+    from ttrv_core.runs import model_card
 
     uploads = tmp_path / "gradio" / "3f9a1c"        # where a web framework keeps uploaded files
     uploads.mkdir(parents=True)

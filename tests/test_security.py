@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_app import DIGITS, free_port, run_args, upload  # noqa: F401 (fixture)
+
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,8 +154,9 @@ def test_public_page_offers_presets_only_and_caps_the_settings(monkeypatch):
 
 @pytest.fixture(scope="module")
 def public_client():
-    import app
     from gradio_client import Client
+
+    import app
     mp = pytest.MonkeyPatch()
     mp.setattr(app, "PUBLIC", True)
     blocks = app.build()
@@ -168,8 +169,9 @@ def public_client():
 
 @needs_demo
 def test_public_server_refuses_what_the_page_would_not_offer(public_client, upload):  # noqa: F811
-    import app
     from gradio_client.exceptions import AppError
+
+    import app
     small = dict(n_votes=8, n_train=4, eval_votes=4, max_steps=1)
     with pytest.raises(AppError, match="not in the list of choices"):          # a model outside the presets
         public_client.predict(**run_args(upload, **small, model="/tmp/some-model"), api_name="/run")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ttrv_core.inputs.video import Video
 from ttrv_core.method.grpo import answer_logprobs, group_advantages, grpo_loss, reference_logprobs
 from ttrv_core.model.families import FAMILIES
 from ttrv_core.model.loading import load_policy
 from ttrv_core.sampling.prompt import prepare_prompt
 from ttrv_core.sampling.rollout import sample
-from ttrv_core.inputs.video import Video
 
 # every architecture (config.model_type) of every family whose shared path is marked proven
 PROVEN = [t for f in FAMILIES if f.shared_prefix for t in f.model_types]

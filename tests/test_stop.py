@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import ttrv_core.method.engine as engine
-import ttrv_core.method.step as step_module
 import ttrv_core.method.evaluate as evaluate
+import ttrv_core.method.step as step_module
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, RunEnd, StepEvent
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.model.loading import load_policy
 from ttrv_core.runs.folder import RunDir, record
 

@@ -10,17 +10,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pytest
+import video_files
 from PIL import Image
 
-import video_files
-from ttrv_core.inputs import video
 from ttrv_core.app.compare import thumbnail
 from ttrv_core.config import TTRVConfig
+from ttrv_core.inputs import video
 from ttrv_core.inputs.dataset import load_dataset
-from ttrv_core.sampling.model_inputs import VideoRefused, encode
 from ttrv_core.inputs.video import Video, first_frame, load_video, sample_times
+from ttrv_core.sampling.model_inputs import VideoRefused, encode
 
 
 @pytest.mark.parametrize("name,codec", [("a.mp4", "mpeg4"), ("a.mov", "libx264"), ("a.webm", "libvpx-vp9"),
@@ -92,6 +91,7 @@ def test_videos_and_images_in_one_folder(tmp_path):
 def test_uploads_and_zips_take_videos(tmp_path):
     """Videos uploaded as files or inside a zip reach the dataset; the upload box lists their types."""
     import zipfile
+
     from ttrv_core.app import form_fields
     from ttrv_core.inputs import collect, load
     clip = video_files.clip(tmp_path / "up" / "a.mp4", n=4)
@@ -107,6 +107,7 @@ def test_uploads_and_zips_take_videos(tmp_path):
 def test_video_times_stay_fp32_in_a_bf16_model(tiny_models):
     """Qwen2.5-VL's seconds per temporal patch scale the video's positions: not cast to bf16 with the pixels."""
     import torch
+
     from ttrv_core.model.loading import load_policy
     from ttrv_core.sampling.prompt import prepare_prompt
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), precision="bf16", device="cpu")
@@ -179,8 +180,8 @@ def test_the_data_check_reads_the_frames_the_run_will_read(cut_clip):
 def test_a_file_that_fails_when_the_run_reads_it_is_left_out_and_the_run_goes_on(cut_clip, tiny_models):
     """Checked at 8 frames and read by the run at 16; and an image truncated on disk after the check: both
     are left out, named, and the run trains on and evaluates the other items to its end."""
-    from ttrv_core.method.engine import adapt
     from ttrv_core.events import EvalResult, RunEnd, RunStart, StepEvent
+    from ttrv_core.method.engine import adapt
     from ttrv_core.model.loading import load_policy
     d = cut_clip.parent
     video_files.clip(d / "good.webm", n=8, codec="libvpx-vp9", size=(56, 56))

@@ -13,12 +13,12 @@ from PIL import Image
 
 from ttrv_core.app import compare
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import load_dataset
 from ttrv_core.demos import by_key, by_model
 from ttrv_core.events import EvalResult, ItemEval
+from ttrv_core.inputs.dataset import load_dataset
+from ttrv_core.inputs.video import load_video
 from ttrv_core.method.evaluate import evaluate, summarize
 from ttrv_core.model.loading import load_policy
-from ttrv_core.inputs.video import load_video
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = ROOT / "assets" / "validation" / "digits_video"

@@ -108,8 +108,14 @@ def build_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
 
     The demo model's tokenizer and 112x112 processor (16 image tokens; Qwen3-VL:
     patch 16, 128x128 -> 16 image tokens)."""
-    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor)
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+    )
     b = demo_builder()
     tok = b.build_tokenizer()
     proc = b.build_processor(tok)
@@ -136,8 +142,13 @@ def build_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
         proc = Qwen2VLProcessor(image_processor=proc.image_processor, video_processor=proc.video_processor,
                                 tokenizer=tok, chat_template=proc.chat_template)
     elif family == "qwen3_vl":
-        from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-                                  Qwen3VLProcessor, Qwen3VLVideoProcessor)
+        from transformers import (
+            Qwen2VLImageProcessor,
+            Qwen3VLConfig,
+            Qwen3VLForConditionalGeneration,
+            Qwen3VLProcessor,
+            Qwen3VLVideoProcessor,
+        )
         text = dict(text, head_dim=16, rope_parameters=dict(
             rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3], mrope_interleaved=True))
         cfg = Qwen3VLConfig(text_config=text, vision_config=dict(
@@ -163,8 +174,13 @@ def build_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
 def build_internvl(folder: Path, seed: int = 0) -> Path:
     """InternVL (Qwen2 LM): 56x56 tiles of 14-pixel patches, pixel-shuffled to 4 tokens a tile;
     up to 2 tiles + a thumbnail per image (crop_to_patches, as the real processor)."""
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLProcessor, InternVLVideoProcessor)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
     specials = ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     tok = family_tokenizer(
         specials, eos="<|im_end|>", pad="<|endoftext|>",
@@ -249,8 +265,13 @@ def build_llava(folder: Path, seed: int = 0) -> Path:
 
 def build_llava_onevision(folder: Path, seed: int = 0) -> Path:
     """LLaVA-OneVision (SigLIP tower, Qwen2 LM): 32x32 base tile + anyres grid (up to 2x2 tiles)."""
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
     tok = family_tokenizer(["<image>", "<video>"], eos="<|im_end|>", pad="<|endoftext|>",
                            template=chat_template("<|im_start|>{role} ", "<image>\n", "<|im_end|>\n",
                                                   "<|im_start|>assistant\n", video="<video>\n"),

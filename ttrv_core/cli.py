@@ -26,16 +26,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ttrv_core import inputs
-from ttrv_core.dist import fsdp, parallel
 from ttrv_core.config import RECOMPUTE, TTRVConfig
 from ttrv_core.demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
-from ttrv_core.method.content import amplified_answers, gain_sentence
-from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.dist import fsdp, parallel
 from ttrv_core.errors import TTRVError
+from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.inputs.video import FRAMES
+from ttrv_core.method.content import amplified_answers, gain_sentence
 from ttrv_core.model.loading import ModelLoadError, load_policy
 from ttrv_core.model.threads import set_threads_for
 from ttrv_core.tasks.prompts import TASKS
-from ttrv_core.inputs.video import FRAMES
 
 FLAGS = {s.flag: name for name, s in TTRVConfig.settings().items() if s.flag}
 """Flag (without its dashes) -> config field: every setting that declares a flag (config.py)."""

@@ -22,10 +22,10 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from ttrv_core.method import content
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.events import EvalResult
 from ttrv_core.app.plots import _GRID, _LAYOUT, BLUE, GREY, ORANGE, OTHER, _empty, _labels
+from ttrv_core.events import EvalResult
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method import content
 from ttrv_core.tasks.prompts import LETTERS
 
 NONE = "(none)"

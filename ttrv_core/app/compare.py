@@ -30,12 +30,12 @@ from typing import Sequence
 from PIL import Image
 
 from ttrv_core.app.answer_plots import warnings
-from ttrv_core.method.content import changes
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.evaluate import summarize
 from ttrv_core.events import EvalResult
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.inputs.images import load_image
 from ttrv_core.inputs.video import is_video, load_video
+from ttrv_core.method.content import changes
+from ttrv_core.method.evaluate import summarize
 from ttrv_core.tasks.prompts import LETTERS
 
 ROWS = (("eval/greedy_acc", "strict accuracy (greedy)", "acc"),

@@ -8,10 +8,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
-from ttrv_core.inputs import dataset
 from ttrv_core import inputs
 from ttrv_core.app import model_menu, sessions
 from ttrv_core.config import TTRVConfig
+from ttrv_core.inputs import dataset
 from ttrv_core.inputs.images import DICOM_EXTS
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS
 from ttrv_core.problems import Problem

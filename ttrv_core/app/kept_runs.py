@@ -18,16 +18,16 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from ttrv_core.runs import model_card
 from ttrv_core import demos
-from ttrv_core.model import loading, threads
 from ttrv_core.config import TTRVConfig
+from ttrv_core.events import EvalResult, Event
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt
-from ttrv_core.events import EvalResult, Event
+from ttrv_core.model import loading, threads
 from ttrv_core.model.kept_base import KeptBase
 from ttrv_core.model.policy import Policy
 from ttrv_core.problems import Problem
+from ttrv_core.runs import model_card
 from ttrv_core.runs.folder import RunDir, record
 
 

@@ -16,9 +16,9 @@ from statistics import mean
 
 from ttrv_core.app import plots
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.errors import TTRVError, is_oom, oom_message
 from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
+from ttrv_core.inputs.dataset import Item
 
 FIRST = "the first image step 1 trains on"
 """Histogram choice: follow that one image through the run (before, the steps that sample it, after)."""

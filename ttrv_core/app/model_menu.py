@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 
 from ttrv_core import demos
-from ttrv_core.model import families
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import Demo
+from ttrv_core.model import families
 
 INTRO = ("# TTRV: adapt a vision-language model to your own unlabeled images\n"
          "The model answers each image N times; each answer is rewarded by how often the model itself gave it, and "

@@ -29,10 +29,10 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval, ItemVotes, StepEvent
-from ttrv_core.tasks.prompts import LETTERS
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.tasks.answers import is_valid
+from ttrv_core.tasks.prompts import LETTERS
 from ttrv_core.tasks.similarity import soft_counts
 
 FOLLOW = None

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ttrv_core.runs import model_card
-from ttrv_core.inputs import dataset
 from ttrv_core import inputs
-from ttrv_core.config import TTRVConfig
 from ttrv_core.app.live_run import FIRST, LiveRun
+from ttrv_core.config import TTRVConfig
+from ttrv_core.inputs import dataset
 from ttrv_core.problems import Problem
+from ttrv_core.runs import model_card
 
 APP_DIR = Path(tempfile.gettempdir())
 APP_PREFIX = "ttrv-app-"  # + pid: the session folders of one app process

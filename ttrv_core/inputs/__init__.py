@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ttrv_core.inputs import dataset
-from ttrv_core.problems import Problem
-from ttrv_core.tasks.prompts import Task
 from ttrv_core.inputs.uploads import collect_uploads
 from ttrv_core.inputs.video import FRAMES
+from ttrv_core.problems import Problem
+from ttrv_core.tasks.prompts import Task
 
 
 @dataclass

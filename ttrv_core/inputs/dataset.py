@@ -27,11 +27,11 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from ttrv_core.inputs.images import IMAGE_EXTS, UNSUPPORTED_EXTS, check_image, load_image
+from ttrv_core.inputs.questions import EXPECTED, cell_options, cell_text, read_rows
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS, Video, check_video, is_video, load_video
 from ttrv_core.problems import Problem
-from ttrv_core.inputs.questions import EXPECTED, cell_options, cell_text, read_rows
-from ttrv_core.tasks.prompts import LETTERS, TASKS, Task, build_prompt
 from ttrv_core.tasks.answers import canonical_reference
+from ttrv_core.tasks.prompts import LETTERS, TASKS, Task, build_prompt
 
 QUESTION_EXTS = (".csv", ".jsonl")
 MAX_QUESTION_CHARS = 2000

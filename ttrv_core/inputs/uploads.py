@@ -22,8 +22,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from ttrv_core.inputs.dataset import QUESTION_EXTS, find_questions_file, ignored
-from ttrv_core.inputs.questions import MAX_FILE_MB, MB, megabytes
 from ttrv_core.inputs.images import IMAGE_EXTS, UNSUPPORTED_EXTS
+from ttrv_core.inputs.questions import MAX_FILE_MB, MB, megabytes
 from ttrv_core.inputs.video import VIDEO_EXTS
 from ttrv_core.problems import Problem
 

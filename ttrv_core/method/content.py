@@ -37,10 +37,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, ItemEval
-from ttrv_core.tasks.prompts import LETTERS, Task
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.tasks.answers import extract_answer, extract_class, is_valid, normalize_open
+from ttrv_core.tasks.prompts import LETTERS, Task
 
 AMPLIFY = 2.0
 """An answer is amplified when its share of items after >= AMPLIFY x its share of the base votes

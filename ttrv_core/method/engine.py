@@ -56,16 +56,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ttrv_core.dist import fsdp, parallel
-from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.config import TTRVConfig
-from ttrv_core.method.content import run_summary
-from ttrv_core.inputs.dataset import Item
+from ttrv_core.dist import fsdp, parallel
 from ttrv_core.errors import explain_oom
-from ttrv_core.method.evaluate import evaluate, summarize
 from ttrv_core.events import EvalResult, Event, Progress, RunEnd, RunStart
-from ttrv_core.method.step import train_step
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.content import run_summary
+from ttrv_core.method.evaluate import evaluate, summarize
 from ttrv_core.method.guard import CollapseGuard, concentration
+from ttrv_core.method.step import train_step
+from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.model.policy import Policy
 from ttrv_core.sampling.prompt_cache import Prompts
 

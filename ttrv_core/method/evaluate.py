@@ -38,16 +38,16 @@ from typing import Iterator, Sequence
 import torch
 
 from ttrv_core.config import TTRVConfig
-from ttrv_core.method.content import content_correct, named_answer, shares
-from ttrv_core.inputs.dataset import Item
+from ttrv_core.dist.fsdp import gathered
 from ttrv_core.errors import explain_oom
 from ttrv_core.events import ItemEval
-from ttrv_core.model.policy import Policy
-from ttrv_core.dist.fsdp import gathered
-from ttrv_core.tasks.answers import extract_answer, is_valid
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.content import content_correct, named_answer, shares
 from ttrv_core.method.rewards import vote_stats
+from ttrv_core.model.policy import Policy
 from ttrv_core.sampling.prompt_cache import Prompts
 from ttrv_core.sampling.rollout import sample_many
+from ttrv_core.tasks.answers import extract_answer, is_valid
 from ttrv_core.tasks.similarity import rouge1, token_f1
 
 

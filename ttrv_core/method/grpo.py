@@ -62,6 +62,7 @@ from ttrv_core.model.policy import Policy
 from ttrv_core.sampling.prompt import Prompt
 from ttrv_core.sampling.rollout import prefill
 
+
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(G,) z-scored rewards. A group with one answer gets advantage 0 (verl).
 

@@ -66,7 +66,6 @@ from ttrv_core.config import REWARDS
 from ttrv_core.tasks.similarity import soft_frequency_reward
 
 
-
 def frequency_reward(votes: Sequence[str]) -> list[float]:
     """r1(a) = count(a) / N for each vote.
 

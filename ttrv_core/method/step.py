@@ -30,18 +30,18 @@ from typing import Callable, Sequence
 import torch
 
 from ttrv_core.config import TTRVConfig
-from ttrv_core.method.content import answer_count
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.events import ItemVotes, StepEvent
-from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, apply, gradient, group_advantages, old_logprobs
-from ttrv_core.model.policy import Policy
-from ttrv_core.dist.parallel import all_gather, all_reduce_, shard, stage
 from ttrv_core.dist.fsdp import gathered, stand_ins
-from ttrv_core.tasks.answers import extract_answer, is_valid
+from ttrv_core.dist.parallel import all_gather, all_reduce_, shard, stage
+from ttrv_core.events import ItemVotes, StepEvent
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.content import answer_count
+from ttrv_core.method.grpo import STAT_NAMES, UpdateStats, apply, gradient, group_advantages, old_logprobs
 from ttrv_core.method.rewards import answer_prior, compute_rewards, vote_stats
-from ttrv_core.sampling.prompt_cache import Prompts
+from ttrv_core.model.policy import Policy
 from ttrv_core.sampling.prompt import Prompt
+from ttrv_core.sampling.prompt_cache import Prompts
 from ttrv_core.sampling.rollout import Rollout, sample
+from ttrv_core.tasks.answers import extract_answer, is_valid
 
 
 @dataclass

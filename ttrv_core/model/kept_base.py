@@ -10,6 +10,7 @@ import threading
 
 import torch
 
+
 def folder_identity(model_id: str) -> tuple:
     """What a local model folder holds, cheaply: (relative path, size, modification and change
     times, inode) of each file in it, so that a folder rebuilt in place (new weights, same path)

@@ -55,8 +55,12 @@ def looks_like_path(model_id: str) -> bool:
 
 
 def hub_message(model_id: str, e: BaseException) -> str:
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
     chain = []
     while e is not None and e not in chain:
         chain.append(e)

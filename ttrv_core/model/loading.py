@@ -26,9 +26,9 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from ttrv_core.errors import ModelLoadError, explain_oom
-from ttrv_core.model.load_checks import TRUST_REMOTE_CODE_ENV, check_config, load_errors
 from ttrv_core.model.families import Family
 from ttrv_core.model.kept_base import KeptBase
+from ttrv_core.model.load_checks import TRUST_REMOTE_CODE_ENV, check_config, load_errors
 from ttrv_core.model.policy import Policy
 
 __all__ = ["ModelLoadError", "Policy", "load_policy", "remote_code_allowed", "save_adapter"]

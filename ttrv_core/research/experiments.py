@@ -52,12 +52,11 @@ import torch
 
 from ttrv_core import inputs
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.demos import DEMOS, by_key
-from ttrv_core.tasks.prompts import TASKS
+from ttrv_core.inputs.dataset import Item
 from ttrv_core.research.grid import DEFAULT_DEMOS, EXTRA_GROUPS, GROUPS, QUICK, QUICK_ITEMS, ROOT, grid, run_grid
 from ttrv_core.research.report import load_outcomes, markdown, summary_markdown, write_outputs
-
+from ttrv_core.tasks.prompts import TASKS
 
 # --------------------------------------------------------------------------- CLI
 

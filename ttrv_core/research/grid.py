@@ -14,15 +14,15 @@ from typing import Sequence
 import torch
 
 from ttrv_core.config import TTRVConfig
+from ttrv_core.events import EvalResult, RunEnd, RunStart, StepEvent
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method.engine import adapt
-from ttrv_core.events import EvalResult, RunEnd, RunStart, StepEvent
 from ttrv_core.method.grpo import group_advantages
 from ttrv_core.method.guard import concentration
+from ttrv_core.method.rewards import compute_rewards
 from ttrv_core.model.loading import load_policy
 from ttrv_core.model.policy import Policy
 from ttrv_core.model.threads import set_threads_for
-from ttrv_core.method.rewards import compute_rewards
 from ttrv_core.research.corruptions import CORRUPTIONS, corrupted_items
 from ttrv_core.research.report import ACCS, LABEL_FREE, Outcome, sci
 

@@ -82,8 +82,8 @@ def figures(out: Path, seed: int = 0) -> list[Path]:
     """OUT/figures/<set>_<variant>.html (and .png where plotly's image export works): the answer shares
     (answer_plots.shares: each answer's share of the images before and after, and of the base model's
     valid votes) and, beside it in a second file, recall per class, for one seed of each run group."""
-    from ttrv_core.app import answer_plots
     from ttrv_core import cli
+    from ttrv_core.app import answer_plots
     from ttrv_core.events import eval_from_json
     written = []
     (out / "figures").mkdir(exist_ok=True)

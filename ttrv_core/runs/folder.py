@@ -34,17 +34,17 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ttrv_core.runs import model_card
 from ttrv_core import demos
 from ttrv_core.dist import parallel
-from ttrv_core.method.content import changes
-from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.engine import TrainState
-from ttrv_core.runs.checkpoint import CHECKPOINTS, cut_partial_line, save_checkpoint
-from ttrv_core.model.loading import save_adapter
 from ttrv_core.events import EvalResult, Event, ItemEval, RunEnd, RunStart, StepEvent, to_json
+from ttrv_core.inputs.dataset import Item
+from ttrv_core.method.content import changes
+from ttrv_core.method.engine import TrainState
+from ttrv_core.model.loading import save_adapter
 from ttrv_core.model.policy import Policy
 from ttrv_core.problems import Problem
+from ttrv_core.runs import model_card
+from ttrv_core.runs.checkpoint import CHECKPOINTS, cut_partial_line, save_checkpoint
 
 RESULT_COLUMNS = ("item", "question", "reference", "adapted_on", "before_greedy", "after_greedy", "before_reply",
                   "after_reply", "before_valid", "after_valid", "before_named", "after_named", "before_majority",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ttrv_core import demos
-from ttrv_core.inputs.dataset import Item
 from ttrv_core.events import EvalResult, RunEnd, RunStart
+from ttrv_core.inputs.dataset import Item
 
 MEASURES = (("eval/greedy_acc", "accuracy, greedy answer"), ("eval/maj_acc", "accuracy, majority of the votes"),
             ("eval/greedy_invalid", "greedy replies with no valid answer"),

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 
 from ttrv_core.model.decode import decoder
-from ttrv_core.model.prefix import Prefix
 from ttrv_core.model.policy import Policy
+from ttrv_core.model.prefix import Prefix
 from ttrv_core.sampling.prompt import Prompt
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ttrv_core.tasks.prompts import LETTERS, Task
 
+
 def extract_letter(reply: str, n_options: int = 4) -> str:
     """The authors' multiple-choice extraction.
 
