@@ -2,10 +2,10 @@
 
     evaluate(before) -> for each step:
         take `prompts_per_step` unlabeled items (epochs over a seeded shuffle)
-        sample: N answers for each item (rollout.py; decode.Decoders.end_sampling after)
+        sample: N answers for each item (sampling/rollout.py; decode.Decoders.end_sampling after)
         score:  votes, rewards over all N, advantages of the first G (a `Group` per item)
         update: one GRPO update per item on its G answers (grpo.py), or per k items
-                (prompts_per_update, groups.step; on K processes too: parallel.py)
+                (prompts_per_update, step.train_step; on K processes too: dist/parallel.py)
         yield StepEvent
     -> evaluate(after) -> RunEnd
 
@@ -33,12 +33,12 @@ training early and roll the adapter back; RunEnd.guard says so.
 
 One bad file never ends a run: an item whose prompt cannot be prepared when the run reads it
 (its file changed since the data check, or its prompt is over the model's context:
-prompt_cache.py) is left out of every phase from then on (an evaluation has no ItemEval for it,
+sampling/prompt_cache.py) is left out of every phase from then on (an evaluation has no ItemEval for it,
 a step trains on its other items; a step left with none is skipped), and RunEnd.problems names it.
 
 Each StepEvent carries `snapshot()`, the TrainState right after that step
 (optimizer, LR schedule, the sampling generator, torch's RNG, the guard), so
-that runs.py can checkpoint it; the engine itself writes nothing. `adapt(...,
+that runs/checkpoint.py can checkpoint it; the engine itself writes nothing. `adapt(...,
 resume=Resume(state, before))` continues after `state.step` on a policy that
 already holds that step's LoRA weights: the schedule of items is recomputed
 from the seed, the rest is restored, and on CPU the continued run is

@@ -8,15 +8,13 @@ item of the batch decode together (rollout.sample_many). Each item samples from
 its own random stream, a generator seeded from (seed, item id), so an item's
 votes do not depend on which items share its batch, on the batch size or on
 its place in the set: batched and item-by-item evaluation give the same
-answers (tests/test_batched_eval.py). (Before, one generator ran through the
-items in order; the sampled metrics of a seed differ from those of that code,
-the greedy answers do not.) Where the user gave an answer:
+answers (tests/test_batched_eval.py). Where the user gave an answer:
     greedy_acc  the greedy answer is correct
     maj_acc     the majority of the N samples is correct   (maj@N)
     single_acc  the share of the N samples that are correct (expected single-sample accuracy at T)
     valid_acc   the share of the valid samples that are correct (a reply with no valid
                 answer counts as wrong in the three above, as in the authors' evaluation)
-Open questions with a reference (similarity.py), scored on the greedy answer:
+Open questions with a reference (tasks/similarity.py), scored on the greedy answer:
     open_exact  exact match after normalisation, over the references that are not yes/no
     open_f1     token F1 to the reference (answers.normalize_open's tokens)
     open_rouge1 ROUGE-1 of the raw greedy reply to the reference as given (VQA-Med's metric)
@@ -61,7 +59,7 @@ def evaluate_batch(policy: Policy, items: Sequence[Item], cfg: TTRVConfig, seed:
                    prompts: Prompts | None = None) -> list[ItemEval]:
     """Evaluate items in one batch (one decode over the N + 1 rows of each). prompts: the run's
     encoded prompts (prompt_cache.Prompts), else each item's prepared here. An item the run cannot
-    use (its file no longer reads, its prompt is over the model's context) is left out: no ItemEval,
+    use (its file cannot be read now, its prompt is over the model's context) is left out: no ItemEval,
     and `prompts.problems` names it."""
     prepared = prompts or Prompts(policy, cfg.video_frames, budget=0, max_new_tokens=cfg.max_new_tokens)
     ready = [(it, p) for it in items if (p := prepared.get(it)) is not None]

@@ -35,22 +35,22 @@ path that forwards G full rows (tests/test_shared_prefix.py). Families whose
 model builds its own non-causal image mask (Gemma 3) share through the KV
 cache instead: the prompt is prefilled once and its cache replicated G times.
 
-The image is encoded once per prompt (rollout.Prompt.encoded): the reference
+The image is encoded once per prompt (sampling/prompt.py, Prompt.encoded): the reference
 pass and the training forward reuse the sampling prefill's vision-tower output.
 The reference pass switches the adapter off through peft's per-layer switch
-(models.Policy.adapter_off).
+(policy.Policy.adapter_off).
 
 Memory: when the G answers do not fit in one training forward (CUDA out of
 memory), `update` redoes the step over micro-batches of answers, each with the
 prompt, gradients accumulated (tests/test_microbatch.py); on CUDA the forwards
-run under bf16 autocast (models.Policy.autocast); gradient checkpointing of the
-MLPs or whole layers is a config option (recompute.py).
+run under bf16 autocast (policy.Policy.autocast); gradient checkpointing of the
+MLPs or whole layers is a config option (model/gradient_checkpointing.py).
 
 Departure from the paper: one optimiser update per prompt, as the paper's
 code (mini-batch = 1 prompt of G answers), with LoRA instead of a full
 fine-tune, hence a larger learning rate (config.py). config.prompts_per_update
 = k puts k prompts in one update, the mean of their gradients (`gradient`,
-parallel.py: also across processes).
+step.train_step; also across processes: dist/parallel.py).
 """
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def old_logprobs(policy: Policy, prompt: Prompt, tokens: torch.Tensor, mask: tor
     training forward in `update`: the same path, mode, autocast and micro-batches. As verl
     recomputes them before its updates; at the first update of a step, ratio = 1 exactly.
     0 at padding, as the sampler's."""
-    if not policy.model.training:  # as _update: train mode (no dropout in the adapter)
+    if not policy.model.training:  # as _backward: train mode (no dropout in the adapter)
         policy.model.train()
     g = tokens.shape[0]
     chunk = min(policy.answers_per_forward or g, g)
@@ -287,8 +287,8 @@ def gradient(policy: Policy, optimizer: torch.optim.Optimizer, prompt: Prompt, t
              mask: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, *, temperature: float,
              eps_clip: float, dual_clip: float, beta: float, shared: bool, scale: float = 1.0) -> torch.Tensor:
     """The gradient of one prompt's loss times `scale` left in the trained parameters' .grad (set anew),
-    no step: the part `update` does before clipping (prompts_per_update, parallel.py; scale 0: an FSDP
-    stand-in, groups.step). Returns the (5,) float64 STAT_NAMES of the loss. Micro-batches on CUDA out
+    no step: the part `update` does before clipping (prompts_per_update: step.train_step, on K processes
+    too; scale 0: an FSDP stand-in). Returns the (5,) float64 STAT_NAMES of the loss. Micro-batches on CUDA out
     of memory, as `update`."""
     return _fitting(policy, optimizer, tokens.shape[0], lambda chunk: _backward(
         policy, optimizer, prompt, tokens, mask, old_logp, adv, chunk, temperature=temperature,

@@ -19,7 +19,7 @@ WINDOW healthy states (kept in memory; LoRA weights are small) and training
 stops. The guard needs MIN_ITEMS distinct items in the window, so it is
 silent in single-example mode (one image, repeated).
 
-Checkpoints (runs.py) keep the guard whole: `state_dict` is plain data (the
+Checkpoints (runs/checkpoint.py) keep the guard whole: `state_dict` is plain data (the
 window, counters), and each kept healthy state is a weights file of its own,
 written once when kept and carried to later checkpoints by hard link; so a
 resumed run rolls back exactly as the uninterrupted one would.
@@ -109,7 +109,7 @@ class CollapseGuard:
 
     def load_state_dict(self, state: dict, kept: Sequence[tuple[int, dict[str, torch.Tensor]]]) -> None:
         self.baseline, self.unhealthy = state["baseline"], state["unhealthy"]
-        self.n_answers = state.get("n_answers", 0)  # checkpoints written before it existed
+        self.n_answers = state.get("n_answers", 0)  # a checkpoint's state may lack it: 0, no chance level
         self.fired_at, self.restored_step = state["fired_at"], state["restored_step"]
         self._window.clear()
         self._window.extend(state["window"])

@@ -8,7 +8,7 @@ with distinct answers k = 1..M and shares p_k = count_k / N:
     entropy     H_norm = -sum_k p_k ln p_k / ln M   (0 when M = 1; `normalized_entropy`)
     ttrv        r(a_i) = r1(a_i) - alpha * H_norm,   alpha = 0.75
     soft        r(a_i) = (1/N) sum_j s(a_i, a_j), s = token F1 (ours, for phrase
-                answers; similarity.py): count / N when s is exact match
+                answers; tasks/similarity.py): count / N when s is exact match
 
 The paper writes r2 = sum_k p_k log p_k and r = r1 + alpha * r2, the same
 thing up to the normalisation by ln M that the code applies.
@@ -42,7 +42,7 @@ and earns 0, so a sentence or an empty reply is never a winning "answer" (EVOL-R
 replies -1); (2) what the whole step votes for, regardless of the image, is subtracted, so an
 answer earns by being common for this image, not by being the model's favourite everywhere
 (a letter the base model over-uses). lambda = 0 keeps (1) alone. The prior is a step's, so
-`calibrated` needs every prompt of the step sampled before any is scored (engine, groups).
+`calibrated` needs every prompt of the step sampled before any is scored (step.train_step).
 
 A consensus threshold (SCRL), for any reward: a prompt whose majority share of the N votes is
 below tau trains on nothing (its advantages are 0): a weak majority is a poor pseudo-label.

@@ -2,8 +2,8 @@
 and the step's metrics over its groups and updates (`step_metrics`). Label-free: an item's
 reference is only ever reported (acc/*), never rewarded.
 
-`step`: a step whose updates take k = config.prompts_per_update prompts each (the last may hold
-fewer), on K processes (parallel.py) or one. For an update with prompts P:
+`train_step`: a step whose updates take k = config.prompts_per_update prompts each (the last may hold
+fewer), on K processes (dist/parallel.py) or one. For an update with prompts P:
 
     rank r samples and scores P[r::K], each prompt from its own generator, seeded from
         (seed, step, the prompt's place in the step)        -> the same answers for any K
@@ -11,11 +11,11 @@ fewer), on K processes (parallel.py) or one. For an update with prompts P:
     g   = all_reduce_sum(g_r) / |P|                           the MEAN over the update's prompts
     clip ||g|| to grad_clip, one AdamW step                   the same on every rank
 
-Under FSDP (fsdp.shard_policy) the all-reduce is FSDP's reduce-scatter at each backward, and
+Under FSDP (dist/fsdp.py, shard_policy) the all-reduce is FSDP's reduce-scatter at each backward, and
 a rank with one prompt fewer in an update samples and back-propagates a stand-in weighted 0.
 So K processes and one with the same k compute the same updates; only the order of the gradient
 sum may differ (fp32 rounding; tests/test_parallel.py measures it). pi_old of each prompt comes
-before the step's first update, as in engine._step. The votes and update statistics are gathered
+before the step's first update, for any k. The votes and update statistics are gathered
 to every rank, so that every rank's collapse guard and events agree.
 """
 from __future__ import annotations

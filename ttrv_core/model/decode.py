@@ -35,8 +35,8 @@ All read a `Prefix`: one or more prompts prefilled in groups of equal length
 `rows` answer rows per prompt, each row at its own positions. Prompts of
 different lengths decode together: the shorter ones are left-padded to the
 longest and the padding columns masked. All return the last-position logits
-(R, V) of each step, R = rows x prompts. With one prompt (or prompts of one
-length) the eager and static steps are the ones a single prompt always had.
+(R, V) of each step, R = rows x prompts. Prompts of one length need no padding:
+the eager and static steps are then those of a single prompt.
 """
 from __future__ import annotations
 
@@ -193,8 +193,8 @@ class Decoders:
 
     The engine calls `end_sampling()` when a training step's sampling ends and `release()`
     when an evaluation ends. Keeping the static decoder through the update saves the next
-    step its CUDA-graph recording (0.52 s against 0.34 s for the first prompt's sampling call,
-    3B shape, H100, bench/RESULTS.md run 8) at the cost of its memory during the update."""
+    step its CUDA-graph recording (a third of its first sampling call on the 3B shape, bench/RESULTS.md
+    run 8) at the cost of its memory during the update."""
     kept: StaticDecoder | None = None
     no_static: bool = False   # sliding-window layers: no static or prefix decode
     no_graph: bool = False    # a CUDA graph capture of its step failed once

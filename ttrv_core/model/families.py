@@ -5,7 +5,7 @@ Per family: how positions are built (Qwen's 3D mrope vs plain 1D), where the
 language model's projections are (LoRA targets), which modules stay
 unquantized in 4-bit, how large an image may get, and whether the
 shared-prefix path is proven for the family. Everything else goes through the
-Auto classes and the processor's own chat template (encode.py), so any
+Auto classes and the processor's own chat template (sampling/model_inputs.py), so any
 checkpoint of a listed architecture loads whatever its size or hub id.
 """
 from __future__ import annotations

@@ -11,9 +11,8 @@ mlp     recompute each layer's MLP in the backward pass from its input (2,048
 layers  recompute whole decoder layers (transformers' activation checkpointing):
         the least memory, the slowest.
 
-H100, 3B shape, 4-bit, G = 16 (bench/RESULTS.md, run 7): update 0.47 s at 6.53
-GiB (off), 0.69 s at 4.88 GiB (mlp), 0.85 s at 4.19 GiB (layers); a whole TTRV
-step with N = G = 16 at 5.20 GiB with mlp, as fast as without (1.14 s).
+With mlp a whole TTRV step (N = G = 16) is as fast as with off at less memory (3B
+shape, 4-bit, H100: bench/RESULTS.md, run 7).
 
 All three give the same gradients (tests/test_shared_prefix.py). Sampling runs in
 eval mode and without gradients, where nothing is recomputed.

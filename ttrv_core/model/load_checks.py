@@ -1,6 +1,6 @@
 """Checks before a model is loaded: the id or folder, its config, custom code; and the
 hub's errors while loading. Each failure is a ModelLoadError that says what to do
-(models.load_policy calls these; nothing here branches on a model's name)."""
+(loading.load_policy calls these; nothing here branches on a model's name)."""
 from __future__ import annotations
 
 import os

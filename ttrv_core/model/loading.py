@@ -11,7 +11,7 @@ A process that runs one model after another (the app) keeps the loaded base mode
 between runs (kept_base.KeptBase): each run gets a fresh adapter on it.
 
 Loading errors become ModelLoadError with a message that says what to do
-(checks.py, errors.py); nothing here branches on a model's name.
+(load_checks.py, errors.py); nothing here branches on a model's name.
 
 Code shipped inside a checkpoint (trust_remote_code) never runs unless the
 caller passes trust_remote_code=True; the app does so only when the operator
@@ -88,7 +88,7 @@ _PEFT_WITHOUT_BNB = False
 @contextmanager
 def _bitsandbytes_hidden():
     """peft imports bitsandbytes whenever it is installed: on a CPU that takes ~2 s of a CLI run
-    (bitsandbytes registers its kernels and pulls in torch's compiler) and prints a warning about a
+    (bench/RESULTS.md; bitsandbytes registers its kernels and pulls in torch's compiler) and prints a warning about a
     missing `kernels` package, for a model that never uses it. While peft is imported for the first
     time, bitsandbytes is hidden (None in sys.modules: find_spec says it is not there), so peft
     leaves its 4-bit layers out for the life of the process: only a process that loads one

@@ -27,7 +27,7 @@ class Policy:
     precision: str = "fp32"
     autocast_dtype: torch.dtype | None = None  # see autocast()
     answers_per_forward: int = 0  # training forwards hold this many answers (0: all G); grpo.update halves it on OOM
-    vision_trainable: bool = False  # a loaded adapter trains weights outside the language model (rollout.Prompt.encoded)
+    vision_trainable: bool = False  # a loaded adapter trains weights outside the language model (prompt.Prompt.encoded)
     pack_answers: bool = True
     """Shared-prefix training forwards: the prompt and the G answers packed in one row (grpo._packed_logits);
     False: through the prompt's KV cache replicated G times (what bench/bench_step.py compares it with)."""

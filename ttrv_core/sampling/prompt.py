@@ -48,9 +48,9 @@ class Prompt:
         `mm_encoder_outputs`, in place of the pixels: the sampling prefill, the
         reference pass and the training forward share one image encoding instead of
         running the vision tower three times (Qwen2.5-VL-3B: 32 vision blocks, ~3,700
-        operations and a GPU sync per block). Where that cannot be done (no
+        operations and a GPU sync per block, bench/RESULTS.md). Where that cannot be done (no
         `mm_encoder_outputs` in the model's forward, or trainable vision weights from a
-        loaded adapter) the pixels go to every forward, as before."""
+        loaded adapter) the pixels go to every forward."""
         if self._images is None:
             self._images = _encode_images(policy, self.inputs)
             if self._images and self.on_grow is not None:

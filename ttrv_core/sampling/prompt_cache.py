@@ -1,11 +1,11 @@
 """A run's encoded prompts (`Prompts`): each item's prepared once, kept within a budget of bytes, and
-checked against the model's context; an item the run can no longer use is left out of the run with
+checked against the model's context; an item the run cannot use is left out of the run with
 a named Problem, and the run goes on.
 
 Every phase of a run (the before-evaluation, each step that samples the item, the after-evaluation)
 asks `Prompts` for an item's prompt: the processor's output, the positions and, once a shared path
-asked for it, the image encoder's output (rollout.Prompt.encoded), which does not change (the
-adapter is on the language model only). Calling it gives what `rollout.prepare_prompt` gives: the
+asked for it, the image encoder's output (prompt.Prompt.encoded), which does not change (the
+adapter is on the language model only). Calling it gives what `prompt.prepare_prompt` gives: the
 same tensors, so the same numbers.
 
 Memory: up to `budget` bytes of tensors are kept, the least recently used prompt dropped first

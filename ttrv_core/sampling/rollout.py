@@ -1,13 +1,13 @@
 """Sampling N answers to an image prompt: prefill once, decode N rows.
 
 shared (default): the image + question prompt is prefilled once (batch 1) and
-its KV cache serves the N rows of the decoder (decode.py: on CUDA a static cache
+its KV cache serves the N rows of the decoder (model/decode.py: on CUDA a static cache
 replayed as a CUDA graph, on a CPU the prefix decoder, which never copies it),
 so only the answer tokens are decoded per row. naive: the prompt is prefilled
 as N full rows, as generate(num_return_sequences=N) does. Both use the same
 decode loop and random stream, so for one seed they sample the same answers (up
 to float rounding in the prefill). On CUDA, 4-bit and bf16 models sample under
-bf16 autocast (models.Policy.autocast), as they train.
+bf16 autocast (policy.Policy.autocast), as they train.
 
 A run prepares each item's Prompt once (prompt.py) and keeps it (prompt_cache.Prompts); here a
 Prompt is only read, except for its image encoding, added on the first shared forward (Prompt.encoded).
@@ -16,7 +16,7 @@ Prompt is only read, except for its image encoding, added on the first shared fo
 of one shape are prefilled in one forward, prompts of other lengths are left-
 padded in the decoder, and each prompt draws from its own generator, so that a
 prompt's answers are those it gets alone (tests/test_batched_eval.py). Training
-samples one prompt at a time from the step's one generator (`sample`), as before.
+samples one prompt at a time (`sample`).
 
 The log-probs a Rollout stores are the sampler's, of the unmasked policy at
 temperature T. GRPO's pi_old is recomputed from the training forward by
@@ -151,14 +151,14 @@ def _sample(policy, prompts, n, temperature, top_p, max_new_tokens, generators, 
         toks, lps, mask = [], [], []
         for t in range(max_new_tokens):
             # the cdf draw works on the rows still decoding; multinomial on every row, since its stream
-            # spends V numbers a row, finished or not (one prompt samples as it always has)
+            # spends V numbers a row, finished or not
             rows = (~done).nonzero().squeeze(1) if draw == "cdf" and t else None
             scaled = (logits if rows is None else logits[rows]).float() / temperature    # (rows, V)
             logp_all = torch.log_softmax(scaled, -1)
             masked = scaled.masked_fill(policy.suppress, float("-inf"))
             if draw == "cdf":
                 pick = _draw_cdf(masked, top_p, generators, n, rows)
-            else:  # one draw per prompt from its own stream (one prompt: the whole tensor, as always)
+            else:  # one draw per prompt from its own stream (one prompt: the whole tensor)
                 pick = torch.cat([_draw(masked[i * n:(i + 1) * n], top_p, g) for i, g in enumerate(generators)])
             if greedy_rows:
                 pick = torch.where(greedy if rows is None else greedy[rows], masked.argmax(-1), pick)
