@@ -2,14 +2,13 @@
 
     python app.py          # http://127.0.0.1:7860
 
-Widgets <-> ttrv_core, nothing else: form (what the fields mean; images and questions through
-inputs, the CLI's data path), menu (models, what to expect, a run's plan), kept_runs.run (engine.adapt on
-the kept base model, recorded by runs.record), live (status, time left, Stop, plots), compare
-(before/after: strict and content accuracy, what changed per image, the table and its filter),
-answer_plots (answer shares and their warning, recall per class), sessions (folders, runs, downloads,
-public caps). A run replaces the page's results
-only once it has started: bad settings, bad data or a model that does not load leave the last
-results and downloads in place.
+Widgets <-> ttrv_core, nothing else: form_fields (what the fields mean; images and questions through
+inputs, the CLI's data path), model_menu (models, what to expect, a run's plan), kept_runs.run
+(engine.adapt on the kept base model, recorded by folder.record), live_run (status, time left, Stop,
+plots), compare (before/after: strict and content accuracy, what changed per image, the table and its
+filter), answer_plots (answer shares and their warning, recall per class), sessions (folders, runs,
+downloads, public caps). A run replaces the page's results only once it has started: bad settings,
+bad data or a model that does not load leave the last results and downloads in place.
 
 Environment: TTRV_PUBLIC=1 (a public Space: the menu's models only, runs capped by sessions.CAPS);
 TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are only read as data.
@@ -49,7 +48,7 @@ MAX_FILE_SIZE = MAX_TOTAL_MB * questions.MB  # gradio's max_file_size: uploads.p
 SESSIONS = sessions.make_root()
 DEMO = model_menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
-loading.import_peft()  # at startup, not in the first run's wait (the engine no longer imports it)
+loading.import_peft()  # at startup, not in the first run's wait (the engine does not import it)
 KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 

@@ -334,7 +334,7 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
 
 
 def test_videos_upload_beside_images(app_url, tmp_path):
-    """The upload box takes .mp4 / .mkv / animated .gif (issue 17); a broken video is named, the others run."""
+    """The upload box takes .mp4 / .mkv / animated .gif; a broken video is named, the others run."""
     import video_files
     from gradio_client import handle_file
     from PIL import Image

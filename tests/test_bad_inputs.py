@@ -410,7 +410,7 @@ def test_odd_but_valid_image(tmp_path, name, content, size, pixel):
     (it,) = ds.items
     assert it.id == name
     im = it.image()
-    if it.video:  # an animated GIF is a video item (issue 17): its first sampled frame
+    if it.video:  # an animated GIF is a video item: its first sampled frame
         assert len(im.frames) == 8 and [f.getpixel((0, 0)) for f in im.frames[::4]] == [(255, 0, 0), (0, 0, 255)]
         im = im.frames[0]
     assert im.mode == "RGB" and im.size == size

@@ -8,8 +8,7 @@ bundled demo models,
     samples from its own random stream, seeded from the seed and the item's id);
   - the sampled tokens of a batch are those of each prompt decoded alone, by every decoder
     (prefix, eager, static), with log-probs within 1e-5;
-  - the greedy reply is the one the item-by-item code gave before batching (one prompt,
-    the eager decoder: the old path, unchanged);
+  - the greedy reply is the one a prompt decoded alone by the eager decoder gives;
 a fresh adapter (lora_B = 0) is switched off with the same answers; and out of memory in a
 batch retries it in smaller ones with the same answers.
 """
@@ -72,7 +71,7 @@ def test_batched_evaluation_equals_item_by_item(tiny_models, model_type, items):
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_a_batch_samples_what_each_prompt_samples_alone(tiny_models, model_type, items):
     """Tokens equal, log-probs within 1e-5, for the prefix, eager and static decoders, shared
-    prefix and full rows; row 0 greedy equals the old single-prompt eager decode's greedy row."""
+    prefix and full rows; row 0 greedy equals the greedy row of one prompt decoded alone by the eager decoder."""
     pol = _policy(tiny_models[model_type])
     prompts = [prepare_prompt(pol, it.image(), it.prompt) for it in items]
     gens = lambda: [torch.Generator().manual_seed(100 + i) for i in range(len(prompts))]  # noqa: E731
@@ -85,7 +84,7 @@ def test_a_batch_samples_what_each_prompt_samples_alone(tiny_models, model_type,
                 assert b.tokens.tolist() == a.tokens.tolist(), (shared, mode)
                 assert torch.allclose(b.logprobs, a.logprobs, atol=1e-5), (shared, mode)
                 assert b.texts == a.texts
-    # the evaluation's greedy reply: row 0 of the old path (one prompt, eager decode)
+    # the evaluation's greedy reply: row 0 of one prompt decoded alone (eager decode)
     evs = list(evaluate.evaluate(pol, items, CFG.with_(eval_batch=16), seed=5))
     assert [e.greedy_text for e in evs] == [a.texts[0] for a in alone]
 
@@ -125,7 +124,8 @@ def test_out_of_memory_in_a_batch_retries_smaller_with_the_same_answers(tiny_mod
 @pytest.mark.parametrize("demo", demos.DEMOS, ids=[d.key for d in demos.DEMOS])
 def test_demo_models_batched_equal_item_by_item(demo):
     """The bundled models on 24 items of their example sets, at their settings' votes: the same
-    evaluation in batches of 16 as one by one; greedy replies as the old path decodes them."""
+    evaluation in batches of 16 as one by one; greedy replies as one prompt decoded alone
+    by the eager decoder gives them."""
     ds = load_dataset(demo.example_dir, questions_file=demo.example_dir / "questions.csv", task=demo.task)
     items = ds.items[:24]
     pol = load_policy(demo.model, "fp32", "cpu")

@@ -106,8 +106,8 @@ def test_cli_out_of_memory_mid_run_keeps_results(folder, tmp_path, capsys, oom_i
 
 
 def test_checkpointing_flag_and_older_configs():
-    """--checkpointing alone means whole layers (as before), 'mlp' the MLPs only; run folders
-    written before the modes existed hold True / False, read as 'layers' / 'off'."""
+    """--checkpointing alone means whole layers, 'mlp' the MLPs only; a run folder's config.json
+    that holds True / False reads as 'layers' / 'off'."""
     from ttrv_core.cli import parser
     from ttrv_core.config import TTRVConfig
     p = parser()

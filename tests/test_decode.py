@@ -52,7 +52,7 @@ def _prompt(pol):
 
 def test_each_policy_keeps_its_own_decoder():
     """Two policies alive at once: sampling with one does not free the other's kept decoder
-    (one cache per process did: a new decoder released every kept one)."""
+    (with one cache per process, a new decoder would release every kept one)."""
     from ttrv_core.sampling.rollout import sample
     a, b = _demo_policy(), _demo_policy()
     sample(a, _prompt(a), 4, max_new_tokens=3, decode="static")

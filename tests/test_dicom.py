@@ -1,4 +1,4 @@
-"""DICOM uploads (issue 17, item 5): 8-bit grayscale through the file's window, else min-max;
+"""DICOM uploads: 8-bit grayscale through the file's window, else min-max;
 the pixels checked against hand values. Bad DICOM files are in tests/test_bad_inputs.py."""
 from pathlib import Path
 

@@ -12,8 +12,8 @@ from ttrv_core.model.loading import ModelLoadError
 
 @pytest.mark.parametrize("kw, alpha", [
     ({}, 32), ({"lora_r": 8}, 16), ({"lora_r": 8, "lora_alpha": 5}, 5),
-    ({"lora_r": 16, "lora_alpha": 32}, 32),            # an older run folder's config.json
-    ({"lora_r": 8, "lora_alpha": 32}, 32),             # an older CLI run: the alpha it trained with
+    ({"lora_r": 16, "lora_alpha": 32}, 32),            # a run folder's config.json names both
+    ({"lora_r": 8, "lora_alpha": 32}, 32),             # an alpha given is kept, whatever the rank
 ])
 def test_lora_alpha_rule(kw, alpha):
     cfg = TTRVConfig(**kw)
@@ -31,7 +31,7 @@ def test_older_config_json_loads():
 
 @pytest.mark.parametrize("argv, alpha, max_pixels", [
     ([], 32, None),                                     # None: load_policy uses the family's default
-    (["--lora-r", "8"], 16, None),                      # was 32 whatever the rank
+    (["--lora-r", "8"], 16, None),                      # 2 x rank, not a fixed 32
     (["--lora-r", "8", "--lora-alpha", "4"], 4, None),
     (["--max-pixels", "4096"], 32, 4096),
 ])

@@ -71,7 +71,7 @@ def test_silent_on_single_example():
 
 def test_chance_level_of_few_options_is_not_collapse():
     """With 4 options a quarter of the items share an answer by chance; 0.44 of a 32-item window on
-    one letter is no collapse (the old floor of 0.4 fired on it), 0.9 is. Open answers keep the floor."""
+    one letter is no collapse (the floor of 0.4 alone would fire on it), 0.9 is. Open answers keep the floor."""
     assert CollapseGuard(baseline=0.1).threshold() == 0.4
     four = CollapseGuard(baseline=0.1, n_answers=4)
     assert four.threshold() == 0.5

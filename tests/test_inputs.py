@@ -1,4 +1,5 @@
-"""What a person gives, read by the one data path (inputs.py over data.py and uploads.py): which
+"""What a person gives, read by the one data path (inputs/__init__.py over inputs/dataset.py and
+inputs/uploads.py): which
 questions are used, and messages that name the upload, the file's own columns or the setting."""
 import zipfile
 

@@ -107,7 +107,7 @@ def test_custom_code_is_refused_by_default(tmp_path):
 
 
 def test_the_environment_alone_does_not_allow_custom_code(tmp_path, monkeypatch):
-    """TTRV_TRUST_REMOTE_CODE=1 is the app operator's switch (models.remote_code_allowed); the
+    """TTRV_TRUST_REMOTE_CODE=1 is the app operator's switch (loading.remote_code_allowed); the
     library itself only runs checkpoint code when a caller passes trust_remote_code=True."""
     from ttrv_core.model.loading import remote_code_allowed
     monkeypatch.setenv("TTRV_TRUST_REMOTE_CODE", "1")

@@ -1,6 +1,6 @@
-"""Tests written for the mutants of tests/mutation.py that the suite let live (issue 24): what a prompt's
+"""Tests written for the mutants of tests/mutation.py that the suite let live: what a prompt's
 group trains on (step_module.score), the step's metrics (step_module.step_metrics), the gradient clip and the
-`scale` of grpo.update / grpo.gradient, and an update of k prompts in step_module.step: the clipped mean of
+`scale` of grpo.update / grpo.gradient, and an update of k prompts in step_module.train_step: the clipped mean of
 their gradients. Each fails on the mutant named in its docstring; the training ones assert they trained."""
 import math
 from pathlib import Path

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 @pytest.mark.parametrize("mode", ["fp32", "bf16", "bf16-autocast"])
 def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
     pol = load_policy(DEMO_MODEL, "fp32" if mode == "fp32" else "bf16", "cpu")
-    if mode == "bf16-autocast":  # the CUDA path's numerics (models.Policy.autocast), on the CPU
+    if mode == "bf16-autocast":  # the CUDA path's numerics (policy.Policy.autocast), on the CPU
         pol.autocast_dtype = torch.bfloat16
     items = load_dataset(EXAMPLES, None, EXAMPLES / "questions.csv", "open").items[:4]
     calls = []
@@ -49,7 +49,7 @@ def test_first_update_of_each_step_has_ratio_one(monkeypatch, mode):
 
 
 def plain_logprobs(pol, prompt, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(G, L) log-probs of each answer by hand, independent of grpo.py and of rollout's positions and
+    """(G, L) log-probs of each answer by hand, independent of grpo.py and of the Prompt's positions and
     cached image encoding: one ordinary forward per answer of the row prompt + answer (the pixels
     encoded again, the model's own positions), log-softmax of the logits / T at each answer token."""
     rows = []

@@ -1,4 +1,4 @@
-"""Free-form answers (issue 17, item 4): open answers scored by exact match, token F1 and ROUGE-1,
+"""Free-form answers: open answers scored by exact match, token F1 and ROUGE-1,
 yes/no answers by exact match only; the soft reward in a run; the soft votes in the histogram."""
 import json
 from pathlib import Path
@@ -45,7 +45,7 @@ def test_summary_adds_open_and_closed_keys_and_keeps_the_others():
     assert m["eval/open_f1"] == pytest.approx(sum(t[4] for t in opened) / 4)
     assert m["eval/open_rouge1"] == pytest.approx(sum(t[5] for t in opened) / 4)
     assert m["eval/closed_exact"] == pytest.approx(1 / 2)
-    assert m["eval/greedy_acc"] == pytest.approx(3 / 6)   # the existing keys: over every labeled item, as before
+    assert m["eval/greedy_acc"] == pytest.approx(3 / 6)   # the task-independent keys: over every labeled item
     old = {k: v for k, v in m.items() if not k.startswith(("eval/open_", "eval/closed_"))}
     for e in evs:
         e.closed = e.f1 = e.rouge1 = None

@@ -1,4 +1,4 @@
-"""Data parallel on 2 CPU processes (gloo, torchrun) against one process (parallel.py): the same
+"""Data parallel on 2 CPU processes (gloo, torchrun) against one process (dist/parallel.py): the same
 adapter, the run folder written once, resume from a 2-process run, a killed or stuck rank ends the
 run with a message naming it and its stage. FSDP (the decoder layers sharded): the same adapter as
 DDP and one process, resume, stand-ins. Each launch costs ~15-25 s on 2 cores (two fresh

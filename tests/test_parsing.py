@@ -1,11 +1,12 @@
-"""Answer parsing: the two fixed defects, and the authors' quirks that stay (<= 8 options)."""
+"""Answer parsing: a lone article that is the answer, the pronoun I that is not option I, and the
+authors' quirks that stay (<= 8 options)."""
 import pytest
 
 from ttrv_core.tasks.answers import canonical_reference, extract_answer, extract_letter, is_valid, normalize_open
 
 
 @pytest.mark.parametrize("reply, want", [
-    ("A", "a"),                 # was '': a one-letter answer is not an article
+    ("A", "a"),                 # not '': a one-letter answer is not an article
     ("a.", "a"),
     ("The", "the"),
     ("Plan A", "plan a"),       # a last word is never dropped
@@ -23,7 +24,7 @@ def test_open_answer_a_is_a_vote_and_meets_its_reference():
 
 
 @pytest.mark.parametrize("reply, want", [
-    ("B, I think", "B"),               # was 'I'
+    ("B, I think", "B"),               # not 'I': the pronoun is not option I
     ("C. I'm not sure", "C"),
     ("D, I\u2019d say", "D"),
     ("I think it is E", "E"),

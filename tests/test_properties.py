@@ -1,6 +1,6 @@
 """Property tests (hypothesis): rewards against their published definitions, and answer parsing on any text.
 
-Definitions checked (rewards.py module docstring, DESIGN.md section 2), for votes a_1..a_N with M distinct
+Definitions checked (rewards.py module docstring), for votes a_1..a_N with M distinct
 answers and shares p_k:
     frequency r1(a_i) = count(a_i) / N            majority 1 iff a_i is the most common answer (first seen on ties)
     H_norm = -sum_k p_k ln p_k / ln M (0 if M = 1)    ttrv = r1 - alpha * H_norm

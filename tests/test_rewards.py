@@ -1,4 +1,4 @@
-"""Rewards against hand-computed values (DESIGN.md section 2 formulas)."""
+"""Rewards against hand-computed values (the formulas of rewards.py's module docstring)."""
 import math
 
 import pytest
@@ -105,7 +105,7 @@ def test_equal_rewards_give_zero_advantages_in_float32():
     from ttrv_core.method.grpo import group_advantages
     votes = ["3"] * 16 + ["5"] * 9 + ["8"] * 7   # N = 32 votes, the first G = 16 all "3"
     for name in ("ttrv", "frequency", "majority", "ttrv_marginal"):
-        r = torch.tensor(compute_rewards(name, votes)[0][:16])      # float32, as in engine._step
+        r = torch.tensor(compute_rewards(name, votes)[0][:16])      # float32, as in step.train_step
         assert torch.equal(group_advantages(r), torch.zeros(16)), name
     mixed = ["3", "5"] * 8 + ["3"] * 16
     a = group_advantages(torch.tensor(compute_rewards("ttrv", mixed)[0][:16]))

@@ -111,7 +111,7 @@ def test_static_decode_equals_eager(tiny_models, model_type):
 
 @pytest.mark.parametrize("mode", ["mlp", "layers"])
 def test_checkpointing_keeps_the_gradients(tiny_models, mode):
-    """Gradient checkpointing (config.gradient_checkpointing, recompute.py) recomputes
+    """Gradient checkpointing (config.gradient_checkpointing, gradient_checkpointing.py) recomputes
     the packed row's MLPs or whole layers in the backward pass: same loss, same LoRA
     gradients, and the recomputation does run."""
     from ttrv_core.model.gradient_checkpointing import set_recompute
@@ -151,7 +151,7 @@ def test_mlp_checkpointing_finds_every_layer(tiny_models, model_type):
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_image_encoded_once_per_prompt(tiny_models, model_type):
     """On the shared paths the vision tower runs once per prompt: sampling, the
-    reference pass and the training forward reuse its outputs (rollout.Prompt.encoded),
+    reference pass and the training forward reuse its outputs (prompt.Prompt.encoded),
     while the naive path encodes the image in every row of every forward."""
     pol = _policy(tiny_models[model_type])
     prompt = prepare_prompt(pol, Image.new("RGB", (50, 37), (90, 20, 200)), "What is shown here?")

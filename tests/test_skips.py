@@ -44,7 +44,7 @@ def test_only_listed_skips_pass(tmp_path):
     assert "not allowed (tests/conftest.py ALLOWED_SKIPS): Skipped: demo model not built" in r.stdout  # at setup
     assert "not allowed (tests/conftest.py ALLOWED_SKIPS): Skipped: transformers without" in r.stdout  # in the test
 
-    # a module that skips itself at import (tiny.py's old way of dropping a family): a collection error
+    # a module that skips itself at import (say, to drop a family of tiny.py): a collection error
     (tmp_path / "tests" / "test_gone.py").write_text('import pytest\npytest.importorskip("no_such_module_here")\n')
     r = run(tmp_path, "tests/test_gone.py")
     assert r.returncode == 2 and "ERROR collecting tests/test_gone.py" in r.stdout, r.stdout

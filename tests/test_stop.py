@@ -1,5 +1,5 @@
 """Stop takes effect within one prompt, in every phase (engine.adapt), and what the run folder then
-holds (runs.record): no untrained adapter, a partial evaluation said to be partial, a step cut
+holds (folder.record): no untrained adapter, a partial evaluation said to be partial, a step cut
 short undone. On a tiny random model; the stop is asked from inside the work it should cut short."""
 import json
 from pathlib import Path
@@ -138,7 +138,7 @@ def test_a_second_stop_ends_the_after_evaluation_within_one_image(policy_path, i
 
 
 def test_a_boolean_stop_still_means_stop_training_then_evaluate(policy_path, items):
-    """should_stop returning True (the CLI, older callers) stops training; the after-evaluation runs."""
+    """should_stop returning True (the CLI, callers that return a bool) stops training; the after-evaluation runs."""
     policy = load_policy(policy_path, "fp32", "cpu")
     seen = []
     events = [ev for ev in engine.adapt(TTRVConfig(**SMALL), policy, items, should_stop=lambda: bool(seen),

@@ -84,7 +84,7 @@ def shares(items: Sequence[Item], before: EvalResult | None, after: EvalResult |
         what = "of the valid votes" if name.startswith("base") else f"of the images, {name}"
         fig.add_bar(x=x, y=y, name=name, marker_color=color, hovertemplate=f"%{{x}}: %{{y:.0%}} {what}<extra></extra>")
     k = content.answer_count(items)
-    if k:  # the line, and a legend entry that names it (a label on the line ran into the bars)
+    if k:  # the line, and a legend entry that names it (a label on the line runs into the bars)
         chance = dict(color="#888", dash="dot", width=1)
         fig.add_hline(y=1 / k, line=chance)
         fig.add_scatter(x=[None], y=[None], mode="lines", line=chance, name=f"1/K = 1/{k}: all equally common")

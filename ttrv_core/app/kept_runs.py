@@ -3,14 +3,14 @@
     run(cfg, items, ..., keep) -> events:
         the policy: the kept base model when the model, precision, device and trust are the same
                     (kept_base.KeptBase; loaded otherwise), a fresh LoRA adapter from the run's seed
-        the run folder: config.json, problems.txt, then engine.adapt recorded into it (runs.record);
+        the run folder: config.json, problems.txt, then engine.adapt recorded into it (folder.record);
                     a download on a Space, so the model is named as `shown` names it, never by a
                     path of the server
         the before-evaluation: the last complete one kept with the model is used again when nothing
                     it depends on changed (depends); a complete new one replaces it
 
 One run at a time holds the kept model (keep.lock). The app calls this inside its GPU-held function
-(app.gpu_job, spaces.GPU on a Space); benchmarks call it without the app.
+(app.py's gpu_job, spaces.GPU on a Space); benchmarks call it without the app.
 """
 from __future__ import annotations
 

@@ -41,8 +41,8 @@ FOLLOW = None
 BLUE, GREEN, GREY, ORANGE, PURPLE, RED = "#3b6fd8", "#2a9d54", "#b8bcc6", "#e07b24", "#8a4fd0", "#c0392b"
 OTHER = "(other)"
 # plotly_white's look, set by hand: applying a named template deep-copies it on every update_layout
-# (~20 ms each, most of the time a live redraw took). Legends under the plot: above it they ran into
-# the toolbar and the title on a phone.
+# (~20 ms each, most of a live redraw's time). Legends under the plot: above it they run into the
+# toolbar and the title on a phone.
 # The toolbar stands on the right edge, clear of the title on a phone.
 _LAYOUT = dict(template="none", paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"),
                height=360, margin=dict(l=50, r=30, t=40, b=40), title=dict(x=0.01, xanchor="left", font_size=14),
@@ -306,7 +306,7 @@ def _eval_points(fig: go.Figure, steps, before, after, key: str, name: str, colo
 
 def _step_axis(steps) -> dict:
     """Steps 1..K, with room for the eval points at 0 ('before') and K + 1 ('after'); no axis title
-    (under the plot it ran into the legend on a phone: the tick labels say it).
+    (under the plot it runs into the legend on a phone: the tick labels say it).
 
     >>> _step_axis([StepEvent(2, 2, [])])["ticktext"]
     ['before', 'step 1', '2', 'after']

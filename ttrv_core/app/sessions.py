@@ -5,7 +5,7 @@ Each session keeps its files in one folder of this app process (`ttrv-app-<pid>-
 temp dir, then a hash of gradio's session id). The folder goes when the tab closes, when the
 session's state expires (SESSION_TTL_S), and when the process exits: at a normal exit (atexit)
 and, in the app run as a script, on SIGTERM or SIGINT (clean_up_on_signals); folders of app
-processes that no longer run are swept when the next one starts (make_root).
+processes that have ended are swept when the next one starts (make_root).
 
 A session shows one run (`shown`) and may have one under way (`running`): a new run replaces
 the shown one only once its model has loaded and it has started, so a run that never starts
@@ -182,11 +182,11 @@ def downloads(run_dir: Path | None) -> list[str]:
 
 CAPS = {name: s.cap for name, s in TTRVConfig.settings().items() if s.cap is not None}
 """Upper bounds on a public Space, each declared by its setting (config.py), so that one run cannot hog
-the shared GPU; max_steps's bounds a run's steps however they are set (epochs x batches, or max_steps).
-At the caps, a 3B model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s plus
-loading (1.4 s per image in a step, measured; evaluating an image is one sampling of 33 rows, ~0.5 s:
-an estimate, not measured end to end), inside the 600 s GPU slot, with room for slower cards. The
-paper's main setting (20 images, 6 steps) is well inside."""
+the shared GPU; the max_steps cap bounds a run's steps however they are set (epochs x batches, or
+max_steps). At the caps a 3B model in 4-bit on an H100 takes about 12 x 8 x 1.4 + 2 x 48 x 0.5 = ~230 s
+plus loading (1.4 s per image in a step; ~0.5 s to evaluate an image, its one sampling of 33 rows;
+bench/RESULTS.md), inside the 600 s GPU slot, with room for slower cards. The paper's main setting
+(20 images, 6 steps) is well inside."""
 MAX_ITEMS = 48
 """Images a public Space evaluates; beyond it only the first 48 are used."""
 
