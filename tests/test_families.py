@@ -128,12 +128,12 @@ def test_fit_image(size, most, want):
 
 
 def test_max_pixels_caps_what_the_processor_sees(tiny_models, monkeypatch):
-    from ttrv_core.sampling import rollout
+    from ttrv_core.sampling import prompt
     pol = load_policy(str(tiny_models["qwen2_5_vl"]), "fp32", "cpu", max_pixels=64 * 48)
     assert pol.max_pixels == 64 * 48
     seen = []
-    encode = rollout.encode
-    monkeypatch.setattr(rollout, "encode", lambda proc, im, text, *a: seen.append(
+    encode = prompt.encode
+    monkeypatch.setattr(prompt, "encode", lambda proc, im, text, *a: seen.append(
         [f.size for f in im.frames] if isinstance(im, Video) else im.size) or encode(proc, im, text, *a))
     prepare_prompt(pol, _image(4000, 3000), QUESTION)
     big = _image(4000, 3000)
