@@ -1,8 +1,8 @@
 """`python -m ttrv_core` and the `ttrv` command: the CLI, then a quick exit.
 
-Once a run has ended, its files are closed (runs.py fsyncs them) and its last line is printed,
+Once a run has ended, its files are closed (runs/folder.py fsyncs them) and its last line is printed,
 the interpreter would still tear down torch, transformers and peft module by module before the
-shell prompt comes back: 2-4 s on 2 cores, a tenth of a demo run (bench/RESULTS.md, issue 16).
+shell prompt comes back: seconds on a small CPU (bench/RESULTS.md, "The interpreter's exit skipped").
 So after main() returns, the streams are flushed, the atexit hooks run (logging's, the app's
 temporary folders) and the process ends there. An exception leaves the normal way, traceback
 and all."""

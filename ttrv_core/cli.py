@@ -11,7 +11,7 @@ why, and every setting that is not the paper's default, with where it comes from
 The run folder's config.json names a bundled demo's model and files by name
 (demos.public: 'demo:format') and any other path as it was given.
 `python -m ttrv_core --resume DIR` continues a run that was killed or stopped,
-from its checkpoint after the last completed step (runs.py), with the settings
+from its checkpoint after the last completed step (runs/checkpoint.py), with the settings
 and images in DIR/config.json; it appends to the same events.jsonl.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The `ttrv` command: load the data and the policy, run engine.adapt recorded into the run
-    folder (runs.record) with a progress bar; returns the exit status."""
+    folder (runs/folder.py `record`) with a progress bar; returns the exit status."""
     args = parser().parse_args(argv)
     quiet()
     try:

@@ -193,7 +193,8 @@ class TTRVConfig:
         return {f.name: f.metadata["setting"] for f in fields(cls)}
 
     def __post_init__(self) -> None:
-        if isinstance(self.gradient_checkpointing, bool):  # older run folders (frozen: set through object)
+        # a config.json may hold a bool here (True: layers); frozen: set through object
+        if isinstance(self.gradient_checkpointing, bool):
             object.__setattr__(self, "gradient_checkpointing", "layers" if self.gradient_checkpointing else "off")
         for name, s in self.settings().items():
             if problem := _out_of_bounds(name, getattr(self, name), s):

@@ -13,12 +13,12 @@ Entropy of the votes: `answers/entropy` and `eval/entropy` are H / ln N (N votes
 which falls whenever votes move to a more common answer; `answers/entropy_paper`
 and `eval/entropy_paper` are the paper's H / ln M (M distinct answers), the number
 its reward uses, which can rise as the answers sharpen ([.9, .05, .05] gives 0.36,
-[.9, .1] gives 0.47). Logs written before this change hold H / ln M under `entropy`.
+[.9, .1] gives 0.47).
 
 An error ends a run by an exception from the engine (the CLI and the app turn it
 into a message); RunEnd marks a run that ended, stopped or not.
 
-A resumed run (runs.py, `--resume`) appends to the same log: a second
+A resumed run (runs/checkpoint.py, `--resume`) appends to the same log: a second
 run_start with `resumed_from` = the step it continues after, then the steps
 that follow. A step event carries `snapshot`, a way to read the training state
 right after that step for a checkpoint; it is never serialised and is valid

@@ -4,7 +4,7 @@ FSDP (fsdp_requested, several processes: `shard_policy`): torch's fully_shard (F
 decoder layer of the language model; the embeddings, vision tower and LM head stay whole on every
 rank. Each forward all-gathers a layer's weights, so every rank runs the same number of forwards:
 decoding runs max_new_tokens steps (Policy.lockstep), and a rank with fewer prompts in an update
-or fewer items in an evaluation runs a stand-in whose result is dropped (groups.step: its loss
+or fewer items in an evaluation runs a stand-in whose result is dropped (step.train_step: its loss
 weighted 0; engine._evaluate_phase). FSDP sums the LoRA gradients itself (a reduce-scatter at each
 backward): `all_reduce_` leaves its sharded (DTensor) ones out. The full LoRA weights and optimizer
 state are gathered on every rank after each step (`gathered`; rank 0 writes them), so the adapter
@@ -50,7 +50,7 @@ def shard_policy(policy) -> None:
     inside = {p for layer in lm.layers for p in layer.parameters()}
     fully_shard(lm, ignored_params={p for p in lm.parameters() if p not in inside})
     for m in [*lm.layers, lm]:
-        m.set_gradient_divide_factor(1.0)           # the sum over ranks; groups.step divides by |P|
+        m.set_gradient_divide_factor(1.0)           # the sum over ranks; step.train_step divides by |P|
         m.set_force_sum_reduction_for_comms(True)   # a plain SUM: gloo has neither AVG nor PREMUL_SUM
     policy.lockstep = True
     policy.decoders.no_graph = True   # a recorded CUDA graph would replay a step without its all-gathers

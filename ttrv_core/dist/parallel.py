@@ -6,10 +6,10 @@ same loop (engine.adapt) and yields the same events; only rank 0 writes the run 
 GPUs: NCCL, one GPU per rank (cuda:LOCAL_RANK); CPUs: gloo.
 
 Each rank takes a share of every optimizer update's prompts (config.prompts_per_update = k,
-the step in groups.py): it samples and scores them, their LoRA gradients are summed over the
+method/step.py, `train_step`): it samples and scores them, their LoRA gradients are summed over the
 ranks (`all_reduce_`), and each rank takes the same AdamW step, so that K processes compute what
 one does with the same k. Evaluation: rank r evaluates items[r::K] (each item has its own random
-stream, evaluate.py), gathered back in item order (`gather_shards`).
+stream, method/evaluate.py), gathered back in item order (`gather_shards`).
 
 Failure: every collective waits at most the timeout given to `init` (--dist-timeout). Each rank
 records the stage it enters in the launcher's key-value store, and its error there when it raises.

@@ -248,7 +248,7 @@ def load_dataset(images: Path, question: str | None = None, questions_file: Path
     label: how problems name the image folder (default: its path; the app names the upload).
     frames: the frames the run will read from each video (TTRVConfig.video_frames): the check reads
     as many, at the same times. A file that still fails when the run reads it is left out of the run
-    then, named (prompt_cache.py)."""
+    then, named (sampling/prompt_cache.py)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
     ds = Dataset()

@@ -1,7 +1,7 @@
 """Reading a questions file into rows: CSV (header row; ',', ';' or tab, read from the header
 or Excel's 'sep=' line) or JSONL, decoded as text only (UTF-8, UTF-16 with a BOM, else
 Windows-1252 with a warning), at most MAX_FILE_MB; nothing is ever executed or unpickled.
-Column names are matched by COLUMNS. data.py turns the rows into items."""
+Column names are matched by COLUMNS. dataset.py turns the rows into items."""
 from __future__ import annotations
 
 import csv

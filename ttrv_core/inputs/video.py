@@ -17,7 +17,7 @@ uniform sampling does:
 Animated GIFs are read with Pillow (frame durations from the file; 100 ms where absent).
 A frame that cannot be decoded (a truncated file, a codec with no decoder in the
 wheel) is an ImageError naming the reason; the data path turns it into a Problem, and so does a run
-that reads a file which no longer reads (prompt_cache.py: the item is left out, the run goes on).
+that reads a file which fails only then (sampling/prompt_cache.py: the item is left out, the run goes on).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ FFmpeg has hundreds more; an upload is untrusted input, so the rare ones are ref
 MAX_SECONDS = 600.0
 """Longer clips are sampled over their first 10 minutes (and the user is told)."""
 FRAMES = 8
-"""K, frames sampled per video by default (issue 17); TTRVConfig.video_frames sets it."""
+"""K, frames sampled per video by default; TTRVConfig.video_frames sets it."""
 
 
 @dataclass(frozen=True)

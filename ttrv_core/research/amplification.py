@@ -3,7 +3,7 @@
     python -m ttrv_core.research.amplification runs/reward_study      # every run folder below it
 
 The collapse guard (guard.py) fires when most images share one majority answer: total collapse. A
-run that feeds a bias stops well short of that (one letter on 0.29 of the images, not 0.9). The rule
+run that feeds a bias stops well short of that (one letter on 0.29 of the images, docs/RESULTS.md). The rule
 replayed here watches, over the guard's window (each adapted image's latest majority answer over the
 last guard.WINDOW steps, at least guard.MIN_ITEMS images), every answer's share of the images against
 its share of the base model's valid votes on those images (the before-evaluation, label-free):

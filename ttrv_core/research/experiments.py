@@ -2,7 +2,7 @@
 written as results tables (CSV/JSON/Markdown) and plotly figures.
 
     python -m ttrv_core.research.experiments                     # both multiple-choice demos, seeds 0 1 2
-    python -m ttrv_core.research.experiments --demos open        # the first demo model (open answers)
+    python -m ttrv_core.research.experiments --demos open        # the open-answer demo model
     python -m ttrv_core.research.experiments --quick --seeds 0   # a tiny grid (seconds): smoke test
     python -m ttrv_core.research.experiments --groups reward lr --out runs/exp
     python -m ttrv_core.research.experiments --images DIR --task choice --model M   # your own labelled set

@@ -98,7 +98,7 @@ def _advantage_gap(steps: Sequence[StepEvent], alpha: float) -> float:
     """Largest |A_ttrv - A_frequency| over every item's N votes at every step: the entropy
     term is one number per group, so z-scoring within the group removes it.
 
-    Rewards go in as float32, as engine.py hands them over; group_advantages z-scores
+    Rewards go in as float32, as step.score hands them over; group_advantages z-scores
     in float64. What is left is float32 rounding: r1 - alpha * H_norm rounds differently
     from r1, so the two can differ by a rounding step or two (at most 2.4e-7 in the full
     grid, docs/RESULTS.md). The engine z-scores the first G votes, whose order the events
@@ -108,7 +108,7 @@ def _advantage_gap(steps: Sequence[StepEvent], alpha: float) -> float:
     for s in steps:
         for iv in s.items:
             votes = [a for a, c in iv.counts.items() for _ in range(c)]
-            a = group_advantages(torch.tensor(compute_rewards("ttrv", votes, alpha)[0]))   # float32, as engine.py
+            a = group_advantages(torch.tensor(compute_rewards("ttrv", votes, alpha)[0]))   # float32, as step.score
             b = group_advantages(torch.tensor(compute_rewards("frequency", votes)[0]))
             gap = max(gap, float((a - b).abs().max()))
     return gap

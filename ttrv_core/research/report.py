@@ -75,7 +75,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     out = []
     for g, name, rs in groups:
         t = {"group": g, "setting": name, "runs": len(rs)}
-        for k in (*ACCS, *LABEL_FREE):   # .get: runs logged before a metric existed have none (nan)
+        for k in (*ACCS, *LABEL_FREE):   # .get: a runs.jsonl row may lack a metric (nan)
             for p in ("before", "after"):
                 t[f"{p}_{k}_mean"], t[f"{p}_{k}_std"] = _ms([r.get(f"{p}_{k}", math.nan) for r in rs])
             t[f"d_{k}_mean"], t[f"d_{k}_std"] = _ms([r.get(f"d_{k}", math.nan) for r in rs])

@@ -5,7 +5,7 @@ local folder by its name, never a path on the machine that ran it), the prompt t
 adapter was trained on (the question and the instruction suffix the task format
 adds, prompts.build_prompt), the settings, and greedy accuracy, majority accuracy,
 invalid greedy replies and majority share before and after. Written by
-runs.record next to the adapter (name_base names the base in the adapter's config as the card
+folder.record (runs/folder.py) next to the adapter (name_base names the base in the adapter's config as the card
 does); the app's adapter.zip carries it.
 """
 from __future__ import annotations

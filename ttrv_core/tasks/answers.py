@@ -62,7 +62,7 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 _ARTICLES = {"a", "an", "the"}
 _DECIMAL = re.compile(r"^(\d+)(?:\.0+|(\.\d*?[1-9])0+)$")  # 7.0 -> 7, 2.50 -> 2.5; 10 stays
 # punctuation but the apostrophe, except a decimal point between digits (a regex, not a placeholder
-# character: any placeholder could occur in a reply, e.g. "\0" came back as ".")
+# character: any placeholder could occur in a reply, e.g. "\0" would come back as ".")
 _PUNCT = re.compile(r"(?!(?<=\d)\.(?=\d))[" + re.escape(string.punctuation.replace("'", "")) + "]")
 
 

@@ -9,13 +9,13 @@ vote each, and count / N rewards nothing. The soft frequency credits partial agr
     soft        r(a_i) = (1 / N) * sum_{j=1..N} s(a_i, a_j)
 
 The mean runs over all N votes, a_i itself included (s(a, a) = 1), as count(a_i) in the
-frequency reward r1(a_i) = count(a_i) / N counts a_i itself (rewards.py). So with the
+frequency reward r1(a_i) = count(a_i) / N counts a_i itself (method/rewards.py). So with the
 exact-match similarity s(a, b) = [a == b] the soft reward IS count / N, term for term
 (tests/test_similarity.py checks it over random vote tables). The mean over the N - 1
 others, (N r - 1) / (N - 1), is an affine map of r that the z-scored group advantage
 cancels: either definition trains the same.
 
-Evaluation against a reference answer (evaluate.py):
+Evaluation against a reference answer (method/evaluate.py):
 
     token F1    as above, the project's normalisation (case, punctuation, articles,
                 number words)
