@@ -15,7 +15,6 @@ TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are
 """
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import traceback
@@ -30,8 +29,6 @@ from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
 from ttrv_core.app.live_run import FIRST, LiveRun, status_html
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_model
-from ttrv_core.inputs import questions
-from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 from ttrv_core.model import kept_base, loading
 from ttrv_core.runs import model_card
 
@@ -44,7 +41,7 @@ except ImportError:
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
-MAX_FILE_SIZE = MAX_TOTAL_MB * questions.MB  # gradio's max_file_size: uploads.py refuses more unpacked anyway
+MAX_FILE_SIZE = form_fields.MAX_UPLOAD_BYTES
 SESSIONS = sessions.make_root()
 DEMO = model_menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
@@ -62,15 +59,15 @@ def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: d
     """A run's GPU-held part (spaces.GPU on a Space): kept_runs.run on the app's kept base model (KEPT: the
     model loaded once, the last complete before-evaluation used again while nothing it depends on changed)."""
     yield from kept_runs.run(cfg, items, single, out, meta, problems, should_stop, KEPT,
-                        trust_remote_code=loading.remote_code_allowed() and not PUBLIC)
+                             trust_remote_code=loading.remote_code_allowed() and not PUBLIC)
 
 
 # --------------------------------------------------------------------------- handlers
 
 def preview(sess, source, example, uploads, folder, question, qfile, task, options, request: gr.Request = None):
     sess = ensure(sess, request)
-    inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question, qfile,
-                    task, options, PUBLIC)
+    inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question,
+                           qfile, task, options, PUBLIC)
     ids = [it.id for it in inp.dataset.items]
     sess.n_items = len(ids)
     return (sess, inputs.describe(inp), gr.Dropdown(choices=ids, value=ids[0] if ids else None),
@@ -88,7 +85,8 @@ def plan(v: dict) -> str:
 
 def note(model, custom, source, example) -> str:
     mid = form_fields.model_id(model, custom)
-    return "\n\n".join(filter(None, [mid and model_menu.about(mid), model_menu.warning(mid, source == MY_IMAGES, example)]))
+    said = [mid and model_menu.about(mid), model_menu.warning(mid, source == MY_IMAGES, example)]
+    return "\n\n".join(filter(None, said))
 
 
 def pick_model(model, source):
@@ -101,37 +99,14 @@ def pick_model(model, source):
             + form_fields.values(TTRVConfig().with_(**demo.settings)))
 
 
-RUN_INPUTS = ["sess", "source", "example", "uploads", "folder", "question", "qfile", "task", "options", "model",
-              "custom", "single", "single_item", "hist_choice", *form_fields.SETTINGS, "rows"]
-"""The Run button's inputs, in order: the API's parameter names (/run), one per setting of the form."""
-
-
-def named(names: list[str]):
-    """A generator handler fn(values: dict, request) given to gradio as one with a parameter per name
-    (positional, as gradio passes inputs, and the API's keyword names), then `request`: so that the
-    settings come from the config's declarations and a new setting needs no edit here."""
-    def wrap(fn):
-        def handler(*args, request: gr.Request = None):
-            if len(args) > len(names):  # gradio inserts the request after the inputs
-                *args, request = args
-            yield from fn(dict(zip(names, args)), request)
-        P = inspect.Parameter
-        handler.__signature__ = inspect.Signature(
-            [P(n, P.POSITIONAL_OR_KEYWORD, default="all" if n == "rows" else P.empty) for n in names]
-            + [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
-        handler.__doc__, handler.__name__ = fn.__doc__, fn.__name__
-        return handler
-    return wrap
-
-
-@named(RUN_INPUTS)
+@form_fields.takes(form_fields.RUN_INPUTS, gr.Request)
 def on_run(given: dict, request: gr.Request = None):
     """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
     `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""
     sess, keep = ensure(given["sess"], request), gr.skip()
     source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
-        hist_choice, rows = (given[k] for k in RUN_INPUTS if k not in form_fields.SETTINGS and k != "sess")
+        hist_choice, rows = (given[k] for k in form_fields.RUN_INPUTS if k not in form_fields.SETTINGS and k != "sess")
 
     def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
         return sess, status, *[keep] * 6, info, *[keep] * 3
@@ -163,8 +138,8 @@ def on_run(given: dict, request: gr.Request = None):
         yield refuse(f"Settings: {e}.")
         return
     work = sess.new_run_dir()
-    inp = form_fields.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question, qfile,
-                    task, options, PUBLIC, cfg.video_frames)
+    inp = form_fields.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question,
+                           qfile, task, options, PUBLIC, cfg.video_frames)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
     refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, model_menu.allowed())
     why = ("No usable images: see the list under the images." if not ds.items else
@@ -281,7 +256,8 @@ def build() -> gr.Blocks:
                 data_info = gr.Markdown(elem_id="data-info")
             with gr.Column(scale=2, min_width=320):
                 gr.Markdown("### 2. Model and settings")
-                model = gr.Dropdown(model_menu.choices(PUBLIC), value=model_menu.default_model(), label="Model", elem_id="model")
+                model = gr.Dropdown(model_menu.choices(PUBLIC), value=model_menu.default_model(), label="Model",
+                                    elem_id="model")
                 custom = gr.Textbox(label="Hugging Face model id or local folder", visible=False, elem_id="custom")
                 about = gr.Markdown(elem_id="about")
                 with gr.Row():

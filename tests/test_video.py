@@ -124,7 +124,7 @@ def test_qwen3_vl_videos_take_the_reference_per_frame_cap_without_a_warning(tiny
     import subprocess
     import sys
     code = ("from PIL import Image\nfrom ttrv_core.model.loading import load_policy\n"
-            "from ttrv_core.sampling.rollout import prepare_prompt\nfrom ttrv_core.inputs.video import Video\n"
+            "from ttrv_core.sampling.prompt import prepare_prompt\nfrom ttrv_core.inputs.video import Video\n"
             f"pol = load_policy({str(tiny_models['qwen3_vl'])!r}, precision='fp32', device='cpu')\n"
             "frames = tuple(Image.new('RGB', (56, 56), (30 * i, 0, 0)) for i in range(4))\n"
             "p = prepare_prompt(pol, Video(frames, (0.0, 1 / 3, 2 / 3, 1.0), 4 / 3), 'What happens?')\n"

@@ -81,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
             zero = f" = {s.zero}" if s.zero and defaults[name] == 0 else ""
             # None: not given (the demo's setting, else the config's default, applies)
             p.add_argument(f"--{s.flag}", type={"int": int, "float": float}.get(types[name], str), default=None,
-                           dest=name, choices=s.choices or None, help=f"{s.help} (default: {defaults[name]}{zero})".replace("%", "%%"))
+                           dest=name, choices=s.choices or None,
+                           help=f"{s.help} (default: {defaults[name]}{zero})".replace("%", "%%"))
     return p
 
 

@@ -4,6 +4,7 @@ out; everything they mean is here, gradio-free, so it is tested without a browse
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,8 @@ from ttrv_core.app import model_menu, sessions
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset
 from ttrv_core.inputs.images import DICOM_EXTS
+from ttrv_core.inputs.questions import MB
+from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS
 from ttrv_core.problems import Problem
 
@@ -25,6 +28,31 @@ SETTINGS = [name for name, s in TTRVConfig.settings().items() if s.label]
 NUMBERS = {f.name: {"int": int, "float": float}[f.type] for f in fields(TTRVConfig)
            if f.name in SETTINGS and f.type in ("int", "float")}
 """The number fields, with their type."""
+RUN_INPUTS = ["sess", "source", "example", "uploads", "folder", "question", "qfile", "task", "options", "model",
+              "custom", "single", "single_item", "hist_choice", *SETTINGS, "rows"]
+"""The Run button's inputs, in order: the API's parameter names (/run), one per setting of the form."""
+MAX_UPLOAD_BYTES = MAX_TOTAL_MB * MB
+"""The largest single upload (gradio's max_file_size); uploads.py refuses more unpacked anyway."""
+
+
+def takes(names: list[str], request_type: type):
+    """A generator handler fn(values: dict, request) made one whose signature has a parameter per name,
+    then `request` annotated `request_type`: gradio passes the inputs by position, inserts the request
+    after them, and names the API's parameters from the signature. So the settings come from the
+    config's declarations, and a new setting needs no edit in app.py."""
+    def wrap(fn):
+        def handler(*args, request=None):
+            if len(args) > len(names):  # the request, after the inputs
+                *args, request = args
+            yield from fn(dict(zip(names, args)), request)
+        P = inspect.Parameter
+        handler.__signature__ = inspect.Signature(
+            [P(n, P.POSITIONAL_OR_KEYWORD, default="all" if n == "rows" else P.empty) for n in names]
+            + [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=request_type)])
+        handler.__annotations__ = {"request": request_type}
+        handler.__doc__, handler.__name__ = fn.__doc__, fn.__name__
+        return handler
+    return wrap
 
 
 def model_id(model: str | None, custom: str | None) -> str:

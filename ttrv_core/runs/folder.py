@@ -197,7 +197,8 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
     finally:
         if steps:  # the policy holds trained weights (this run's steps, or those of the run it resumes)
             run_dir.save_adapter(policy)
-            model_card.write(run_dir.root / "adapter", start, steps, end, items, evals.get("before"), evals.get("after"))
+            model_card.write(run_dir.root / "adapter", start, steps, end, items, evals.get("before"),
+                             evals.get("after"))
         if evals:
             run_dir.write_results(items, evals.get("before"), evals.get("after"), adapted_on)
         run_dir.close()
