@@ -185,7 +185,8 @@ class TTRVConfig:
     eval_batch: int = setting(
         16, "Items evaluated together: the N + 1 rows of each decode in one batch (method/evaluate.py). It "
         "changes the speed only, never the answers (each item samples from its own random stream); 16 was the "
-        "fastest on a CPU (bench/RESULTS.md). Out of memory, the evaluation goes on with half as many.", low=1)
+        "fastest of 8-64 on the demo model on a CPU. Out of memory, the evaluation goes on with half as many.",
+        low=1)
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:

@@ -23,7 +23,7 @@ from ttrv_core.inputs.dataset import Item
 FIRST = "the first image step 1 trains on"
 """Histogram choice: follow that one image through the run (before, the steps that sample it, after)."""
 DRAW_EVERY_S = 1.0
-"""Redraw the plots at most this often while a run streams (a redraw is ~60 ms of plotly on a CPU)."""
+"""Redraw the plots at most this often while a run streams (a redraw costs tens of ms of plotly on a CPU)."""
 REUSED = ("The evaluation before training is the last run's, not run again: the same model, images, questions "
           "and evaluation settings give the same answers.")
 

@@ -40,8 +40,8 @@ FOLLOW = None
 
 BLUE, GREEN, GREY, ORANGE, PURPLE, RED = "#3b6fd8", "#2a9d54", "#b8bcc6", "#e07b24", "#8a4fd0", "#c0392b"
 OTHER = "(other)"
-# plotly_white's look, set by hand: applying a named template deep-copies it on every update_layout
-# (~20 ms each, most of a live redraw's time). Legends under the plot: above it they run into the
+# plotly_white's look, set by hand: applying a named template deep-copies it on every update_layout,
+# most of a live redraw's time (bench/RESULTS.md, "Timings behind the code's choices"). Legends under the plot: above it they run into the
 # toolbar and the title on a phone.
 # The toolbar stands on the right edge, clear of the title on a phone.
 _LAYOUT = dict(template="none", paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"),

@@ -2,9 +2,8 @@
 
 Decoding 16 answer tokens is launch-bound on a GPU: every step runs thousands
 of small kernels (36 layers x projections, 4-bit dequantization, LoRA, norms,
-rope, attention) whose Python and launch cost dwarfs the math (H100, 3B shape,
-4-bit, 32 rows: 104-128 ms per token eager, 12.6 ms as a CUDA graph under bf16
-autocast, against a 0.64 ms bandwidth floor; bench/RESULTS.md). On a CPU, with
+rope, attention) whose Python and launch cost dwarfs the math: recorded once as
+a CUDA graph, the step is about ten times faster (bench/RESULTS.md). On a CPU, with
 several prompts' rows decoding together (evaluation), it is the copying and the
 finished rows. Three decoders:
 

@@ -77,7 +77,7 @@ def load_policy(model_id: str, precision: str = "auto", device: str | None = Non
 
 def import_peft() -> None:
     """Import peft now (with bitsandbytes where it is installed): a long-lived process (the app) does
-    at startup, so that its first run does not wait the ~3 s on a CPU that load_policy would."""
+    at startup, so that its first run does not wait for it in load_policy."""
     import peft  # noqa: F401
 
 

@@ -26,8 +26,7 @@ def set_threads_for(policy: Policy) -> None:
     it itself.
 
     Tiny matmuls (the demo model): a second thread only adds synchronisation, and on a
-    busy machine it waits for a descheduled core. Measured on 2 cores: a TTRV step on
-    the demo model 4.9 s -> 0.8 s, evaluating 40 items 17.2 s -> 1.3 s (other jobs running)."""
+    busy machine it waits for a descheduled core (bench/RESULTS.md, "Timings behind the code's choices")."""
     now = torch.get_num_threads()
     if not _threads["set"] or now != _threads["set"]:
         _threads["own"] = now

@@ -116,7 +116,7 @@ def _advantage_gap(steps: Sequence[StepEvent], alpha: float) -> float:
 
 class Policies:
     """One loaded model per seed, its fresh LoRA weights kept and put back before every run:
-    the same start as a new load_policy(seed=...) without the load (about 1.5 s a run)."""
+    the same start as a new load_policy(seed=...) without the load."""
 
     def __init__(self) -> None:
         self._loaded: dict[tuple, tuple[Policy, dict[str, torch.Tensor]]] = {}

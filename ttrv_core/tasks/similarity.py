@@ -100,8 +100,7 @@ def soft_counts(votes: Sequence[str], sim: Similarity = token_f1) -> dict[str, f
     The answers are grouped by their (normalised) form as the votes already are; an
     answer's soft count is its own count plus the partial credit of the others. `sim`
     must be symmetric (token F1 and exact match are): M (M - 1) / 2 similarities over the
-    M distinct answers, each normalised once
-    (32 distinct phrases: ~1.5 ms, where calling token_f1 per pair took 8).
+    M distinct answers, each normalised once (bench/RESULTS.md, "Timings behind the code's choices").
 
     >>> {a: round(c, 3) for a, c in soft_counts(["left lung", "left lung", "lung", "heart"]).items()}
     {'left lung': 2.667, 'lung': 2.333, 'heart': 1.0}
