@@ -9,7 +9,7 @@ measured, e.g. a `git worktree add /tmp/new_wt <commit>`: a tree others edit may
 through a change. One grid point = one fresh process (`--child`), so that its peak memory is its own:
 load the model, prepare one prompt (a noise image of side 28 * sqrt(tokens), the processor
 set to that size: `tokens` image tokens after the 2x2 merge), then run the engine's step on
-that one prompt (engine._step, prompts_per_step 1: sample N, pi_old, one update on G =
+that one prompt (step.train_step, prompts_per_step 1: sample N, pi_old, one update on G =
 min(16, N)) --repeats + 1 times. The first step (cold) gives the peak memory:
   CPU   the process's resident set, polled every millisecond during the step, minus the
         resident set just before it (what the step adds; glibc keeps freed memory, so a
@@ -76,7 +76,7 @@ def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: 
 
     from ttrv_core.config import TTRVConfig
     from ttrv_core.inputs.dataset import Item
-    from ttrv_core.method.engine import _step
+    from ttrv_core.method.step import train_step
     from ttrv_core.model import loading, threads
     from ttrv_core.model.loading import load_policy
 
@@ -109,13 +109,13 @@ def child(tree: Path, size: str, n: int, tokens: int, shared: bool, new_tokens: 
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as mem:
-        _step(1, 1, [item], policy, opt, cfg, gen)
+        train_step(1, 1, [item], policy, opt, cfg, gen=gen)
     peak = {"peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)} if cuda else \
         {"step_rss_mib": round((mem.peak - mem.before) / 2**20, 1), "peak_rss_mib": round(mem.peak / 2**20, 1)}
     runs = []
     for _ in range(repeats):
         t = time.perf_counter()
-        ev = _step(1, 1, [item], policy, opt, cfg, gen)
+        ev = train_step(1, 1, [item], policy, opt, cfg, gen=gen)
         if cuda:
             torch.cuda.synchronize()
         runs.append((time.perf_counter() - t, ev.metrics["time/sample_s"], ev.metrics["time/train_s"],

@@ -341,12 +341,12 @@ def main() -> None:
         m("train_naive", upd(False))
 
     from ttrv_core.inputs.dataset import Item
-    from ttrv_core.method.engine import _step
+    from ttrv_core.method.step import train_step
     tmp = Path("/tmp/ttrv_bench_img.png")
     image.save(tmp)
     item = Item("bench.png", tmp, text)
     cfg = TTRVConfig(model=path, n_votes=a.n, n_train=a.g, max_new_tokens=a.tokens, prompts_per_step=1)
-    m("ttrv_step", lambda: _step(1, 1, [item], policy, opt, cfg, gen))
+    m("ttrv_step", lambda: train_step(1, 1, [item], policy, opt, cfg, gen=gen))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ projections only), same image prompt, same reward (ttrv over the group, i.e.
 the frequency reward), G = 16 trained answers of up to 16 tokens, beta 0.001,
 the same learning rate and weight decay. Measured, in this order:
 
-  ours_shared        engine._step on one prompt: sample N votes, update on the first G (shared prefix)
+  ours_shared        step.train_step on one prompt: sample N votes, update on the first G (shared prefix)
   ours_shared_n=g    the same with N = G (like for like with TRL, which samples only the G it trains on)
-  ours_naive         engine._step with shared_prefix off (N full rows sampled, G full rows trained)
+  ours_naive         step.train_step with shared_prefix off (N full rows sampled, G full rows trained)
   ours_naive_n=g     the same with N = G
   trl                one optimizer step of TRL GRPOTrainer.train() (one prompt x G completions)
 
@@ -68,7 +68,7 @@ from bench_step import SIZES, Meter, bench_image, emit, model_path
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs.dataset import Item
-from ttrv_core.method.engine import _step
+from ttrv_core.method.step import train_step
 from ttrv_core.method.rewards import compute_rewards
 from ttrv_core.model.gradient_checkpointing import set_recompute
 from ttrv_core.model.load_checks import check_config
@@ -93,7 +93,7 @@ def measure_ours(policy, item: Item, cfg: TTRVConfig, m: Meter, skip: set[str]) 
             continue
         c = cfg.with_(n_votes=n, shared_prefix=shared, gradient_checkpointing=ckpt)
         set_recompute(policy, ckpt)  # as engine.adapt does
-        out[name] = m(name, lambda c=c: _step(1, 1, [item], policy, opt, c, gen), N=n)
+        out[name] = m(name, lambda c=c: train_step(1, 1, [item], policy, opt, c, gen=gen), N=n)
     set_recompute(policy, "off")
     return out
 
