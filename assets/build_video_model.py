@@ -1,6 +1,6 @@
 """Build the video demo model: the first demo model (assets/demo_model) fine-tuned to answer
 questions about short clips of a digit drifting across the frame, with its reply format only
-half learned, and the clip sets it answers (issue 17 item 3).
+half learned, and the clip sets it answers.
 
 The clips. Each is K = 8 frames of 32x32 grey pixels, 100 ms apart, saved as an animated GIF
 (lossless: the engine's video.load_video gives back exactly these frames). One scikit-learn
