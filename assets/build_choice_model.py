@@ -171,11 +171,8 @@ def target_text(kind: str, digit: int, rng: np.random.Generator, letter_share: f
 
 def training_batch(data: Prompts, tokenizer, kind: str, variant: int, idx, rng, letter_share: float):
     """Prompt + reply + <|im_end|>, right-padded; the loss sees only the reply tokens."""
-    inp = data.inputs(kind, variant, idx)
-    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
-    replies = [tokenizer(target_text(kind, int(data.labels[i]), rng, letter_share),
-                         add_special_tokens=False)["input_ids"] + [eos] for i in idx]
-    return builder.with_replies(inp, replies, pad)
+    texts = [target_text(kind, int(data.labels[i]), rng, letter_share) for i in idx]
+    return builder.with_replies(data.inputs(kind, variant, idx), tokenizer, texts)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -200,13 +200,10 @@ def training_batch(clips: Clips, tokenizer, kind: str, digits: np.ndarray, label
     the loss sees only the reply tokens."""
     dirs = [DIRECTIONS[i] for i in rng.integers(0, 4, len(digits))]
     frames = [clip_frames(px, m, int(c)) for px, m, c in zip(digits, dirs, rng.integers(0, TRAVEL + 1, len(digits)))]
-    inp = clips.inputs(kind, frames)
-    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     texts = [answer(kind, int(y), m) if rng.random() < BARE_SHARE else
              sentence(kind, SENTENCES[kind][rng.integers(len(SENTENCES[kind]))], int(y), m)
              for y, m in zip(labels, dirs)]
-    replies = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
-    return builder.with_replies(inp, replies, pad)
+    return builder.with_replies(clips.inputs(kind, frames), tokenizer, texts)
 
 
 # --------------------------------------------------------------------------- evaluation

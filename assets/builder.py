@@ -82,9 +82,11 @@ def image_pixels(processor, images: list, prompt: str, chunk: int) -> torch.Tens
     return out
 
 
-def with_replies(inp: dict, replies: list[list[int]], pad: int) -> dict:
-    """A batch of B prompts with each row's reply token ids appended (padded to the longest reply) as
-    supervised targets: labels -100 on the prompt and the padding."""
+def with_replies(inp: dict, tokenizer, texts: list[str]) -> dict:
+    """A batch of B prompts with each row's reply appended as its supervised target: the text's tokens
+    and EOS, right-padded to the longest reply; labels -100 on the prompt and the padding."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    replies = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
     B, P, T = len(replies), inp["input_ids"].shape[1], max(map(len, replies))
     tgt = torch.full((B, T), pad)
     mask = torch.zeros((B, T), dtype=torch.long)
