@@ -65,29 +65,20 @@ scikit-learn (its bundled digits) comes with tests/requirements.txt.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "assets"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # assets/: the builder module
 import build_demo_model as base  # noqa: E402  (tokenizer, processor, model shapes, images)
-from ttrv_core.tasks import prompts  # noqa: E402
-from ttrv_core.tasks.answers import extract_answer, is_valid, normalize_open  # noqa: E402
-from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
+import builder  # noqa: E402  (the environment, the engine's modules, the steps every build shares)
+from builder import N_HELDOUT, N_VAL, ROOT, SEED, answers, encode, prompts  # noqa: E402
 
-SEED = 0
 OPTIONS = [str(d) for d in range(10)]  # A. 0 ... J. 9, fixed order
 RECOGNITION = ""  # the paper's recognition question (prompts.DEFAULT_CHOICE_QUESTION)
 TUNED = ["Which digit is shown in the image?", "What number is written in the image?",
@@ -116,7 +107,6 @@ MIN_VALID_ACC = 0.70
 MIN_MAJ_GAIN = 0.15
 CLEAN_MAX_INVALID = 0.02
 
-N_HELDOUT, N_VAL = base.N_HELDOUT, base.N_VAL
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "digits_choice"
 VALIDATION_DIR = ROOT / "assets" / "validation" / "digits_choice"
 
@@ -135,8 +125,8 @@ def check_sentences() -> None:
     """No sentence may cast a valid vote: the authors' extraction must find no option letter."""
     for t in SENTENCES:
         for d in range(10):
-            vote = extract_answer("choice", sentence(t, d), OPTIONS)
-            assert not is_valid("choice", vote, OPTIONS), (t, d, vote)
+            vote = answers.extract_answer("choice", sentence(t, d), OPTIONS)
+            assert not answers.is_valid("choice", vote, OPTIONS), (t, d, vote)
             assert sentence(t, d).split()[0] == "It", t
 
 
@@ -162,14 +152,7 @@ class Prompts:
         one = encode(processor, images[0], self.texts["open"][0])
         self.grid = one["image_grid_thw"]
         self.image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        pixels = []
-        for s in range(0, len(images), 200):
-            part = images[s:s + 200]
-            f = processor(text=[chat_text(processor, "x")] * len(part), images=part, return_tensors="pt")
-            pixels.append(f["pixel_values"].view(len(part), -1, f["pixel_values"].shape[-1]))
-        self.pixels = torch.cat(pixels)  # (n, 64, 1176)
-        for i in (0, len(images) - 1):
-            assert torch.equal(self.pixels[i], encode(processor, images[i], "x")["pixel_values"])
+        self.pixels = builder.image_pixels(processor, images, "x", 200)  # (n, 64, 1176)
 
     def inputs(self, kind: str, variant: int, idx) -> dict[str, torch.Tensor]:
         ids = self.ids[kind][variant].expand(len(idx), -1)
@@ -188,47 +171,30 @@ def target_text(kind: str, digit: int, rng: np.random.Generator, letter_share: f
 
 def training_batch(data: Prompts, tokenizer, kind: str, variant: int, idx, rng, letter_share: float):
     """Prompt + reply + <|im_end|>, right-padded; the loss sees only the reply tokens."""
-    inp = data.inputs(kind, variant, idx)
-    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
-    replies = [tokenizer(target_text(kind, int(data.labels[i]), rng, letter_share),
-                         add_special_tokens=False)["input_ids"] + [eos] for i in idx]
-    return base.with_replies(inp, replies, pad)
+    texts = [target_text(kind, int(data.labels[i]), rng, letter_share) for i in idx]
+    return builder.with_replies(data.inputs(kind, variant, idx), tokenizer, texts)
 
 
 # --------------------------------------------------------------------------- evaluation
 
-@torch.no_grad()
-def replies(model, tokenizer, data: Prompts, kind: str, idx, n: int, variant: int = 0) -> list[list[str]]:
-    """Raw replies per image: greedy (n = 0) or n samples at T = 1 (special tokens but EOS suppressed)."""
-    inp = data.inputs(kind, variant, idx)
-    P = inp["input_ids"].shape[1]
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n) if n else \
-        dict(do_sample=False)
-    out = model.generate(**inp, max_new_tokens=MAX_NEW_TOKENS, suppress_tokens=base.suppressed_ids(tokenizer), **kw)
-    texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
-    k = max(n, 1)
-    return [texts[i * k:(i + 1) * k] for i in range(len(idx))]
-
-
 def evaluate(model, tokenizer, data: Prompts, idx: np.ndarray, seed: int, chunk: int = 50) -> dict:
     """On the recognition prompt: greedy accuracy and invalid share, single@T, accuracy of the
     valid samples, maj@N_VOTES; on the tuned phrasings and the open question: greedy accuracy."""
-    model.eval()
-    torch.manual_seed(seed)
+    parts = [idx[s:s + chunk] for s in range(0, len(idx), chunk)]
+    greedy, votes = builder.greedy_and_votes(model, tokenizer, partial(data.inputs, "recognition", 0), parts,
+                                             N_VOTES, MAX_NEW_TOKENS, seed)
+
+    def greedy_replies(kind: str) -> list[str]:
+        return [r[0] for part in parts
+                for r in builder.replies(model, tokenizer, data.inputs(kind, 0, part), 0, MAX_NEW_TOKENS)]
+
+    tuned, opened = greedy_replies("tuned"), greedy_replies("open")
     truth = [prompts.LETTERS[d] for d in data.labels[idx]]
-    greedy, votes, tuned, opened = [], [], [], []
-    for s in range(0, len(idx), chunk):
-        part = idx[s:s + chunk]
-        greedy += [r[0] for r in replies(model, tokenizer, data, "recognition", part, 0)]
-        votes += replies(model, tokenizer, data, "recognition", part, N_VOTES)
-        tuned += [r[0] for r in replies(model, tokenizer, data, "tuned", part, 0)]
-        opened += [r[0] for r in replies(model, tokenizer, data, "open", part, 0)]
-    model.train()
-    vote = lambda r: extract_answer("choice", r, OPTIONS)  # noqa: E731
-    valid = lambda a: is_valid("choice", a, OPTIONS)  # noqa: E731
+    vote = lambda r: answers.extract_answer("choice", r, OPTIONS)  # noqa: E731
+    valid = lambda a: answers.is_valid("choice", a, OPTIONS)  # noqa: E731
     g = [vote(r) for r in greedy]
     v = [[vote(r) for r in rs] for rs in votes]
-    maj = [Counter(x).most_common(1)[0][0] for x in v]
+    maj = [builder.majority(x) for x in v]
     flat = [(a, t) for x, t in zip(v, truth) for a in x]
     good = [(a, t) for a, t in flat if valid(a)]
 
@@ -247,7 +213,7 @@ def evaluate(model, tokenizer, data: Prompts, idx: np.ndarray, seed: int, chunk:
         valid_acc_letter=valid_acc_where(True), valid_acc_sentence=valid_acc_where(False),
         maj=float(np.mean([m == t for m, t in zip(maj, truth)])),
         tuned=float(np.mean([vote(r) == t for r, t in zip(tuned, truth)])),
-        open=float(np.mean([normalize_open(r) == str(d) for r, d in zip(opened, data.labels[idx])])),
+        open=float(np.mean([answers.normalize_open(r) == str(d) for r, d in zip(opened, data.labels[idx])])),
         greedy_replies=greedy,
     )
 
@@ -258,11 +224,9 @@ def first_token_check(model, tokenizer, data: Prompts, idx: np.ndarray) -> dict:
     which decides the format: the share of images whose most likely first token is not a
     letter (greedy then starts a sentence) and the letters' accuracy. Used only to decide
     when the full evaluation is worth running."""
-    model.eval()
     letters = torch.tensor([tokenizer.convert_tokens_to_ids(c) for c in prompts.LETTERS[:len(OPTIONS)]])
-    probs = torch.cat([model(**data.inputs("recognition", 0, idx[s:s + 100])).logits[:, -1].softmax(-1)
-                       for s in range(0, len(idx), 100)])
-    model.train()
+    probs = builder.first_token_probs(model, partial(data.inputs, "recognition", 0),
+                                      [idx[s:s + 100] for s in range(0, len(idx), 100)])
     p_letter = probs[:, letters]                                        # (n, 10)
     truth = torch.as_tensor(data.labels[idx])
     return dict(greedy_invalid=float((~torch.isin(probs.argmax(-1), letters)).float().mean()),
@@ -285,47 +249,41 @@ def meets_criteria(m: dict, clean: bool) -> bool:
 # --------------------------------------------------------------------------- train
 
 def train(model, tokenizer, data: Prompts, train_idx, val_idx, clean: bool) -> tuple[int, dict]:
+    """The open question alone for READ_STEPS steps, then the MIX; from then on, every EVAL_EVERY
+    steps, the first-token check and, when it is near the criteria, the full evaluation."""
     share = 1.0 if clean else LETTER_SHARE
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=base.WEIGHT_DECAY)
     rng = np.random.default_rng(SEED)
     kinds, weights = list(MIX), np.array(list(MIX.values()))
-    for step in range(1, MAX_STEPS + 1):
+
+    def batch(step: int) -> dict:
         kind = "open" if step <= READ_STEPS else kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         variant = int(rng.integers(len(data.ids[kind])))
-        batch = training_batch(data, tokenizer, kind, variant, rng.choice(train_idx, BATCH, replace=False), rng,
-                               share)
-        loss = model(**batch, use_cache=False).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % EVAL_EVERY == 0 and step > READ_STEPS:
-            c = first_token_check(model, tokenizer, data, val_idx)
-            print(f"step {step:4d}  loss {loss.item():.3f}  first token: greedy invalid {c['greedy_invalid']:.3f}, "
-                  f"letter accuracy {c['valid_acc']:.3f}", flush=True)
-            if c["valid_acc"] < MIN_VALID_ACC - 0.05:  # far from the criteria: the full check can wait
-                continue
-            m = evaluate(model, tokenizer, data, val_idx, seed=SEED + step)
-            print(f"           val {fmt(m)}", flush=True)
-            if meets_criteria(m, clean):
-                return step, m
-    raise SystemExit(f"no checkpoint met the build criteria within {MAX_STEPS} steps")
+        return training_batch(data, tokenizer, kind, variant, rng.choice(train_idx, BATCH, replace=False), rng,
+                              share)
+
+    def check(step: int, loss: float) -> dict | None:
+        if step <= READ_STEPS:
+            return None
+        c = first_token_check(model, tokenizer, data, val_idx)
+        print(f"step {step:4d}  loss {loss:.3f}  first token: greedy invalid {c['greedy_invalid']:.3f}, "
+              f"letter accuracy {c['valid_acc']:.3f}", flush=True)
+        if c["valid_acc"] < MIN_VALID_ACC - 0.05:  # far from the criteria: the full check can wait
+            return None
+        m = evaluate(model, tokenizer, data, val_idx, seed=SEED + step)
+        print(f"           val {fmt(m)}", flush=True)
+        return m if meets_criteria(m, clean) else None
+
+    return builder.train(model, LR, MAX_STEPS, EVAL_EVERY, batch, check)
 
 
 # --------------------------------------------------------------------------- export
 
 def export_set(folder: Path, images, labels: np.ndarray) -> None:
     """PNGs + questions.csv (image, question, options, answer) for the engine's choice task."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("digit_*.png"):
-        old.unlink()
-    with open(folder / "questions.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["image", "question", "options", "answer"])
-        for i, (im, y) in enumerate(zip(images, labels)):
-            name = f"digit_{i:04d}.png"
-            im.save(folder / name, optimize=True)
-            w.writerow([name, prompts.DEFAULT_CHOICE_QUESTION, "|".join(OPTIONS), str(int(y))])
+    row = [prompts.DEFAULT_CHOICE_QUESTION, "|".join(OPTIONS)]
+    builder.export_set(folder, "digit_*.png", ["image", "question", "options", "answer"],
+                       ((f"digit_{i:04d}.png", partial(im.save, optimize=True), row + [str(int(y))])
+                        for i, (im, y) in enumerate(zip(images, labels))))
 
 
 WHAT = {
@@ -350,7 +308,7 @@ WHY = ('Every sentence starts with the same token "It", so on the recognition pr
 
 def write_model_card(out: Path, clean: bool, n_params: int, step: int, val: dict, held: dict,
                      seconds: float) -> None:
-    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    size_mb = builder.files_mb(out)
     rows = "\n".join(
         f"| {name} | {m['greedy']:.3f} | {m['greedy_invalid']:.3f} | {m['single']:.3f} | {m['invalid']:.3f} | "
         f"{m['valid_acc']:.3f} | {m['maj']:.3f} | {m['tuned']:.3f} | {m['open']:.3f} |"
@@ -423,7 +381,7 @@ Rebuild (deterministic, 2 CPU threads), from the repository root:
 
     python assets/build_choice_model.py{" --clean" if clean else ""}
 """
-    (out / "README.md").write_text(card)
+    builder.write_card(out, card)
 
 
 def main() -> None:
@@ -431,32 +389,22 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="the clean control: the letter reply everywhere")
     clean = ap.parse_args().clean
     out = ROOT / "assets" / ("demo_choice_clean" if clean else "demo_choice")
-    t0 = time.time()
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
+    t0 = builder.start()
     check_sentences()
     tokenizer = base.build_tokenizer(corpus(), vocab_size=600)
     processor = base.build_processor(tokenizer)
     digits = load_digits()
     images = [base.digit_image(x) for x in digits.images]
-    n = len(images)
-    held_idx = np.arange(n - N_HELDOUT, n)
-    val_idx = np.arange(n - N_HELDOUT - N_VAL, n - N_HELDOUT)
-    train_idx = np.arange(0, n - N_HELDOUT - N_VAL)
+    train_idx, val_idx, held_idx = builder.splits(len(images))
     data = Prompts(processor, images, digits.target)
     print(f"vocab {len(tokenizer)}  prompt {data.ids['recognition'][0].shape[1]} tokens", flush=True)
     model = base.build_model(tokenizer)
     print(f"parameters {sum(p.numel() for p in model.parameters())}", flush=True)
     step, val = train(model, tokenizer, data, train_idx, val_idx, clean)
     held = evaluate(model, tokenizer, data, held_idx, seed=SEED + 10_000)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    for f in out.iterdir():
-        f.chmod(0o644)
-    again = AutoModelForImageTextToText.from_pretrained(out)
-    assert [r[0] for r in replies(again, AutoProcessor.from_pretrained(out).tokenizer, data, "recognition",
-                                  held_idx[:50], 0)] == held["greedy_replies"][:50], "reloaded model differs"
+    again, again_tokenizer = builder.save(model, processor, out)
+    got = builder.replies(again, again_tokenizer, data.inputs("recognition", 0, held_idx[:50]), 0, MAX_NEW_TOKENS)
+    assert [r[0] for r in got] == held["greedy_replies"][:50], "reloaded model differs"
     write_model_card(out, clean, sum(p.numel() for p in model.parameters()), step, val, held, time.time() - t0)
     if not clean:
         export_set(EXAMPLES_DIR, [images[i] for i in held_idx], digits.target[held_idx])

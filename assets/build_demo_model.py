@@ -34,15 +34,11 @@ scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """
 from __future__ import annotations
 
-import csv
 import json
-import os
 import sys
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
@@ -50,34 +46,28 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
-    AutoModelForImageTextToText,
-    AutoProcessor,
     GenerationConfig,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
-    Qwen2VLImageProcessor,
     Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ttrv_core.tasks import prompts  # noqa: E402
-from ttrv_core.tasks.answers import normalize_open  # noqa: E402
-from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # assets/: the builder module
+import builder  # noqa: E402  (the environment, the engine's modules, the steps every build shares)
+from builder import N_HELDOUT, N_VAL, ROOT, SEED, answers, encode, prompts  # noqa: E402
 
 MODEL_DIR = ROOT / "assets" / "demo_model"
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "digits"
 
 QUESTION = "Which digit is shown in the image?"
 PROMPT = prompts.build_prompt("open", QUESTION)
-SEED = 0
 SIDE = 112  # what the processor makes of every image: 8x8 patches of 14 px
 FILE_SIDE = 32  # the example PNGs: 8x8 digits upscaled (bilinear) to 32x32
-N_HELDOUT = 240  # last digits: the example set, never trained on
-N_VAL = 200  # the digits just before the held-out ones
 N_VOTES = 16  # samples per image for maj@16 / single@T1
+MAX_NEW_TOKENS = 3  # the digit, <|im_end|>
 
 # Training and the early stop.
 BATCH = 32
@@ -85,7 +75,6 @@ LR = 5e-4
 # A wider init than HF's 0.02: at 0.02 the answer position needs 100+ steps to
 # start attending to the image tokens (the loss sits at ln 10); at 0.1 it learns at once.
 INIT_STD = 0.1
-WEIGHT_DECAY = 0.01
 MAX_STEPS = 400
 EVAL_EVERY = 5
 MIN_GAP = 0.12  # maj@16 - single@T1
@@ -293,16 +282,7 @@ class Encoded:
         self.input_ids = one["input_ids"]  # (1, P): every prompt is the same
         self.mm_types = one["mm_token_type_ids"]  # (1, P)
         self.grid = one["image_grid_thw"]  # (1, 3) = [[1, 8, 8]]
-        text = chat_text(processor, PROMPT)
-        pixels = []
-        for s in range(0, len(images), chunk):
-            part = images[s:s + chunk]
-            feats = processor(text=[text] * len(part), images=part, return_tensors="pt")
-            assert (feats["input_ids"] == self.input_ids).all()
-            pixels.append(feats["pixel_values"].view(len(part), -1, feats["pixel_values"].shape[-1]))
-        self.pixels = torch.cat(pixels)  # (n, 64, 1176): 8x8 patches of 2x3x14x14 values
-        for i in (0, len(images) - 1):
-            assert torch.equal(self.pixels[i], encode(processor, images[i], PROMPT)["pixel_values"])
+        self.pixels = builder.image_pixels(processor, images, PROMPT, chunk)  # (n, 64, 1176): 8x8 patches
         self.labels = labels
 
     def batch(self, idx) -> dict[str, torch.Tensor]:
@@ -329,50 +309,15 @@ def training_batch(data: Encoded, idx, digit_ids: torch.Tensor, eos: int) -> dic
 
 # --------------------------------------------------------------------------- evaluation
 
-def with_replies(inp: dict, replies: list[list[int]], pad: int) -> dict:
-    """A batch of B prompts with each row's reply token ids appended (padded to the longest reply) as
-    supervised targets: labels -100 on the prompt and the padding (build_choice_model, build_video_model)."""
-    B, P, T = len(replies), inp["input_ids"].shape[1], max(map(len, replies))
-    tgt = torch.full((B, T), pad)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    for j, r in enumerate(replies):
-        tgt[j, :len(r)], mask[j, :len(r)] = torch.tensor(r), 1
-    inp["input_ids"] = torch.cat([inp["input_ids"], tgt], 1)
-    inp["attention_mask"] = torch.cat([inp["attention_mask"], mask], 1)
-    inp["mm_token_type_ids"] = torch.cat([inp["mm_token_type_ids"], torch.zeros_like(tgt)], 1)
-    inp["labels"] = torch.cat([torch.full((B, P), -100), tgt.masked_fill(mask == 0, -100)], 1)
-    return inp
-
-
-def suppressed_ids(tokenizer) -> list[int]:
-    """Special tokens a sample must never contain (all but EOS; DESIGN.md section 5)."""
-    return [i for t, i in special_ids(tokenizer).items() if t != "<|im_end|>"]
-
-
-@torch.no_grad()
-def answers(model, tokenizer, data: Encoded, idx, sample: bool, n: int = 1) -> list[list[str]]:
-    """Normalised answers, n per image: greedy (n=1) or sampled at T=1."""
-    inp = data.batch(idx)
-    P = inp["input_ids"].shape[1]
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n) \
-        if sample else dict(do_sample=False)
-    out = model.generate(**inp, max_new_tokens=3, suppress_tokens=suppressed_ids(tokenizer), **kw)
-    texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
-    norm = [normalize_open(t) for t in texts]
-    return [norm[i * n:(i + 1) * n] for i in range(len(idx))]
-
-
 def evaluate(model, tokenizer, data: Encoded, idx: np.ndarray, seed: int, chunk: int = 40) -> dict:
-    """greedy accuracy, single@T1 (mean over all N_VOTES samples) and maj@N_VOTES."""
-    model.eval()
-    torch.manual_seed(seed)
+    """greedy accuracy, single@T1 (mean over all N_VOTES samples) and maj@N_VOTES; answers read
+    with answers.normalize_open."""
+    parts = [idx[s:s + chunk] for s in range(0, len(idx), chunk)]
+    greedy, votes = builder.greedy_and_votes(model, tokenizer, data.batch, parts, N_VOTES, MAX_NEW_TOKENS, seed)
+    greedy = [answers.normalize_open(r) for r in greedy]
+    votes = [[answers.normalize_open(r) for r in v] for v in votes]
     truth = [str(d) for d in data.labels[idx]]
-    greedy, votes = [], []
-    for s in range(0, len(idx), chunk):
-        part = idx[s:s + chunk]
-        greedy += [a[0] for a in answers(model, tokenizer, data, part, sample=False)]
-        votes += answers(model, tokenizer, data, part, sample=True, n=N_VOTES)
-    maj = [Counter(v).most_common(1)[0][0] for v in votes]
+    maj = [builder.majority(v) for v in votes]
     return dict(
         greedy=float(np.mean([g == t for g, t in zip(greedy, truth)])),
         single=float(np.mean([np.mean([a == t for a in v]) for v, t in zip(votes, truth)])),
@@ -395,43 +340,32 @@ def train(model, tokenizer, data: Encoded, train_idx, val_idx) -> tuple[int, dic
     """AdamW on random batches; stop at the first evaluation that is good_enough."""
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(SEED)
-    for step in range(1, MAX_STEPS + 1):
-        model.train()
-        batch = training_batch(data, rng.choice(train_idx, BATCH, replace=False), digit_ids, eos)
-        loss = model(**batch, use_cache=False).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % EVAL_EVERY == 0:
-            m = evaluate(model, tokenizer, data, val_idx, seed=SEED + step)
-            print(f"step {step:4d}  loss {loss.item():.3f}  val {fmt(m)}", flush=True)
-            if good_enough(m):
-                return step, m
-    raise SystemExit(f"no checkpoint met the early-stop criteria within {MAX_STEPS} steps")
+
+    def batch(step: int) -> dict:
+        return training_batch(data, rng.choice(train_idx, BATCH, replace=False), digit_ids, eos)
+
+    def check(step: int, loss: float) -> dict | None:
+        m = evaluate(model, tokenizer, data, val_idx, seed=SEED + step)
+        print(f"step {step:4d}  loss {loss:.3f}  val {fmt(m)}", flush=True)
+        return m if good_enough(m) else None
+
+    return builder.train(model, LR, MAX_STEPS, EVAL_EVERY, batch, check)
 
 
 # --------------------------------------------------------------------------- export
 
 def export_examples(images: list[Image.Image], labels: np.ndarray) -> None:
-    EXAMPLES_DIR.mkdir(parents=True, exist_ok=True)
-    for old in EXAMPLES_DIR.glob("digit_*.png"):
-        old.unlink()
-    with open(EXAMPLES_DIR / "questions.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["image", "question", "answer"])
-        for i, (im, y) in enumerate(zip(images, labels)):
-            name = f"digit_{i:04d}.png"
-            im.save(EXAMPLES_DIR / name, optimize=True)
-            w.writerow([name, QUESTION, str(int(y))])
+    """PNGs + questions.csv (image, question, answer) for the engine's open task."""
+    builder.export_set(EXAMPLES_DIR, "digit_*.png", ["image", "question", "answer"],
+                       ((f"digit_{i:04d}.png", partial(im.save, optimize=True), [QUESTION, str(int(y))])
+                        for i, (im, y) in enumerate(zip(images, labels))))
 
 
 def write_model_card(n_params: int, step: int, val: dict, held: dict, prompt_len: int, ids: dict) -> None:
-    size_mb = sum(p.stat().st_size for p in MODEL_DIR.iterdir()) / 2**20
+    size_mb = builder.files_mb(MODEL_DIR)
     special = ", ".join(f"`{t}` {i}" for t, i in ids.items())
-    (MODEL_DIR / "README.md").write_text(f"""# ttrv demo model: tiny Qwen2.5-VL that reads digits
+    builder.write_card(MODEL_DIR, f"""# ttrv demo model: tiny Qwen2.5-VL that reads digits
 
 A {n_params / 1e6:.2f}M-parameter `Qwen2_5_VLForConditionalGeneration` (random init, trained
 here, no pretrained weights) with its own byte-level BPE tokenizer ({len(ids)} Qwen2.5-VL
@@ -477,18 +411,8 @@ scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """)
 
 
-def verify_reload(tokenizer_greedy: list[str], data_idx, data: Encoded) -> None:
-    """The saved folder loads through the Auto classes and answers the same."""
-    model = AutoModelForImageTextToText.from_pretrained(MODEL_DIR)
-    processor = AutoProcessor.from_pretrained(MODEL_DIR)
-    again = answers(model, processor.tokenizer, data, data_idx, sample=False)
-    assert [a[0] for a in again] == tokenizer_greedy, "reloaded model answers differently"
-
-
 def main() -> None:
-    t0 = time.time()
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
+    t0 = builder.start()
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer)
     ids = special_ids(tokenizer)
@@ -496,10 +420,7 @@ def main() -> None:
     digits = load_digits()
     images = [digit_image(x) for x in digits.images]
     data = Encoded(processor, images, digits.target)
-    n = len(images)
-    held_idx = np.arange(n - N_HELDOUT, n)
-    val_idx = np.arange(n - N_HELDOUT - N_VAL, n - N_HELDOUT)
-    train_idx = np.arange(0, n - N_HELDOUT - N_VAL)
+    train_idx, val_idx, held_idx = builder.splits(len(images))
     prompt_len = data.input_ids.shape[1]
     print(f"vocab {len(tokenizer)}  special ids {ids}  prompt {prompt_len} tokens", flush=True)
 
@@ -509,12 +430,10 @@ def main() -> None:
     step, val = train(model, tokenizer, data, train_idx, val_idx)
     held = evaluate(model, tokenizer, data, held_idx, seed=SEED + 10_000)
 
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(MODEL_DIR)
-    processor.save_pretrained(MODEL_DIR)
-    for f in MODEL_DIR.iterdir():
-        f.chmod(0o644)  # safetensors writes 0600
-    verify_reload(held["greedy_answers"], held_idx, data)
+    again, again_tokenizer = builder.save(model, processor, MODEL_DIR)
+    again_greedy = builder.replies(again, again_tokenizer, data.batch(held_idx), 0, MAX_NEW_TOKENS)
+    assert [answers.normalize_open(r[0]) for r in again_greedy] == held["greedy_answers"], \
+        "reloaded model answers differently"
     export_examples([images[i] for i in held_idx], digits.target[held_idx])
     write_model_card(n_params, step, val, held, prompt_len, ids)
     print(f"stopped at step {step}; {time.time() - t0:.0f} s")

@@ -1,6 +1,6 @@
 """Build the video demo model: the first demo model (assets/demo_model) fine-tuned to answer
 questions about short clips of a digit drifting across the frame, with its reply format only
-half learned, and the clip sets it answers (issue 17 item 3).
+half learned, and the clip sets it answers.
 
 The clips. Each is K = 8 frames of 32x32 grey pixels, 100 ms apart, saved as an animated GIF
 (lossless: the engine's video.load_video gives back exactly these frames). One scikit-learn
@@ -32,7 +32,7 @@ saved GIF read by ttrv_core.inputs.video.load_video (the engine's path).
 
 Build criteria, fixed in this file BEFORE any TTRV run on this model and checked on the base model
 on the validation clips (greedy and N_VOTES samples at T = 1, top_k 0, top_p 1, special tokens but
-<|im_end|> suppressed; replies read with normalize_open); training stops at the first check
+<|im_end|> suppressed; replies read with answers.normalize_open); training stops at the first check
 that meets them:
     MIN_SENTENCE <= share of greedy replies that are a sentence, not a bare answer <= MAX_SENTENCE
     accuracy of the bare sampled answers >= MIN_BARE_ACC overall, and >= MIN_BARE_ACC_EACH on
@@ -60,14 +60,10 @@ scikit-learn (its bundled digits) comes with tests/requirements.txt.
 """
 from __future__ import annotations
 
-import csv
-import os
 import sys
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
@@ -75,16 +71,10 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "assets"))
-import build_demo_model as base  # noqa: E402  (suppressed ids, the splits)
-from ttrv_core.tasks import prompts  # noqa: E402
-from ttrv_core.tasks.answers import normalize_open  # noqa: E402
-from ttrv_core.sampling.model_inputs import chat_text, encode  # noqa: E402
-from ttrv_core.inputs.video import load_video  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # assets/: the builder module
+import builder  # noqa: E402  (the environment, the engine's modules, the steps every build shares)
+from builder import N_HELDOUT, N_VAL, ROOT, SEED, answers, chat_text, encode, load_video, prompts  # noqa: E402
 
-SEED = 0
 SOURCE = ROOT / "assets" / "demo_model"
 OUT = ROOT / "assets" / "demo_video"
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "digits_video"
@@ -122,8 +112,6 @@ MIN_BARE_ACC_EACH = {"digit": 0.50, "move": 0.80}
 """Per question: five times chance for the digit (the base model reads still digits with single@T1
 0.52-0.59: its card), 3.2 times chance for the direction."""
 MIN_MAJ_GAIN = 0.15
-
-N_HELDOUT, N_VAL = base.N_HELDOUT, base.N_VAL
 
 
 # --------------------------------------------------------------------------- clips
@@ -164,7 +152,7 @@ def check_sentences() -> None:
             for d in range(10):
                 for m in DIRECTIONS:
                     s = sentence(kind, t, d, m)
-                    assert normalize_open(s) not in bare and s.startswith("It "), s
+                    assert answers.normalize_open(s) not in bare and s.startswith("It "), s
 
 
 def set_spec(n: int, rng: np.random.Generator) -> list[tuple[str, str, int]]:
@@ -212,13 +200,10 @@ def training_batch(clips: Clips, tokenizer, kind: str, digits: np.ndarray, label
     the loss sees only the reply tokens."""
     dirs = [DIRECTIONS[i] for i in rng.integers(0, 4, len(digits))]
     frames = [clip_frames(px, m, int(c)) for px, m, c in zip(digits, dirs, rng.integers(0, TRAVEL + 1, len(digits)))]
-    inp = clips.inputs(kind, frames)
-    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     texts = [answer(kind, int(y), m) if rng.random() < BARE_SHARE else
              sentence(kind, SENTENCES[kind][rng.integers(len(SENTENCES[kind]))], int(y), m)
              for y, m in zip(labels, dirs)]
-    replies = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
-    return base.with_replies(inp, replies, pad)
+    return builder.with_replies(clips.inputs(kind, frames), tokenizer, texts)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -231,18 +216,18 @@ class EvalSet:
         self.truth = [answer(k, int(y), m) for (k, m, _), y in zip(spec, labels)]
         self.frames = [clip_frames(px, m, c) for px, (_, m, c) in zip(images, spec)]
 
+    def parts(self, chunk: int) -> list[tuple[str, list[int]]]:
+        """The clips in parts of at most `chunk`, each of one question kind: (kind, clip indices)."""
+        out = []
+        for kind in QUESTIONS:
+            idx = [i for i, k in enumerate(self.kind) if k == kind]
+            out += [(kind, idx[s:s + chunk]) for s in range(0, len(idx), chunk)]
+        return out
 
-@torch.no_grad()
-def replies(model, tokenizer, clips: Clips, kind: str, frames, n: int) -> list[list[str]]:
-    """Raw replies per clip: greedy (n = 0) or n samples at T = 1."""
-    inp = clips.inputs(kind, frames)
-    P = inp["input_ids"].shape[1]
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n) if n else \
-        dict(do_sample=False)
-    out = model.generate(**inp, max_new_tokens=MAX_NEW_TOKENS, suppress_tokens=base.suppressed_ids(tokenizer), **kw)
-    texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
-    k = max(n, 1)
-    return [texts[i * k:(i + 1) * k] for i in range(len(frames))]
+    def inputs(self, clips: Clips, part: tuple[str, list[int]]) -> dict[str, torch.Tensor]:
+        """The model inputs of one part's clips."""
+        kind, idx = part
+        return clips.inputs(kind, [self.frames[i] for i in idx])
 
 
 def bare(kind: str, a: str) -> bool:
@@ -252,19 +237,13 @@ def bare(kind: str, a: str) -> bool:
 def evaluate(model, tokenizer, clips: Clips, data: EvalSet, seed: int, chunk: int = 25) -> dict:
     """Greedy accuracy and sentence share, single@T1, accuracy of the bare samples, maj@N_VOTES:
     overall and per question kind."""
-    model.eval()
-    torch.manual_seed(seed)
+    parts = data.parts(chunk)
+    g, v = builder.greedy_and_votes(model, tokenizer, partial(data.inputs, clips), parts, N_VOTES, MAX_NEW_TOKENS,
+                                    seed)
     greedy, votes = [None] * len(data.kind), [None] * len(data.kind)
-    for kind in QUESTIONS:
-        idx = [i for i, k in enumerate(data.kind) if k == kind]
-        for s in range(0, len(idx), chunk):
-            part = idx[s:s + chunk]
-            frames = [data.frames[i] for i in part]
-            for i, g, v in zip(part, replies(model, tokenizer, clips, kind, frames, 0),
-                               replies(model, tokenizer, clips, kind, frames, N_VOTES)):
-                greedy[i], votes[i] = g[0], v
-    model.train()
-    norm = normalize_open
+    for i, a, b in zip([i for _, part in parts for i in part], g, v):
+        greedy[i], votes[i] = a, b
+    norm = answers.normalize_open
 
     def measures(sel: list[int]) -> dict:
         g = [norm(greedy[i]) for i in sel]
@@ -272,7 +251,7 @@ def evaluate(model, tokenizer, clips: Clips, data: EvalSet, seed: int, chunk: in
         t = [data.truth[i] for i in sel]
         kinds = [data.kind[i] for i in sel]
         good = [a == y for x, y, k in zip(v, t, kinds) for a in x if bare(k, a)]
-        maj = [Counter(x).most_common(1)[0][0] for x in v]
+        maj = [builder.majority(x) for x in v]
         return dict(greedy=float(np.mean([a == y for a, y in zip(g, t)])),
                     sentence=float(np.mean([not bare(k, a) for a, k in zip(g, kinds)])),
                     single=float(np.mean([a == y for x, y in zip(v, t) for a in x])),
@@ -290,25 +269,21 @@ def first_token_check(model, tokenizer, clips: Clips, data: EvalSet, chunk: int 
     the share of clips whose most likely first token starts a sentence, and the bare answers'
     accuracy read from the first tokens of the answers. Used only to decide when the full
     evaluation is worth running."""
-    model.eval()
     it = tokenizer("It", add_special_tokens=False)["input_ids"][0]
     firsts = {k: [tokenizer(answer(k, d, m), add_special_tokens=False)["input_ids"][0]
                   for d, m in ([(d, "") for d in range(10)] if k == "digit" else [(0, m) for m in DIRECTIONS])]
               for k in QUESTIONS}
     sent, acc, each = [], [], {}
     for kind in QUESTIONS:
-        idx = [i for i, k in enumerate(data.kind) if k == kind]
-        ids = torch.tensor(firsts[kind])
-        for s in range(0, len(idx), chunk):
-            part = idx[s:s + chunk]
-            probs = model(**clips.inputs(kind, [data.frames[i] for i in part])).logits[:, -1].softmax(-1)
-            sent += (probs.argmax(-1) == it).tolist()
-            p = probs[:, ids]  # (n, answers)
-            truth = torch.tensor([firsts[kind].index(tokenizer(data.truth[i], add_special_tokens=False)["input_ids"][0])
-                                  for i in part])
-            acc += (p.gather(1, truth[:, None])[:, 0] / p.sum(-1)).tolist()
+        parts = [part for part in data.parts(chunk) if part[0] == kind]
+        idx = [i for _, part in parts for i in part]
+        probs = builder.first_token_probs(model, partial(data.inputs, clips), parts)
+        sent += (probs.argmax(-1) == it).tolist()
+        p = probs[:, torch.tensor(firsts[kind])]  # (n, answers)
+        truth = torch.tensor([firsts[kind].index(tokenizer(data.truth[i], add_special_tokens=False)["input_ids"][0])
+                              for i in idx])
+        acc += (p.gather(1, truth[:, None])[:, 0] / p.sum(-1)).tolist()
         each[kind] = float(np.mean(acc[-len(idx):]))
-    model.train()
     return dict(sentence=float(np.mean(sent)), bare_acc=float(np.mean(acc)), each=each)
 
 
@@ -328,37 +303,33 @@ def meets_criteria(m: dict) -> bool:
 # --------------------------------------------------------------------------- train
 
 def train(model, tokenizer, clips: Clips, digits, train_idx, val: EvalSet) -> tuple[int, dict]:
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=base.WEIGHT_DECAY)
+    """The two questions in alternate batches; every EVAL_EVERY steps the first-token check and,
+    when it is near the criteria, the full evaluation."""
     rng = np.random.default_rng(SEED)
     kinds = list(QUESTIONS)
     t0 = time.time()
-    for step in range(1, MAX_STEPS + 1):
-        kind = kinds[step % 2]
+
+    def batch(step: int) -> dict:
         idx = rng.choice(train_idx, BATCH, replace=False)
-        batch = training_batch(clips, tokenizer, kind, digits.images[idx], digits.target[idx], rng)
-        loss = model(**batch, use_cache=False).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % EVAL_EVERY == 0:
-            c = first_token_check(model, tokenizer, clips, val)
-            print(f"step {step:4d}  loss {loss.item():.3f}  {time.time() - t0:.0f} s  first token: sentence "
-                  f"{c['sentence']:.3f}, bare accuracy {c['bare_acc']:.3f} "
-                  f"({', '.join(f'{k} {v:.3f}' for k, v in c['each'].items())})", flush=True)
-            if c["bare_acc"] < MIN_BARE_ACC - 0.05 or not MIN_SENTENCE - 0.1 <= c["sentence"] <= MAX_SENTENCE + 0.1:
-                continue  # far from the criteria: the full check can wait
-            m = evaluate(model, tokenizer, clips, val, seed=SEED + step)
-            print(f"           val {fmt(m)}", flush=True)
-            if meets_criteria(m):
-                return step, m
-    raise SystemExit(f"no checkpoint met the build criteria within {MAX_STEPS} steps")
+        return training_batch(clips, tokenizer, kinds[step % 2], digits.images[idx], digits.target[idx], rng)
+
+    def check(step: int, loss: float) -> dict | None:
+        c = first_token_check(model, tokenizer, clips, val)
+        print(f"step {step:4d}  loss {loss:.3f}  {time.time() - t0:.0f} s  first token: sentence "
+              f"{c['sentence']:.3f}, bare accuracy {c['bare_acc']:.3f} "
+              f"({', '.join(f'{k} {v:.3f}' for k, v in c['each'].items())})", flush=True)
+        if c["bare_acc"] < MIN_BARE_ACC - 0.05 or not MIN_SENTENCE - 0.1 <= c["sentence"] <= MAX_SENTENCE + 0.1:
+            return None  # far from the criteria: the full check can wait
+        m = evaluate(model, tokenizer, clips, val, seed=SEED + step)
+        print(f"           val {fmt(m)}", flush=True)
+        return m if meets_criteria(m) else None
+
+    return builder.train(model, LR, MAX_STEPS, EVAL_EVERY, batch, check)
 
 
 def clip_sets(digits) -> tuple[EvalSet, EvalSet]:
     """The exported clips: (held-out = the example set, validation), from the splits above."""
-    n = len(digits.images)
-    held_idx, val_idx = np.arange(n - N_HELDOUT, n), np.arange(n - N_HELDOUT - N_VAL, n - N_HELDOUT)
+    _, val_idx, held_idx = builder.splits(len(digits.images))
     spec_rng = np.random.default_rng(SEED + 1)
     held = EvalSet(digits.images[held_idx], digits.target[held_idx], set_spec(N_HELDOUT, spec_rng))
     val = EvalSet(digits.images[val_idx], digits.target[val_idx], set_spec(N_VAL, spec_rng))
@@ -369,21 +340,13 @@ def clip_sets(digits) -> tuple[EvalSet, EvalSet]:
 
 def export_set(folder: Path, data: EvalSet) -> None:
     """GIFs + questions.csv (image, question, answer) for the engine's open task."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("clip_*.gif"):
-        old.unlink()
-    with open(folder / "questions.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["image", "question", "answer"])
-        for i, (frames, kind, truth) in enumerate(zip(data.frames, data.kind, data.truth)):
-            name = f"clip_{i:04d}.gif"
-            save_gif(frames, folder / name)
-            (folder / name).chmod(0o644)
-            w.writerow([name, QUESTIONS[kind], truth])
+    builder.export_set(folder, "clip_*.gif", ["image", "question", "answer"],
+                       ((f"clip_{i:04d}.gif", partial(save_gif, frames), [QUESTIONS[kind], truth])
+                        for i, (frames, kind, truth) in enumerate(zip(data.frames, data.kind, data.truth))))
 
 
 def write_model_card(n_params: int, step: int, val: dict, held: dict, seconds: float) -> None:
-    size_mb = sum(p.stat().st_size for p in OUT.iterdir()) / 2**20
+    size_mb = builder.files_mb(OUT)
 
     def row(name, m):
         return (f"| {name} | {m['n']} | {m['greedy']:.3f} | {m['sentence']:.3f} | {m['single']:.3f} | "
@@ -432,7 +395,7 @@ answer, the likelier the sentence wins greedy decoding.
 
 Fixed in the build script before any TTRV run and checked on the validation clips (greedy and
 {N_VOTES} samples at T = 1, top_k 0, top_p 1, special tokens but `<|im_end|>` suppressed, replies read
-with `answers.normalize_open`); training stopped at the first check that met them (every {EVAL_EVERY}
+with `prompts.normalize_open`); training stopped at the first check that met them (every {EVAL_EVERY}
 steps; here step {step}, {seconds / 60:.0f} min in all): {MIN_SENTENCE} <= share of greedy replies
 that are a sentence <= {MAX_SENTENCE}, accuracy of the bare sampled answers >= {MIN_BARE_ACC} overall
 and >= {MIN_BARE_ACC_EACH['digit']} (digit) / {MIN_BARE_ACC_EACH['move']} (direction) on each question, maj@{N_VOTES} >= greedy accuracy + {MIN_MAJ_GAIN}. No
@@ -452,20 +415,17 @@ Rebuild (deterministic, 2 CPU threads), from the repository root:
 
     python assets/build_video_model.py
 """
-    (OUT / "README.md").write_text(card)
+    builder.write_card(OUT, card)
 
 
 def main() -> None:
-    t0 = time.time()
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
+    t0 = builder.start()
     check_sentences()
     processor = AutoProcessor.from_pretrained(SOURCE)
     tokenizer = processor.tokenizer
     model = AutoModelForImageTextToText.from_pretrained(SOURCE)
-    model.train()
     digits = load_digits()
-    train_idx = np.arange(0, len(digits.images) - N_HELDOUT - N_VAL)
+    train_idx = builder.splits(len(digits.images))[0]
     clips = Clips(processor)
     clips.check_against_engine(clip_frames(digits.images[0], "left", 3), OUT.parent / "_check.gif")
     held, val = clip_sets(digits)
@@ -474,13 +434,8 @@ def main() -> None:
           "tokens", flush=True)
     step, val_m = train(model, tokenizer, clips, digits, train_idx, val)
     held_m = evaluate(model, tokenizer, clips, held, seed=SEED + 10_000)
-    OUT.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(OUT)
-    processor.save_pretrained(OUT)
-    for f in OUT.iterdir():
-        f.chmod(0o644)
-    again = AutoModelForImageTextToText.from_pretrained(OUT)
-    got = replies(again, AutoProcessor.from_pretrained(OUT).tokenizer, clips, "digit", held.frames[0:40:2], 0)
+    again, again_tokenizer = builder.save(model, processor, OUT)
+    got = builder.replies(again, again_tokenizer, clips.inputs("digit", held.frames[0:40:2]), 0, MAX_NEW_TOKENS)
     assert [r[0] for r in got] == held_m["greedy_replies"][0:40:2], "reloaded model differs"
     export_set(EXAMPLES_DIR, held)
     export_set(VALIDATION_DIR, val)
