@@ -55,3 +55,11 @@ def test_each_bound_is_checked_and_named(name):
     below = (s.low if s.low is not None else s.above) - 1
     with pytest.raises(ValueError, match=name):
         TTRVConfig(**{name: below})
+
+
+def test_a_choice_left_empty_in_the_form_is_the_default():
+    """An API call (or a cleared radio) sends None or '' for a choice: the setting's default, not an error."""
+    cfg = form_fields.config("m", reward=None, precision="", gradient_checkpointing=None, n_votes=8, n_train=4)
+    paper = TTRVConfig()
+    assert (cfg.reward, cfg.precision, cfg.gradient_checkpointing) == (paper.reward, paper.precision,
+                                                                       paper.gradient_checkpointing)

@@ -70,8 +70,8 @@ def config(model: str, **settings) -> TTRVConfig:
     given = {k: NUMBERS[k](v or 0) if k in NUMBERS else v for k, v in settings.items() if k in SETTINGS}
     if "collapse_guard" in given:
         given["collapse_guard"] = bool(given["collapse_guard"])
-    for name in ("precision", "gradient_checkpointing"):  # a radio left empty: the default
-        if name in given and not given[name]:
+    for name in [n for n in given if TTRVConfig.settings()[n].choices]:  # a choice left empty: the default
+        if not given[name]:
             del given[name]
     return TTRVConfig(model=model, **given)
 
