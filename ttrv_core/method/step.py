@@ -2,8 +2,10 @@
 and the step's metrics over its groups and updates (`step_metrics`). Label-free: an item's
 reference is only ever reported (acc/*), never rewarded.
 
-`train_step`: a step whose updates take k = config.prompts_per_update prompts each (the last may hold
-fewer), on K processes (dist/parallel.py) or one. For an update with prompts P:
+`train_step`: one TTRV step, whose updates take k = config.prompts_per_update prompts each (the last
+may hold fewer), on K processes (dist/parallel.py) or one. k = 0 is the paper code's: one update per
+prompt, the step's prompts sampled in turn from the run's one generator (one process). For an update
+with prompts P (k >= 1):
 
     rank r samples and scores P[r::K], each prompt from its own generator, seeded from
         (seed, step, the prompt's place in the step)        -> the same answers for any K
