@@ -35,6 +35,7 @@ from ttrv_core.inputs.video import FRAMES
 from ttrv_core.method.content import amplified_answers, gain_sentence
 from ttrv_core.model.loading import ModelLoadError, load_policy
 from ttrv_core.model.threads import set_threads_for
+from ttrv_core.runs.tracking import TRACKERS, mirror, usable
 from ttrv_core.tasks.prompts import TASKS
 
 FLAGS = {s.flag: name for name, s in TTRVConfig.settings().items() if s.flag}
@@ -70,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
+    p.add_argument("--report-to", default="none", type=usable, choices=TRACKERS, help="also mirror the run's metrics "
+                   "(events.jsonl stays the record) to tensorboard (event files in RUN_DIR/tensorboard) or wandb "
+                   "(project ttrv; WANDB_MODE=offline keeps the run in RUN_DIR/wandb) (default: none)")
     p.add_argument("--dist-timeout", type=float, default=parallel.DEFAULT_TIMEOUT_S, metavar="S",
                    help="launched on several processes (torchrun, accelerate launch): how long a process waits "
                         "for the others before the run ends with an error (default: %(default)s s)")
@@ -160,7 +164,8 @@ def _main(args) -> int:
     try:
         events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
         if out:
-            _show(record(events, out, policy, ds.items, before=point.resume.before if point else None), ds.items)
+            _show(mirror(record(events, out, policy, ds.items, before=point.resume.before if point else None),
+                         args.report_to, out.root, meta), ds.items)
         else:  # ranks > 0 take part in every step and evaluation, and write nothing
             for _ in events:
                 pass
