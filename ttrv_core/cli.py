@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="after the run, upload its adapter and model card to "
+                   "this Hub model repo (token: `hf auth login` or HF_TOKEN)")
     p.add_argument("--dist-timeout", type=float, default=parallel.DEFAULT_TIMEOUT_S, metavar="S",
                    help="launched on several processes (torchrun, accelerate launch): how long a process waits "
                         "for the others before the run ends with an error (default: %(default)s s)")
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `ttrv` command: load the data and the policy, run engine.adapt recorded into the run
     folder (runs/folder.py `record`) with a progress bar; returns the exit status."""
     args = parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)   # config.json's "command" (model_card.command)
     quiet()
     try:
         args.device = parallel.init(args.dist_timeout, args.device)  # K processes: join them (parallel.py)
@@ -145,8 +148,10 @@ def _main(args) -> int:
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
     from ttrv_core.method.engine import adapt
+    from ttrv_core.runs import hub, model_card
     from ttrv_core.runs.folder import RunDir, record
 
+    meta.setdefault("command", model_card.command(args.argv))   # a resumed run keeps the one that started it
     out = RunDir(args.resume or args.out) if lead else None
     if out and point is None:
         out.write_config(meta)
@@ -174,7 +179,7 @@ def _main(args) -> int:
         return 2
     if out:
         print(f"run folder: {out.root}")
-    return 0
+    return hub.push_after_run(out.root, args.push_to_hub) if out and args.push_to_hub else 0
 
 
 def _new_setup(args):
