@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report-to", default="none", type=usable, choices=TRACKERS, help="also mirror the run's metrics "
                    "(events.jsonl stays the record) to tensorboard (event files in RUN_DIR/tensorboard) or wandb "
                    "(project ttrv; WANDB_MODE=offline keeps the run in RUN_DIR/wandb) (default: none)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="after the run, upload its adapter and model card to "
+                   "this Hub model repo (token: `hf auth login` or HF_TOKEN)")
     p.add_argument("--dist-timeout", type=float, default=parallel.DEFAULT_TIMEOUT_S, metavar="S",
                    help="launched on several processes (torchrun, accelerate launch): how long a process waits "
                         "for the others before the run ends with an error (default: %(default)s s)")
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `ttrv` command: load the data and the policy, run engine.adapt recorded into the run
     folder (runs/folder.py `record`) with a progress bar; returns the exit status."""
     args = parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)   # config.json's "command" (model_card.command)
     quiet()
     try:
         args.device = parallel.init(args.dist_timeout, args.device)  # K processes: join them (parallel.py)
@@ -149,8 +152,10 @@ def _main(args) -> int:
     set_threads_for(policy)  # process-wide (torch.set_num_threads): one for a small model on a CPU
 
     from ttrv_core.method.engine import adapt
+    from ttrv_core.runs import hub, model_card
     from ttrv_core.runs.folder import RunDir, record
 
+    meta.setdefault("command", model_card.command(args.argv))   # a resumed run keeps the one that started it
     out = RunDir(args.resume or args.out) if lead else None
     if out and point is None:
         out.write_config(meta)
@@ -179,7 +184,7 @@ def _main(args) -> int:
         return 2
     if out:
         print(f"run folder: {out.root}")
-    return 0
+    return hub.push_after_run(out.root, args.push_to_hub) if out and args.push_to_hub else 0
 
 
 def _new_setup(args):

@@ -1,7 +1,8 @@
 """A run folder: everything a run computed, written as it happens.
 
     config.json     the TTRVConfig and where the items came from (written by the front end,
-                    RunDir.write_config; a bundled demo's model by its name: demos.public)
+                    RunDir.write_config; a bundled demo's model by its name: demos.public);
+                    a CLI run's "command" (model_card.command), which the model card shows
     problems.txt    input problems (file: message), if any; then what the run left out (RunEnd.problems)
     events.jsonl    one JSON object per event, flushed as each arrives
     results.csv     before/after per item (also results.json)
@@ -66,11 +67,13 @@ class RunDir:
         self._events = open(self.root / "events.jsonl", "a", encoding="utf-8")
         self.model_name: str | None = None
         """The model as config.json names it; the run_start line names it so too."""
+        self.command: str | None = None
+        """The command that made the run, as config.json records it (a CLI run's); the model card shows it."""
 
     def write_config(self, meta: dict) -> None:
         """config.json: the front end's record of the run (its "config" a TTRVConfig as a dict,
         the model named as the folder may show it)."""
-        self.model_name = meta["config"]["model"]
+        self.model_name, self.command = meta["config"]["model"], meta.get("command")
         self.write_json("config.json", meta)
 
     def write_json(self, name: str, obj) -> None:
@@ -198,7 +201,7 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
         if steps:  # the policy holds trained weights (this run's steps, or those of the run it resumes)
             run_dir.save_adapter(policy)
             model_card.write(run_dir.root / "adapter", start, steps, end, items, evals.get("before"),
-                             evals.get("after"))
+                             evals.get("after"), run_dir.command)
         if evals:
             run_dir.write_results(items, evals.get("before"), evals.get("after"), adapted_on)
         run_dir.close()

@@ -3,14 +3,16 @@
 It states what someone loading the adapter needs: the base model by its hub id (a
 local folder by its name, never a path on the machine that ran it), the prompt the
 adapter was trained on (the question and the instruction suffix the task format
-adds, prompts.build_prompt), the settings, and greedy accuracy, majority accuracy,
-invalid greedy replies and majority share before and after. Written by
+adds, prompts.build_prompt), the settings, greedy accuracy, majority accuracy,
+invalid greedy replies and majority share before and after, and, for a CLI run, the command
+that made it (config.json "command", `command`). Written by
 folder.record (runs/folder.py) next to the adapter (name_base names the base in the adapter's config as the card
 does); the app's adapter.zip carries it.
 """
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +23,8 @@ from ttrv_core.inputs.dataset import Item
 MEASURES = (("eval/greedy_acc", "accuracy, greedy answer"), ("eval/maj_acc", "accuracy, majority of the votes"),
             ("eval/greedy_invalid", "greedy replies with no valid answer"),
             ("eval/majority_share", "majority share (label-free)"), ("eval/entropy", "entropy H / ln N (label-free)"))
+HERE = "path/to/this/folder"
+"""Where the card's loading code finds the adapter; a push names the repo instead (hub.py)."""
 SETTINGS = ("n_votes", "n_train", "temperature", "reward", "alpha", "beta", "lr", "lora_r", "lora_alpha",
             "prompts_per_step", "prompts_per_update", "train_items", "epochs", "max_steps", "precision",
             "max_pixels", "seed")
@@ -42,6 +46,21 @@ def model_name(model: str) -> str:
     return model
 
 
+def command(argv: Sequence[str]) -> str:
+    """The CLI command that made a run, as config.json records it and the card shows it: a shell line
+    of the arguments as typed, but a bundled demo's files by name (demos.public) and an absolute path
+    by its last part (the card goes public; where the run lay is the machine's business).
+
+    >>> command(["--model", demos.by_key("open").model, "--out=/home/me/runs/a", "--steps", "2"])
+    'python -m ttrv_core --model demo:open --out=a --steps 2'
+    """
+    def shown(arg: str) -> str:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        named = demos.public(value)
+        return flag + eq + (Path(named).name if named == value and Path(value).is_absolute() else named)
+    return shlex.join(["python", "-m", "ttrv_core", *(shown(a) for a in argv)])
+
+
 def name_base(folder: Path) -> None:
     """peft writes the base model as it was loaded, a path of this machine for a local folder: a
     run's adapter names it as model_name does instead (loading it onto a base model,
@@ -61,7 +80,8 @@ def name_base(folder: Path) -> None:
 
 
 def render(start: RunStart | None, steps: int, end: RunEnd | None, items: Sequence[Item],
-           before: EvalResult | None, after: EvalResult | None) -> str:
+           before: EvalResult | None, after: EvalResult | None, made_by: str | None = None) -> str:
+    """The card; made_by: the command that started the run (`command`), if a CLI run."""
     cfg = start.config if start else {}
     base = model_name(str(cfg.get("model", "")))
     demo = demos.by_model(str(cfg.get("model", "")))
@@ -86,6 +106,10 @@ def render(start: RunStart | None, steps: int, end: RunEnd | None, items: Sequen
                   "is the suffix the task format adds):", "", "```text", first.prompt, "```"]
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {cfg[k]} |" for k in SETTINGS if k in cfg]
+    if made_by:
+        resumed = ", resumed with `python -m ttrv_core --resume RUN_DIR`" if start and start.resumed_from else ""
+        lines += ["", "## Command", "", "The command that made the run (in the ttrv repository; an absolute path "
+                  f"by its last part){resumed}:", "", "```sh", made_by, "```"]
     lines += ["", "## Before and after", "",
               "Greedy decoding; majority of the votes sampled at the run's temperature. "
               "Accuracy only where an answers column was given (never used for training).", "",
@@ -100,14 +124,14 @@ def render(start: RunStart | None, steps: int, end: RunEnd | None, items: Sequen
               "from transformers import AutoModelForImageTextToText, AutoProcessor", "",
               f"base = AutoModelForImageTextToText.from_pretrained(\"{base}\")",
               f"processor = AutoProcessor.from_pretrained(\"{base}\")",
-              "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")", "```", ""]
+              f"model = PeftModel.from_pretrained(base, \"{HERE}\")", "```", ""]
     return "\n".join(lines)
 
 
 def write(folder: Path, start: RunStart | None, steps: int, end: RunEnd | None, items: Sequence[Item],
-          before: EvalResult | None, after: EvalResult | None) -> Path:
+          before: EvalResult | None, after: EvalResult | None, made_by: str | None = None) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(render(start, steps, end, items, before, after), encoding="utf-8")
+    path.write_text(render(start, steps, end, items, before, after, made_by), encoding="utf-8")
     return path
 
 
