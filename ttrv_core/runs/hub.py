@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi
+
 # huggingface_hub's HTTPError is its HTTP client's: a request that got no answer (HfHubHTTPError: an answer)
 from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
 

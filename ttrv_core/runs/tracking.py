@@ -27,7 +27,6 @@ stops iterating); W&B marks a run whose stream did not reach its end as failed (
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 from pathlib import Path
@@ -42,16 +41,15 @@ TENSORBOARD_DIR = "tensorboard"
 """TensorBoard's event files: RUN_DIR/tensorboard/."""
 
 
-def usable(to: str) -> str:
-    """`to` if its library imports (argparse's type for --report-to: a missing one stops the run before
-    anything loads, with argparse's exit code 2)."""
+def missing_library(to: str) -> str | None:
+    """What to install when the library of tracker `to` does not import, else None."""
     module = {"wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}.get(to)
     try:
         if module:
             importlib.import_module(module)
     except ImportError:
-        raise argparse.ArgumentTypeError(f"--report-to {to} needs `pip install {to}`") from None
-    return to
+        return f"--report-to {to} needs `pip install {to}`"
+    return None
 
 
 class TensorBoard:

@@ -23,19 +23,16 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ttrv_core import inputs
+from ttrv_core.cli.progress import show
 from ttrv_core.config import RECOMPUTE, TTRVConfig
 from ttrv_core.demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
 from ttrv_core.dist import fsdp, parallel
 from ttrv_core.errors import TTRVError
-from ttrv_core.events import EvalResult, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.inputs.video import FRAMES
-from ttrv_core.method.content import amplified_answers, gain_sentence
 from ttrv_core.model.loading import ModelLoadError, load_policy
 from ttrv_core.model.threads import set_threads_for
-from ttrv_core.runs.tracking import TRACKERS, mirror, usable
+from ttrv_core.runs.tracking import TRACKERS, mirror, missing_library
 from ttrv_core.tasks.prompts import TASKS
 
 FLAGS = {s.flag: name for name, s in TTRVConfig.settings().items() if s.flag}
@@ -71,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N items (default: all)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (other settings come from there)")
-    p.add_argument("--report-to", default="none", type=usable, choices=TRACKERS, help="also mirror the run's metrics "
+    p.add_argument("--report-to", default="none", type=_tracker, choices=TRACKERS, help="also mirror the run's metrics "
                    "(events.jsonl stays the record) to tensorboard (event files in RUN_DIR/tensorboard) or wandb "
                    "(project ttrv; WANDB_MODE=offline keeps the run in RUN_DIR/wandb) (default: none)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="after the run, upload its adapter and model card to "
@@ -90,6 +87,13 @@ def parser() -> argparse.ArgumentParser:
                            dest=name, choices=s.choices or None,
                            help=f"{s.help} (default: {defaults[name]}{zero})".replace("%", "%%"))
     return p
+
+
+def _tracker(to: str) -> str:
+    """--report-to's type: a tracker whose library is missing stops the run before anything loads."""
+    if why := missing_library(to):
+        raise argparse.ArgumentTypeError(why)
+    return to
 
 
 def quiet() -> None:
@@ -169,7 +173,7 @@ def _main(args) -> int:
     try:
         events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
         if out:
-            _show(mirror(record(events, out, policy, ds.items, before=point.resume.before if point else None),
+            show(mirror(record(events, out, policy, ds.items, before=point.resume.before if point else None),
                          args.report_to, out.root, meta), ds.items)
         else:  # ranks > 0 take part in every step and evaluation, and write nothing
             for _ in events:
@@ -277,77 +281,6 @@ def _dataset(meta: dict):
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds
-
-
-def _show(events, items) -> None:
-    """A progress bar over the run's work as RunStart states it: evaluated items and steps; at the
-    end, what changed (_what_changed) and the items the run left out."""
-    bar, start, before, after = None, None, None, None
-    for ev in events:
-        if isinstance(ev, RunStart):
-            start = ev
-            bar = tqdm(total=ev.work, unit="it", dynamic_ncols=True)
-            if ev.resumed_from:
-                bar.write(f"resuming after step {ev.resumed_from} of {ev.total_steps}")
-        elif isinstance(ev, Progress):
-            bar.set_description(f"eval {ev.phase}")
-            bar.n = _done(start, ev.phase) + ev.done
-            bar.refresh()
-        elif isinstance(ev, EvalResult):
-            bar.write(_line(ev.phase, ev.metrics))
-            before, after = (ev, after) if ev.phase == "before" else (before, ev)
-        elif isinstance(ev, StepEvent):
-            m = ev.metrics
-            bar.n = _done(start, "train") + ev.step - start.resumed_from
-            bar.set_description(f"step {ev.step}/{ev.total_steps}")
-            bar.set_postfix(H=f"{m['answers/entropy']:.2f}", maj=f"{m['answers/majority_share']:.2f}",
-                            s=f"{m['time/step_s']:.2f}")
-        elif isinstance(ev, RunEnd):
-            if ev.stopped:  # the after-eval follows the last completed step
-                bar.total = bar.n + start.n_items
-            bar.close()
-            print(f"done in {ev.seconds:.1f} s" + (" (stopped)" if ev.stopped else ""))
-            for line in _what_changed(ev.summary, before, after, items):
-                print(line)
-            for line in ev.problems:
-                print(f"left out: {line}")
-            if ev.guard:
-                print(ev.guard)
-
-
-def _what_changed(summary: dict, before: EvalResult | None, after: EvalResult | None, items) -> list[str]:
-    """The strict gain split into reply format and answers (with answers), the label-free split of the
-    greedy replies and the top answer's share, and a warning for each amplified answer (content.py)."""
-    lines = []
-    if sentence := gain_sentence(summary):
-        lines.append(f"what changed: {sentence} (content accuracy {summary['before/content_acc']:.3f} -> "
-                     f"{summary['after/content_acc']:.3f})")
-    if "changed/unchanged" in summary:
-        lines.append(f"label-free: greedy replies unchanged {summary['changed/unchanged']:.0%}, format only "
-                     f"{summary['changed/format_only']:.0%}, answer changed {summary['changed/answer_changed']:.0%}; "
-                     f"top answer share {summary['before/top_answer_share']:.3f} -> "
-                     f"{summary['after/top_answer_share']:.3f} (base model's valid votes: "
-                     f"{summary.get('votes/top_answer_share', 0.0):.3f})")
-    if before is not None and after is not None:
-        lines += [f"warning: {a}" for a in amplified_answers(items, before, after)]
-    return lines
-
-
-def _done(start: RunStart, phase: str) -> int:
-    """Progress units before `phase` begins: the phases ahead of it in full."""
-    ahead = start.phases[:start.phases.index(phase)]
-    return sum(start.steps_to_run if p == "train" else start.n_items for p in ahead)
-
-
-def _line(phase: str, m: dict) -> str:
-    parts = [f"{phase:>6}:"]
-    for key, name in (("eval/greedy_acc", "greedy"), ("eval/content_acc", "content"), ("eval/single_acc", "single@T"),
-                      ("eval/maj_acc", "maj@N"), ("eval/top_answer_share", "top answer"),
-                      ("eval/greedy_invalid", "invalid greedy"), ("eval/entropy", "entropy"),
-                      ("eval/majority_share", "maj share")):
-        if key in m:
-            parts.append(f"{name} {m[key]:.3f}")
-    return "  ".join(parts)
 
 
 if __name__ == "__main__":
