@@ -1,7 +1,7 @@
 """One frozen config for a TTRV run: every setting, said once.
 
 Each field is a `setting(...)`: its default and where that comes from, its help text, its bounds,
-and how the front ends show it: the CLI flag (cli.py derives its flags from these), the app form's
+and how the front ends show it: the CLI flag (cli/ derives its flags from these), the app form's
 label (app/form_fields.py derives the form) and the largest value a public Space allows (app/sessions.py
 derives its caps). A new setting is one field here.
 

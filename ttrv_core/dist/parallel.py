@@ -2,7 +2,7 @@
 
 Launched by `torchrun --nproc_per_node K -m ttrv_core ...` or `accelerate launch ... -m ttrv_core
 ...` (README, "Many GPUs"; configs/accelerate/); there is no launcher of ours. Every rank runs the
-same loop (engine.adapt) and yields the same events; only rank 0 writes the run folder (cli.py).
+same loop (engine.adapt) and yields the same events; only rank 0 writes the run folder (cli/).
 GPUs: NCCL, one GPU per rank (cuda:LOCAL_RANK); CPUs: gloo.
 
 Each rank takes a share of every optimizer update's prompts (config.prompts_per_update = k,
