@@ -2,13 +2,9 @@
 
     python app.py          # http://127.0.0.1:7860
 
-Widgets <-> ttrv_core, nothing else: form_fields (what the fields mean; images and questions through
-inputs, the CLI's data path), model_menu (models, what to expect, a run's plan), kept_runs.run
-(engine.adapt on the kept base model, recorded by folder.record), live_run (status, time left, Stop,
-plots), compare (before/after: strict and content accuracy, what changed per image, the table and its
-filter), answer_plots (answer shares and their warning, recall per class), sessions (folders, runs,
-downloads, public caps). A run replaces the page's results only once it has started: bad settings,
-bad data or a model that does not load leave the last results and downloads in place.
+Widgets <-> ttrv_core's app layer, nothing else (what each field and view means lives there). A run
+replaces the page's results only once it has started: bad settings, bad data or a model that does not
+load leave the last results and downloads in place.
 
 Environment: TTRV_PUBLIC=1 (a public Space: the menu's models only, runs capped by sessions.CAPS);
 TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are only read as data.
@@ -41,6 +37,7 @@ except ImportError:
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
+ON_SPACE = bool(os.environ.get("SPACE_ID"))  # a Hugging Face Space: visitors can sign in with their account
 MAX_FILE_SIZE = form_fields.MAX_UPLOAD_BYTES
 SESSIONS = sessions.make_root()
 DEMO = model_menu.default_demo()
@@ -200,6 +197,14 @@ def stop(sess):
     return status_html(live.request_stop(), kind="stopped") if live else status_html("Nothing is running.")
 
 
+def push(sess, repo):  # off a Space: this machine's Hub login (an OAuth parameter would demand it at start)
+    return sessions.push(sess and sess.shown, repo, None, PUBLIC)
+
+
+def push_signed_in(sess, repo, oauth_token: gr.OAuthToken | None = None):  # on a Space: the visitor's sign-in
+    return sessions.push(sess and sess.shown, repo, oauth_token.token if oauth_token else None, PUBLIC)
+
+
 def redraw_histogram(sess, choice):
     sess = ensure(sess, None)
     sess.choice = choice or FIRST
@@ -300,6 +305,11 @@ def build() -> gr.Blocks:
                                  interactive=False, elem_id="compare")
             files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter with its model card, run log",
                             file_count="multiple", interactive=False, elem_id="downloads")
+            with gr.Row():  # the adapter to one's own Hub repo; on a Space after signing in (only there)
+                gr.LoginButton(min_width=160) if ON_SPACE else None
+                repo = gr.Textbox(placeholder="your-name/ttrv-adapter", show_label=False, elem_id="repo", scale=2)
+                push_btn = gr.Button("Push the adapter to the Hub", elem_id="push")
+            pushed = gr.Markdown(elem_id="pushed")
 
         light = dict(api_name=False, concurrency_limit=None, show_progress="hidden")  # never queue behind a run
         settings = [w[n] for n in form_fields.SETTINGS]
@@ -324,6 +334,7 @@ def build() -> gr.Blocks:
             on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden").then(
             lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
+        push_btn.click(push_signed_in if ON_SPACE else push, [state, repo], [pushed], api_name="push")
         rows.change(show_rows, [state, rows], [table], api_name="rows", concurrency_limit=None, show_progress="hidden")
         hist_choice.change(redraw_histogram, [state, hist_choice], [state, hist_plot], api_name="histogram",
                            concurrency_limit=None, show_progress="hidden")

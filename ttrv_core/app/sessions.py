@@ -33,6 +33,7 @@ from ttrv_core.app.live_run import FIRST, LiveRun
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset
 from ttrv_core.problems import Problem
+from ttrv_core.runs import hub
 from ttrv_core.runs import model_card
 
 APP_DIR = Path(tempfile.gettempdir())
@@ -214,3 +215,21 @@ def cap_items(ds: dataset.Dataset) -> dataset.Dataset:
         ds.items = ds.items[:MAX_ITEMS]
     return ds
 
+
+# --------------------------------------------------------------------------- sharing the adapter
+
+def push(live: LiveRun | None, repo_id: str | None, token: str | None, public: bool) -> str:
+    """The Push button: the shown run's adapter and model card to the visitor's Hub repo (runs/hub.py),
+    in words for the page. On a public Space only with the visitor's own sign-in token: without it
+    huggingface_hub would fall back on the Space's token, which is the operator's."""
+    if live is None or live.run_dir is None or not (live.run_dir / "adapter").is_dir():
+        return "Nothing to push yet: run TTRV first (a run that trained at least one step)."
+    if not (repo_id or "").strip():
+        return "Name the Hub repo to push to, e.g. your-name/ttrv-adapter."
+    if public and not token:
+        return "Sign in with your Hugging Face account first (the button beside): the adapter goes to your repo."
+    try:
+        url = hub.push_adapter(live.run_dir, repo_id.strip(), token=token)
+    except hub.PushError as e:
+        return f"Not pushed: {e}"
+    return f"Pushed to {url}"
