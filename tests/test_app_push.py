@@ -70,3 +70,12 @@ def test_the_page_has_the_push_button_and_pushes_with_the_visitors_sign_in_on_a_
     token = type("OAuthToken", (), {"token": "visitor-token"})()
     assert app.push_signed_in(sess, "me/x", token) == "Pushed to https://huggingface.co/me/x"
     assert {c[2]["token"] for c in fake.calls} == {"visitor-token"}
+
+
+def test_a_failed_push_on_the_page_names_no_server_folder(tmp_path, monkeypatch):
+    from huggingface_hub.errors import HTTPError
+    run = run_folder(tmp_path)
+    monkeypatch.setattr(hub, "HfApi", lambda: FakeHub(fail=HTTPError("offline")))
+    said = sessions.push(LiveRun([], run), "me/x", None, public=False)
+    assert said.startswith("Not pushed: the Hub could not be reached") and said.endswith("still in the downloads.")
+    assert str(tmp_path) not in said
