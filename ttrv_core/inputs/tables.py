@@ -58,7 +58,10 @@ def open_split(name: str, split: str = "test", config: str | None = None):
     import datasets
     path = Path(name)
     if not path.exists():   # a Hub id (needs the network)
-        return datasets.load_dataset(name, config, split=split), None
+        try:
+            return datasets.load_dataset(name, config, split=split), None
+        except (OSError, ValueError) as e:   # not found, offline, no such split: the run stops, said why
+            raise ValueError(f"--dataset {name}: no such file or folder, and as a Hub dataset: {e}") from None
     if path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
         got = datasets.load_from_disk(str(path))
     elif path.is_file():
