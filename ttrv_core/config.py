@@ -142,6 +142,8 @@ class TTRVConfig:
         20, "Unlabeled items adapted on, drawn at random (seeded) from all items; every item is evaluated. "
         "Paper main setting: 20 test samples.", flag="train-items",
         label="Images adapted on (a random subset; 0 = all)", low=0, zero="all")
+    train_first: bool = setting(
+        False, "Adapt on the first train_items items instead of a seeded random subset (--train-first).")
     epochs: int = setting(
         2, "Passes over the unlabeled items (paper: 2 epochs over 20 test samples).",
         flag="epochs", label="Epochs over the images", low=1)

@@ -29,6 +29,7 @@ from ttrv_core.config import RECOMPUTE, TTRVConfig
 from ttrv_core.demos import DEFAULT, DEMOS, by_key, by_model, by_task, local, public
 from ttrv_core.dist import fsdp, parallel
 from ttrv_core.errors import TTRVError
+from ttrv_core.inputs import tables
 from ttrv_core.inputs.video import FRAMES
 from ttrv_core.model.loading import ModelLoadError, load_policy
 from ttrv_core.model.threads import set_threads_for
@@ -49,6 +50,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--question", help="one question for every image")
     p.add_argument("--questions", type=Path, help="CSV or JSONL: image, question[, options][, answer] "
                    "(default: questions.csv or .jsonl among the images, if there is one)")
+    p.add_argument("--dataset", metavar="NAME_OR_PATH", help="instead of --images: a Hugging Face dataset (a "
+                   "save_to_disk folder; parquet, jsonl or csv files; an imagefolder; a Hub id), read lazily: "
+                   "each row's image when the run reads it")
+    p.add_argument("--split", default="test", help="--dataset's split adapted on (default: %(default)s)")
+    p.add_argument("--eval-split", metavar="NAME", help="evaluate on this split of --dataset instead of --split "
+                   "(default: --split itself, the paper's protocol: the authors adapt on a subset of the test "
+                   "split, --train-items, and evaluate on the whole split)")
+    p.add_argument("--dataset-config", help="--dataset's configuration (a Hub dataset's subset)")
+    p.add_argument("--columns", default="", help="--dataset's columns, where the defaults miss them: e.g. "
+                   "image=img,question=q,options=choices,answer=label")
+    p.add_argument("--train-first", action="store_true", help="adapt on the first --train-items items, not a "
+                   "seeded random subset")
     p.add_argument("--task", choices=TASKS, help="answer format (default: open; the demo's with no --images)")
     p.add_argument("--options", default="", help="options / class names for every image, separated by '|'")
     p.add_argument("--model", help="hub id or folder (default: the --demo's model; with --images and no --demo, "
@@ -171,7 +184,8 @@ def _main(args) -> int:
         if point.missing_event:  # killed between the checkpoint and its event line
             out.append_json(point.missing_event)
     try:
-        events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None)
+        events = adapt(cfg, policy, ds.items, single=meta["single"], resume=point.resume if point else None,
+                       train_on=ds.adapt_on)
         if out:
             show(mirror(record(events, out, policy, ds.items, before=point.resume.before if point else None),
                          args.report_to, out.root, meta), ds.items)
@@ -193,7 +207,7 @@ def _main(args) -> int:
 
 def _new_setup(args):
     """Config, items, the config.json record and the plan lines of a new run, from the flags."""
-    demo = by_key(args.demo or DEFAULT.key) if args.images is None else None   # its example set runs
+    demo = by_key(args.demo or DEFAULT.key) if args.images is None and not args.dataset else None
     if demo:
         args.images, args.questions = demo.example_dir, args.questions or demo.example_dir / "questions.csv"
     task = args.task or (demo.task if demo else "open")
@@ -208,7 +222,16 @@ def _new_setup(args):
     if parallel.size() > 1 and "prompts_per_update" not in given:  # one prompt per process and update
         given["prompts_per_update"], sources["prompts_per_update"] = parallel.size(), "one per process"
     cfg = TTRVConfig(model=model, shared_prefix=not args.naive, collapse_guard=not args.no_guard,
-                     gradient_checkpointing=args.checkpointing, **{**settings, **given})
+                     gradient_checkpointing=args.checkpointing, train_first=args.train_first,
+                     **{**settings, **given})
+    if args.dataset:   # a table of rows (inputs/tables.py): its images written into the run folder as read
+        table = {"name": public(args.dataset), "split": args.split, "config": args.dataset_config,
+                 "columns": tables.parse_columns(args.columns), "eval_split": args.eval_split}
+        meta = {"config": {**cfg.to_dict(), "model": public(cfg.model)}, "dataset": table, "images": None,
+                "questions": None, "question": args.question, "task": task, "options": list(options),
+                "single": args.single, "limit": args.limit, "demo": None, "world_size": parallel.size()}
+        ds = _dataset(meta, args.out)
+        return cfg, ds, meta, None, plan(cfg, why, sources) + [_protocol(cfg, ds, table)]
     # a folder in place; a .zip unpacked into the run folder (inputs.collect, as the app does)
     got = inputs.collect(args.images, args.out, label=f"example set '{demo.examples}'" if demo else None)
     qfile = args.questions or got.found   # the file given, else one among the images (inputs.load)
@@ -216,7 +239,7 @@ def _new_setup(args):
             "questions": public(qfile) if qfile else None, "question": args.question,
             "task": task, "options": list(options), "single": args.single, "limit": args.limit,
             "demo": demo.key if demo else None, "world_size": parallel.size()}
-    ds = _dataset(meta)
+    ds = _dataset(meta, args.out)
     ds.problems = got.problems + ds.problems
     return cfg, ds, meta, None, plan(cfg, why, sources)
 
@@ -254,16 +277,16 @@ def _resume_setup(folder: Path):
     from ttrv_core.runs.checkpoint import ResumeError, prepare_resume
     point = prepare_resume(folder)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if "images" not in meta:
+    if "images" not in meta and "dataset" not in meta:
         raise ResumeError(f"{folder}/config.json names no image folder (a run started in the app?); "
                           "only runs started with `python -m ttrv_core` can be resumed here")
     names = {f.name for f in fields(TTRVConfig)}
     # a bundled demo's model is recorded by its name (demos.public): its folder on this machine
     cfg = TTRVConfig(**{**{k: v for k, v in meta["config"].items() if k in names},
                         "model": local(meta["config"]["model"])})
-    ds = _dataset(meta)
+    ds = _dataset(meta, folder)
     start = point.run_start
-    ids = {it.id for it in ds.items}
+    ids = {it.id for it in ds.items + (ds.adapt_on or [])}
     if start and (start["n_items"] != len(ds.items) or not set(start["train_ids"]) <= ids):
         raise ResumeError(f"the images or questions named in {folder}/config.json changed since the run started "
                           f"({start['n_items']} items then, {len(ds.items)} now); it cannot be resumed")
@@ -271,8 +294,11 @@ def _resume_setup(folder: Path):
     return cfg, ds, meta, point, plan(cfg, f"as the run started ({folder / 'config.json'})", {})
 
 
-def _dataset(meta: dict):
-    """The items a config.json record names, through the app's one data path (inputs.load)."""
+def _dataset(meta: dict, workdir: Path):
+    """The items a config.json record names, through the app's one data path (inputs.load), or the
+    rows of its --dataset (inputs/tables.py: their images written under workdir/input when read)."""
+    if meta.get("dataset"):
+        return _table(meta, workdir)
     images = Path(local(meta["images"]))
     got = inputs.collect(images, images)   # a folder: used where it is
     ds = inputs.load(got, meta["question"], Path(local(meta["questions"])) if meta["questions"] else None,
@@ -281,6 +307,30 @@ def _dataset(meta: dict):
     if meta.get("limit"):
         ds.items = ds.items[:meta["limit"]]
     return ds
+
+
+def _table(meta: dict, workdir: Path):
+    """The items of config.json's --dataset: its --eval-split evaluated and its --split adapted on, or
+    its --split both (the paper's protocol)."""
+    d = meta["dataset"]
+    read = dict(name=local(d["name"]), workdir=Path(workdir) / "input", config=d["config"], columns=d["columns"],
+                question=meta["question"], task=meta["task"], options=tuple(meta.get("options") or ()))
+    ds = tables.load_table(split=d["eval_split"] or d["split"], **read)
+    if d["eval_split"]:
+        train = tables.load_table(split=d["split"], **read)
+        ds.adapt_on, ds.problems = train.items, train.problems + ds.problems
+    if meta.get("limit"):
+        ds.items = ds.items[:meta["limit"]]
+    return ds
+
+
+def _protocol(cfg: TTRVConfig, ds, table: dict) -> str:
+    """The plan's line on which rows are adapted on and which evaluated."""
+    pool = len(ds.items if ds.adapt_on is None else ds.adapt_on)
+    n = cfg.train_items if 0 < cfg.train_items < pool else pool
+    how = "all" if n == pool else "the first" if cfg.train_first else f"a random (seed {cfg.seed})"
+    return (f"data: adapting on {how} {n} of the {pool} usable rows of split '{table['split']}', evaluating on "
+            f"the {len(ds.items)} of split '{table['eval_split'] or table['split']}'")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from PIL import Image
 
@@ -50,6 +51,8 @@ class Item:
     task: Task = "open"
     options: tuple[str, ...] = ()
     answer: str | None = None    # evaluation only
+    # writes `path` the first time image() reads it (a dataset row's bytes: tables.RowImage); None: a file
+    source: Callable[[Path], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def prompt(self) -> str:
@@ -67,6 +70,8 @@ class Item:
 
     def image(self, frames: int = FRAMES) -> Image.Image | Video:
         """The image, or for a video `frames` frames sampled uniformly (video.py)."""
+        if self.source is not None and not self.path.is_file():
+            self.source(self.path)
         return load_video(self.path, frames) if self.video else load_image(self.path)
 
 
@@ -74,6 +79,7 @@ class Item:
 class Dataset:
     items: list[Item] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    adapt_on: list[Item] | None = None   # items adapted on from another split (--eval-split); None: from `items`
 
 
 # --------------------------------------------------------------------------- folders

@@ -10,8 +10,8 @@
     -> evaluate(after) -> RunEnd
 
 By default the loop adapts on a seeded random subset of `train_items` items
-(the paper's main setting: 2 epochs over 20 unlabeled test samples) and
-evaluates on all of them. Answers the user supplied are used for evaluation
+(the paper's main setting: 2 epochs over 20 unlabeled test samples; `train_first`: the
+first ones) and evaluates on all of them (or adapts on `train_on`, items of another split). Answers the user supplied are used for evaluation
 and per-step accuracy only; rewards never see them. Single-example mode trains on one chosen item
 repeated `single_copies` times and evaluates on all items (paper section 5).
 
@@ -122,11 +122,14 @@ def _cosine(step: int, *, warmup: int, total: int) -> float:
 
 def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | None = None,
         should_stop: Callable[[], bool] = lambda: False, evaluate_before: bool = True,
-        resume: Resume | None = None, before: EvalResult | None = None) -> Iterator[Event]:
+        resume: Resume | None = None, before: EvalResult | None = None,
+        train_on: Sequence[Item] | None = None) -> Iterator[Event]:
     """Adapt `policy` on `items` (or on the one item with id `single`), yielding events.
 
     resume: continue an interrupted run after `resume.state.step` (no before-evaluation;
     `resume.before` stands for it). The policy must hold that step's weights.
+    train_on: the items adapted on (train_items of them) when they are not `items`, which are evaluated:
+    the paper adapts on a subset of the split it evaluates; --eval-split evaluates on another split.
     before: a complete before-evaluation of these items by this base model with these evaluation
     settings (app/kept_runs.depends), from an earlier run (the app keeps its last one): yielded as this
     run's, marked reused, instead of evaluating again."""
@@ -138,10 +141,11 @@ def adapt(cfg: TTRVConfig, policy: Policy, items: Sequence[Item], single: str | 
         if not chosen:
             raise ValueError(f"single-example item '{single}' is not among the items")
         train_items = chosen * cfg.single_copies
-    elif 0 < cfg.train_items < len(items):
-        train_items = random.Random(cfg.seed).sample(list(items), cfg.train_items)
     else:
-        train_items = list(items)
+        train_items = list(items if train_on is None else train_on)
+        if 0 < cfg.train_items < len(train_items):
+            n = cfg.train_items
+            train_items = train_items[:n] if cfg.train_first else random.Random(cfg.seed).sample(train_items, n)
     schedule = train_schedule(train_items, cfg)
     train_ids = {i.id for i in train_items}
     start = resume.state.step if resume else 0
