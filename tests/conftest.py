@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# peft with its 4-bit layers, imported before any test runs the CLI in-process (whose only_model load
+# imports peft without bitsandbytes when it comes first): as the app does at start (loading.import_peft).
+# Otherwise a 4-bit test after such a test fails in a subset of the suite and passes in the whole.
+import peft  # noqa: E402,F401
+
 # A skip hides whatever the test would have found (a transformers upgrade that drops a family, a
 # missing demo model, an uninstalled browser): every skip fails the run unless its reason matches
 # one of these, where the skip is expected. (pattern in the skip reason, applies here, why allowed)

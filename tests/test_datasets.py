@@ -125,3 +125,5 @@ def test_eval_split_adapts_on_one_split_and_evaluates_another(tmp_path):
     rows = _results(out)
     assert [r["item"] for r in rows] == [f"test row {i}" for i in range(6)]
     assert not any(r["adapted_on"] == "True" for r in rows)
+    # summary.json says which items were adapted on: here rows of the other split
+    assert json.loads((out / "summary.json").read_text())["adapted_on"] == [f"train row {i}" for i in range(4)]

@@ -147,7 +147,8 @@ def test_two_processes_compute_what_one_does_and_resume(killed, one_process):
     assert steps == [1, 2, 3]
     # evaluation split over the ranks and gathered: the one-process numbers (each item has its own stream)
     two = json.loads((out / "summary.json").read_text())
-    assert two.keys() == summary.keys()
+    start = json.loads((out / "events.jsonl").read_text().splitlines()[0])          # the first run_start
+    assert two.pop("adapted_on") == sorted(start["train_ids"]) and two.keys() == summary.keys()
     assert all(abs(two[k] - summary[k]) <= 1e-9 for k in two), (two, summary)
     assert not (out / "checkpoints").exists()
 
@@ -327,6 +328,7 @@ def test_fsdp_computes_what_ddp_and_one_process_do_and_resumes(fsdp_killed, kill
     assert got.returncode == 0, got.stderr[-3000:]
     assert max_diff(lora(out / "adapter"), weights[3]) <= FSDP_TOL
     two = json.loads((out / "summary.json").read_text())
+    two.pop("adapted_on")
     assert two.keys() == summary.keys() and all(abs(two[k] - summary[k]) <= 1e-9 for k in two), (two, summary)
 
 
@@ -344,6 +346,7 @@ def test_fsdp_stand_ins_keep_the_ranks_in_step(tmp_path):
     summary = [ev.summary for ev in adapt(cfg, policy, ds.items) if isinstance(ev, RunEnd)][0]
     assert max_diff(lora(tmp_path / "fsdp" / "adapter"), get_peft_model_state_dict(policy.model)) <= FSDP_TOL
     two = json.loads((tmp_path / "fsdp" / "summary.json").read_text())
+    assert two.pop("adapted_on") == sorted(it.id for it in ds.items)   # --train-items 3 of 3
     assert two.keys() == summary.keys() and all(abs(two[k] - summary[k]) <= 1e-9 for k in two), (two, summary)
 
 

@@ -294,9 +294,9 @@ def _resume_setup(folder: Path):
     return cfg, ds, meta, point, plan(cfg, f"as the run started ({folder / 'config.json'})", {})
 
 
-def _dataset(meta: dict, workdir: Path):
-    """The items a config.json record names, through the app's one data path (inputs.load), or the
-    rows of its --dataset (inputs/tables.py: their images written under workdir/input when read)."""
+def _dataset(meta: dict, workdir: Path | None = None):
+    """The items a config.json record names, through the app's one data path (inputs.load), or the rows of
+    its --dataset (inputs/tables.py: their images written under workdir/input when read; a --dataset needs one)."""
     if meta.get("dataset"):
         return _table(meta, workdir)
     images = Path(local(meta["images"]))

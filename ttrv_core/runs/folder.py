@@ -192,7 +192,8 @@ def record(events: Iterator[Event], run_dir: RunDir, policy: Policy, items: Sequ
                 evals[ev.phase] = ev
             if isinstance(ev, RunEnd):
                 end = ev
-                run_dir.write_json("summary.json", ev.summary)
+                # the numbers, and the items adapted on (the paper's protocol: a subset of the split evaluated)
+                run_dir.write_json("summary.json", {**ev.summary, "adapted_on": sorted(adapted_on)})
                 run_dir.add_problems(ev.problems)
                 if not ev.stopped:  # finished: nothing left to resume
                     run_dir.drop_checkpoints()
