@@ -127,3 +127,16 @@ def test_eval_split_adapts_on_one_split_and_evaluates_another(tmp_path):
     assert not any(r["adapted_on"] == "True" for r in rows)
     # summary.json says which items were adapted on: here rows of the other split
     assert json.loads((out / "summary.json").read_text())["adapted_on"] == [f"train row {i}" for i in range(4)]
+
+
+def test_an_answer_written_as_an_options_index_is_that_option(tmp_path):
+    """lmms-lab/ai2d's answer column holds the right option's index as text ("0".."3"); an option that
+    reads as the answer text is that option (options that are numbers keep their meaning)."""
+    table = datasets.Dataset.from_dict({"image": [str(EXAMPLES / ROWS[0]["image"])] * 3,
+                                        "question": ["Which?"] * 3,
+                                        "options": [["frog", "sun", "tree"], ["frog", "sun", "tree"], ["2", "4", "0"]],
+                                        "answer": ["1", "sun", "0"]}, features=FEATURES)
+    table.save_to_disk(str(tmp_path / "ai2d_like"))
+    ds = load_table(str(tmp_path / "ai2d_like"), tmp_path / "w", task="choice")
+    assert [it.answer for it in ds.items] == ["sun", "sun", "0"]
+    assert [it.reference for it in ds.items] == ["B", "B", "C"]

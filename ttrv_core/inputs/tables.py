@@ -14,7 +14,7 @@ Columns (`pick_columns`; `columns` overrides, e.g. {"image": "img", "question": 
     question  question, query, prompt (else the one question given for every row)
     options   options, choices (a list), or one column per letter: A, B, C, ... / option_a, ...
     answer    answer, label: evaluation only. An int with a ClassLabel feature is its class name;
-              another int indexes the options where it can.
+              another int, or digits no option reads as (AI2D's "0".."3"), indexes the options.
 
 Lazy: nothing is decoded here. A row whose image is stored as bytes becomes an Item whose
 `path` is a file in `workdir/rows/<the split's fingerprint>/` not written yet, and whose
@@ -145,7 +145,11 @@ def _answer(value, feature, options: tuple[str, ...]) -> str | None:
             return names[value]
         if options and 0 <= value < len(options):
             return options[value]
-    return str(value).strip()
+    text = str(value).strip()
+    # an option's index written as text (lmms-lab's AI2D: "0".."3"), where no option reads so
+    if options and text.isdigit() and int(text) < len(options) and text not in [o.strip() for o in options]:
+        return options[int(text)]
+    return text
 
 
 def _options(row: dict, col) -> tuple[str, ...]:
