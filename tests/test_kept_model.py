@@ -150,7 +150,8 @@ size cap (the policy's own values are what count: checked on the policy)."""
 ANOTHER = dict(model="elsewhere", precision="bf16", n_votes=8, n_train=2, temperature=1.0, top_p=0.9, max_new_tokens=5,
                video_frames=4, reward="majority", alpha=0.5, prior_weight=0.5, consensus=0.5, eps_clip=0.3,
                dual_clip=2.0, beta=0.1, adv_eps=1e-3, lr=0.1, weight_decay=0.0, grad_clip=0.5, warmup_ratio=0.1,
-               prompts_per_step=1, prompts_per_update=1, train_items=2, epochs=3, max_steps=5, lora_r=8,
+               prompts_per_step=1, prompts_per_update=1, train_items=2, train_first=True, epochs=3, max_steps=5,
+               lora_r=8,
                lora_alpha=3, seed=2, shared_prefix=False, gradient_checkpointing="layers", max_pixels=5000,
                recompute_old_logprobs=False, collapse_guard=True, single_copies=2, eval_votes=2, eval_batch=4)
 """Another value for every setting."""
