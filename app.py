@@ -4,10 +4,7 @@
 
 Widgets <-> ttrv_core's app layer, nothing else (what each field and view means lives there). A run
 replaces the page's results only once it has started: bad settings, bad data or a model that does not
-load leave the last results and downloads in place.
-
-Environment: TTRV_PUBLIC=1 (a public Space: the menu's models only, runs capped by sessions.CAPS);
-TTRV_TRUST_REMOTE_CODE=1 (allow custom model code; not when public). Uploads are only read as data.
+load leave the last results and downloads in place. Environment: TTRV_PUBLIC, TTRV_TRUST_REMOTE_CODE (README).
 """
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ import gradio as gr
 from ttrv_core import inputs
 from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
 from ttrv_core.app.background import background
-from ttrv_core.app.form_fields import EXAMPLE_SET, MY_IMAGES
+from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
 from ttrv_core.app.live_run import FIRST, LiveRun, status_html
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_model
@@ -32,8 +29,7 @@ try:  # Hugging Face Spaces (ZeroGPU): the GPU is attached only inside decorated
     import spaces
     gpu = spaces.GPU(duration=600)  # seconds a run may hold the GPU; ZeroGPU quotas may cap it lower
 except ImportError:
-    def gpu(fn):
-        return fn
+    gpu = lambda fn: fn  # noqa: E731
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 PUBLIC = os.environ.get("TTRV_PUBLIC", "").strip() == "1"
@@ -61,10 +57,11 @@ def gpu_job(cfg: TTRVConfig, items: list, single: str | None, out: Path, meta: d
 
 # --------------------------------------------------------------------------- handlers
 
-def preview(sess, source, example, uploads, folder, question, qfile, task, options, request: gr.Request = None):
+def preview(sess, source, example, uploads, folder, question, qfile, task, options, dataset, split,
+            request: gr.Request = None):
     sess = ensure(sess, request)
     inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question,
-                           qfile, task, options, PUBLIC)
+                           qfile, task, options, PUBLIC, table=dataset, split=split)
     ids = [it.id for it in inp.dataset.items]
     sess.n_items = len(ids)
     return (sess, inputs.describe(inp), gr.Dropdown(choices=ids, value=ids[0] if ids else None),
@@ -103,7 +100,8 @@ def on_run(given: dict, request: gr.Request = None):
     Nothing on the page changes until it starts."""
     sess, keep = ensure(given["sess"], request), gr.skip()
     source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
-        hist_choice, rows = (given[k] for k in form_fields.RUN_INPUTS if k not in form_fields.SETTINGS and k != "sess")
+        hist_choice, rows, dataset, split = (given[k] for k in form_fields.RUN_INPUTS
+                                             if k not in form_fields.SETTINGS and k != "sess")
 
     def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
         return sess, status, *[keep] * 6, info, *[keep] * 3
@@ -136,7 +134,7 @@ def on_run(given: dict, request: gr.Request = None):
         return
     work = sess.new_run_dir()
     inp = form_fields.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question,
-                           qfile, task, options, PUBLIC, cfg.video_frames)
+                           qfile, task, options, PUBLIC, cfg.video_frames, table=dataset, split=split)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
     refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, model_menu.allowed())
     why = ("No usable images: see the list under the images." if not ds.items else
@@ -240,18 +238,19 @@ def build() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3, min_width=320):
                 gr.Markdown("### 1. Images and questions")
-                source = gr.Radio([EXAMPLE_SET, MY_IMAGES], value=EXAMPLE_SET, label="Images from")
+                source = gr.Radio(form_fields.sources(PUBLIC), value=EXAMPLE_SET, label="Images from")
                 sets = form_fields.example_sets(EXAMPLES)
                 example = gr.Dropdown(sets, value=DEMO.examples if DEMO and DEMO.examples in sets else
                                       sets[0] if sets else None, label="Example set")
                 uploads = gr.File(file_count="multiple", label="Images (DICOM too), or a .zip of a folder",
                                   visible=False, file_types=form_fields.UPLOAD_TYPES, elem_id="uploads")
                 folder = gr.File(file_count="directory", label="… or a whole folder", visible=False)
+                with gr.Row(visible=False) as table_row:   # read when Enter is pressed or the field is left
+                    dataset = gr.Textbox("", label=form_fields.DATASET_LABEL, placeholder="lmms-lab/ai2d", scale=3)
+                    split = gr.Textbox("test", label="Split", elem_id="split", min_width=100)
                 question = gr.Textbox(label="Question for all images (a questions file's rows take their own)",
                                       placeholder="e.g. What is shown in the image?", elem_id="question")
-                qfile = gr.File(label="Questions file (optional): CSV or JSONL with columns image, question, optional "
-                                      "options (a|b|c) and answer; a questions.csv among the images is used too",
-                                file_types=[".csv", ".jsonl", ".json"])
+                qfile = gr.File(label=form_fields.QFILE_LABEL, file_types=[".csv", ".jsonl", ".json"])
                 with gr.Row():
                     task = gr.Radio([("Open answer", "open"), ("Multiple choice", "choice"),
                                      ("Classification", "classify")], value=DEMO.task if DEMO else "open",
@@ -285,8 +284,7 @@ def build() -> gr.Blocks:
                                         elem_id="histogram", show_label=False)   # the figures have titles
                 with gr.Column(min_width=400):
                     entropy_plot = gr.Plot(plots.entropy([], waiting="press Run"), elem_id="entropy", show_label=False)
-            reward_plot = gr.Plot(plots.reward([], waiting="press Run"), label="Reward, agreement, validity, accuracy",
-                                  elem_id="reward", show_label=False)
+            reward_plot = gr.Plot(plots.reward([], waiting="press Run"), elem_id="reward", show_label=False)
             gr.Markdown("### 4. Before and after")
             summary = gr.Markdown(elem_id="accuracy")
             with gr.Column(elem_id="answers"):
@@ -301,8 +299,7 @@ def build() -> gr.Blocks:
             rows = gr.Radio(list(compare.SHOW), value="all", label="Show the images whose greedy reply changed",
                             elem_id="rows")
             table = gr.Dataframe(headers=["image", "file", "before", "after"], wrap=True, max_height=600,
-                                 label="Each image before and after",
-                                 interactive=False, elem_id="compare")
+                                 label="Each image before and after", interactive=False, elem_id="compare")
             files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter with its model card, run log",
                             file_count="multiple", interactive=False, elem_id="downloads")
             with gr.Row():  # the adapter to one's own Hub repo; on a Space after signing in (only there)
@@ -314,20 +311,23 @@ def build() -> gr.Blocks:
         light = dict(api_name=False, concurrency_limit=None, show_progress="hidden")  # never queue behind a run
         settings = [w[n] for n in form_fields.SETTINGS]
         source.change(lambda s: (gr.Dropdown(visible=s == EXAMPLE_SET), gr.File(visible=s == MY_IMAGES),
-                                 gr.File(visible=s == MY_IMAGES)), [source], [example, uploads, folder], **light)
+                                 gr.File(visible=s == MY_IMAGES), gr.Row(visible=s == DATASET)), [source],
+                      [example, uploads, folder, table_row], **light)
         model.change(pick_model, [model, source], [custom, example, task, *settings], **light)
         gr.on([demo.load, model.change, custom.change, source.change, example.change], note,
               [model, custom, source, example], [about], **light)
-        data_inputs = [source, example, uploads, folder, question, qfile, task, options]
+        data_inputs = [source, example, uploads, folder, question, qfile, task, options, dataset, split]
         named = {state: "state", model: "model", custom: "custom", single: "single", single_item: "single_item"}
         named |= {c: n for n, c in w.items()}
         show_plan = dict(fn=lambda v: plan({named[c]: x for c, x in v.items()}), inputs=set(named),
                          outputs=[plan_md], **light)
         show_data = dict(fn=preview, inputs=[state] + data_inputs, outputs=[state, data_info, single_item, hist_choice])
         demo.load(**show_data, api_name="preview", concurrency_limit=None, show_progress="hidden").then(**show_plan)
-        gr.on([c.change for c in data_inputs], **show_data, **light).then(**show_plan)
+        typed = [dataset.submit, dataset.blur, split.submit, split.blur]   # a Hub id is not read per keystroke
+        gr.on([c.change for c in data_inputs[:-2]] + typed, **show_data, **light).then(**show_plan)
         gr.on([c.change for c in (model, custom, single, single_item, *settings)], **show_plan)
-        run_inputs = [state, *data_inputs, model, custom, single, single_item, hist_choice, *settings, rows]  # on_run()
+        run_inputs = [state, *data_inputs[:-2], model, custom, single, single_item, hist_choice, *settings, rows, dataset,
+                      split]  # form_fields.RUN_INPUTS
         run_outputs = [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info, amplified,
                        shares_plot, confusion_plot]
         run_btn.click(lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE, queue=False, **light).then(

@@ -12,14 +12,23 @@ from typing import Sequence
 from ttrv_core import inputs
 from ttrv_core.app import model_menu, sessions
 from ttrv_core.config import TTRVConfig
-from ttrv_core.inputs import dataset
+from ttrv_core.inputs import dataset, tables
 from ttrv_core.inputs.images import DICOM_EXTS
 from ttrv_core.inputs.questions import MB
 from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS
 from ttrv_core.problems import Problem
 
-EXAMPLE_SET, MY_IMAGES = "Bundled example set", "My images"
+EXAMPLE_SET, MY_IMAGES, DATASET = "Bundled example set", "My images", "A dataset"
+"""Where the images come from. DATASET: a Hugging Face dataset (inputs/tables.py), on one's own machine only."""
+DATASET_LABEL = "Dataset: a save_to_disk folder, a parquet / jsonl / csv file, or a Hub id"
+QFILE_LABEL = ("Questions file (optional): CSV or JSONL with columns image, question, optional options (a|b|c) and "
+               "answer; a questions.csv among the images is used too")
+
+
+def sources(public: bool) -> list[str]:
+    """The choices of where the images come from: no dataset on a public Space (no server paths, no downloads)."""
+    return [EXAMPLE_SET, MY_IMAGES] + ([] if public else [DATASET])
 UPLOAD_TYPES = ["image", "video", *sorted(DICOM_EXTS | VIDEO_EXTS), ".zip", ".csv", ".jsonl"]
 """What the upload box takes: gradio's "image" and "video" go by MIME type, which DICOM (application/dicom)
 and Matroska are not; the extensions cover them."""
@@ -29,10 +38,14 @@ NUMBERS = {f.name: {"int": int, "float": float}[f.type] for f in fields(TTRVConf
            if f.name in SETTINGS and f.type in ("int", "float")}
 """The number fields, with their type."""
 RUN_INPUTS = ["sess", "source", "example", "uploads", "folder", "question", "qfile", "task", "options", "model",
-              "custom", "single", "single_item", "hist_choice", *SETTINGS, "rows"]
+              "custom", "single", "single_item", "hist_choice", *SETTINGS, "rows", "dataset", "split"]
 """The Run button's inputs, in order: the API's parameter names (/run), one per setting of the form."""
 MAX_UPLOAD_BYTES = MAX_TOTAL_MB * MB
 """The largest single upload (gradio's max_file_size); uploads.py refuses more unpacked anyway."""
+
+
+DEFAULTS = {"rows": "all", "dataset": "", "split": "test"}
+"""The API's optional parameters of /run: what a call that leaves them out gets."""
 
 
 def takes(names: list[str], request_type: type):
@@ -47,7 +60,7 @@ def takes(names: list[str], request_type: type):
             yield from fn(dict(zip(names, args)), request)
         P = inspect.Parameter
         handler.__signature__ = inspect.Signature(
-            [P(n, P.POSITIONAL_OR_KEYWORD, default="all" if n == "rows" else P.empty) for n in names]
+            [P(n, P.POSITIONAL_OR_KEYWORD, default=DEFAULTS.get(n, P.empty)) for n in names]
             + [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=request_type)])
         handler.__annotations__ = {"request": request_type}
         handler.__doc__, handler.__name__ = fn.__doc__, fn.__name__
@@ -87,10 +100,15 @@ def example_sets(root: Path) -> list[str]:
 
 def read(sess: sessions.Session, examples: Path, workdir: Path | None, source: str, example: str | None,
          files: Sequence[str], question: str | None, qfile: str | None, task: str, options: str | None,
-         public: bool = False, frames: int = FRAMES) -> inputs.Inputs:
+         public: bool = False, frames: int = FRAMES, table: str | None = None, split: str | None = None
+         ) -> inputs.Inputs:
     """The dataset the fields describe. workdir None: the preview (uploads copied once per set of files).
-    frames: the frames a run reads from each video (TTRVConfig.video_frames): the check reads as many."""
+    frames: the frames a run reads from each video (TTRVConfig.video_frames): the check reads as many.
+    table, split: source DATASET's name (a folder, a file or a Hub id) and split, read lazily."""
     opts = [o.strip() for o in (options or "").split("|") if o.strip()]
+    if source == DATASET:
+        return _table(sess, workdir, (table or "").strip(), (split or "").strip() or "test", question, task, opts,
+                      public)
     if source == EXAMPLE_SET and example not in example_sets(examples):
         return inputs.Inputs(dataset.Dataset(problems=[Problem("example set", f"no example set named '{example}'")]),
                              "", "")
@@ -105,3 +123,21 @@ def read(sess: sessions.Session, examples: Path, workdir: Path | None, source: s
     if public:
         sessions.cap_items(inp.dataset)
     return inp
+
+
+def _table(sess: sessions.Session, workdir: Path | None, name: str, split: str, question: str | None, task: str,
+           options: list[str], public: bool) -> inputs.Inputs:
+    """The rows of a dataset on this machine or the Hub, lazily (their images written under the run's
+    folder, or the session's for the preview, when read). Not on a public Space: its visitors name no
+    server path or download."""
+    where = f"dataset '{name}' ({split})"
+    refused = ("a public Space reads uploaded files only" if public else
+               "" if name else "name a dataset: a save_to_disk folder, a parquet, jsonl or csv file, or a Hub id")
+    if refused:
+        return inputs.Inputs(dataset.Dataset(problems=[Problem("dataset", refused)]), where, "")
+    try:
+        ds = tables.load_table(name, (workdir or sess.root / "dataset"), split=split, question=question,
+                               task=task, options=options)
+    except (ValueError, OSError) as e:
+        ds = dataset.Dataset(problems=[Problem(where, str(e))])
+    return inputs.Inputs(ds, where, "the dataset's question column" if not question else "the question typed")

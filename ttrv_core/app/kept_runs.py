@@ -71,6 +71,8 @@ def depends(policy: Policy, items: Sequence[Item], cfg: TTRVConfig) -> str:
                              cfg.seed, cfg.shared_prefix, cfg.eval_batch,
                              policy.precision, str(policy.device), policy.max_pixels)).encode())
     for it in items:
+        if it.source is not None and not it.path.is_file():   # a dataset row not read yet: its bytes now
+            it.source(it.path)
         h.update(repr((it.id, it.task, it.question, it.options, it.answer)).encode())
         h.update(hashlib.sha256(it.path.read_bytes()).digest() if it.path is not None else b"-")
     return h.hexdigest()
