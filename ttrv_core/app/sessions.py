@@ -231,5 +231,5 @@ def push(live: LiveRun | None, repo_id: str | None, token: str | None, public: b
     try:
         url = hub.push_adapter(live.run_dir, repo_id.strip(), token=token)
     except hub.PushError as e:  # the page names no server folder: the adapter is in the downloads
-        return f"Not pushed: {str(e).split('; the adapter stays in')[0]}; the adapter is still in the downloads."
+        return f"Not pushed: {e.reason}; the adapter is still in the downloads."
     return f"Pushed to {url}"

@@ -20,7 +20,6 @@ to do; the CLI prints it and exits with 2.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -41,7 +40,12 @@ LOGIN = ("log in with `hf auth login` or set HF_TOKEN (a token with write access
 
 
 class PushError(TTRVError):
-    """The adapter could not be pushed; the message says why and what to do."""
+    """The adapter could not be pushed; the message says why and what to do. `reason` alone, without
+    where the adapter stays on this machine (the app names no server folder)."""
+
+    def __init__(self, reason: str, stays: str = ""):
+        super().__init__(f"{reason}; {stays}" if stays else reason)
+        self.reason = reason
 
 
 def push_adapter(run_dir: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -60,7 +64,7 @@ def push_adapter(run_dir: str | Path, repo_id: str, *, token: str | None = None,
         staged = Path(tmp)
         for name in FILES:
             shutil.copyfile(adapter / name, staged / name)
-        _name_base(staged / "adapter_config.json")
+        model_card.name_base(staged)   # an older run folder's config may hold a path
         card = staged / "README.md"   # its loading code: from the repo, not from a folder
         card.write_text(card.read_text(encoding="utf-8").replace(f'"{model_card.HERE}"', f'"{repo_id}"'),
                         encoding="utf-8")
@@ -69,16 +73,16 @@ def push_adapter(run_dir: str | Path, repo_id: str, *, token: str | None = None,
             api.upload_folder(repo_id=repo_id, folder_path=str(staged), repo_type="model", token=token,
                               commit_message=f"TTRV adapter ({run_dir.name})")
         except LocalTokenNotFoundError as e:
-            raise PushError(f"no Hugging Face token: {LOGIN}; {stays}") from e
+            raise PushError(f"no Hugging Face token: {LOGIN}", stays) from e
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", None)
             if status in (401, 403):
                 raise PushError(f"the Hub refused the token for '{repo_id}' (HTTP {status}): {LOGIN}, "
-                                f"or name a repo you may write to; {stays}") from e
-            raise PushError(f"the Hub refused the push to '{repo_id}': {_first_line(e)}; {stays}") from e
+                                f"or name a repo you may write to", stays) from e
+            raise PushError(f"the Hub refused the push to '{repo_id}': {_first_line(e)}", stays) from e
         except (HTTPError, ConnectionError, TimeoutError) as e:   # no answer: no network, DNS, proxy, offline mode
-            raise PushError(f"the Hub could not be reached ({_first_line(e)}); {stays}; push it later with "
-                            f"`python -m ttrv_core.runs.hub {run_dir} {repo_id}`") from e
+            raise PushError(f"the Hub could not be reached ({_first_line(e)})",
+                            f"{stays}; push it later with `python -m ttrv_core.runs.hub {run_dir} {repo_id}`") from e
     return str(url)
 
 
@@ -91,16 +95,6 @@ def push_after_run(run_dir: Path, repo_id: str) -> int:
         return 2
     print(f"adapter pushed: {url}")
     return 0
-
-
-def _name_base(config: Path) -> None:
-    """The staged adapter_config.json names its base model as model_card.model_name does (a run's
-    adapter does already, model_card.name_base; an older run folder's may hold a path)."""
-    cfg = json.loads(config.read_text(encoding="utf-8"))
-    was = str(cfg.get("base_model_name_or_path") or "")
-    if model_card.model_name(was) != was:
-        cfg["base_model_name_or_path"] = model_card.model_name(was)
-        config.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
 
 
 def _first_line(e: BaseException) -> str:
