@@ -17,6 +17,7 @@ import gradio as gr
 
 from ttrv_core import inputs
 from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
+from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
 from ttrv_core.app.live_run import FIRST, LiveRun, status_html
@@ -39,7 +40,9 @@ SESSIONS = sessions.make_root()
 DEMO = model_menu.default_demo()
 DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
 loading.import_peft()  # at startup, not in the first run's wait (the engine does not import it)
+LINE = Line()  # the runs of all visitors, one at a time, in the order Run was pressed
 KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
+KEEP = gr.skip()
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
 
@@ -93,44 +96,52 @@ def pick_model(model, source):
             + form_fields.values(TTRVConfig().with_(**demo.settings)))
 
 
-@form_fields.takes(form_fields.RUN_INPUTS, gr.Request)
-def on_run(given: dict, request: gr.Request = None):
-    """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
-    `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
-    Nothing on the page changes until it starts."""
-    sess, keep = ensure(given["sess"], request), gr.skip()
-    source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
-        hist_choice, rows, dataset, split = (given[k] for k in form_fields.RUN_INPUTS
-                                             if k not in form_fields.SETTINGS and k != "sess")
+class Outputs:
+    """The Run handler's outputs (run_outputs, in that order); what is not given stays as it is."""
+    def __init__(self, sess):
+        self.sess = sess
 
-    def only(status: str, info=keep):  # the status line (and the data summary) change, nothing else
-        return sess, status, *[keep] * 6, info, *[keep] * 3
+    def only(self, status: str, info=KEEP):  # the status line (and the data summary) change, nothing else
+        return self.sess, status, *[KEEP] * 6, info, *[KEEP] * 3
 
-    def refuse(text: str, info=keep):
-        return only(status_html(f"{text}\nNothing was run; the results below are still the last run's.",
-                                kind="error"), info)
+    def refuse(self, text: str, info=KEEP):
+        kept = "the results below are still the last run's" if self.sess.shown else "the page is as it was"
+        return self.only(status_html(f"{text}\nNothing was run; {kept}.", kind="error"), info)
 
-    def view(live: LiveRun, text: str, frac=None, kind="info", figures="all", table=False, files=keep, info=keep):
-        h, e, r = live.figures(sess.choice) if figures else (keep, keep, keep)
-        e, r = (keep, keep) if figures == "votes" else (e, r)  # during an evaluation only the votes move
+    def view(self, live: LiveRun, text: str, frac=None, kind="info", figures="all", table=False, files=KEEP,
+             info=KEEP):
+        h, e, r = live.figures(self.sess.choice) if figures else (KEEP, KEEP, KEEP)
+        e, r = (KEEP, KEEP) if figures == "votes" else (e, r)  # during an evaluation only the votes move
         b, a = live.evals.get("before"), live.evals.get("after")
-        summ, frame, note, shares, confusion = keep, keep, keep, keep, keep
+        summ, frame, note, shares, confusion = KEEP, KEEP, KEEP, KEEP, KEEP
         if table:
             frame = rows_of(live)
             summ = compare.summary(b, a, live.n, live.items)
             note = compare.amplified(live.items, b, a)
             shares, confusion = answer_plots.shares(live.items, b, a), answer_plots.confusion(live.items, b, a)
-        return (sess, status_html(text, frac, kind), h, e, r, summ, frame,
+        return (self.sess, status_html(text, frac, kind), h, e, r, summ, frame,
                 files if files is not True else sessions.downloads(live.run_dir), info, note, shares, confusion)
 
+
+@form_fields.takes(form_fields.RUN_INPUTS, gr.Request)
+def on_run(given: dict, request: gr.Request = None):
+    """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
+    `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
+    Nothing on the page changes until it starts."""
+    sess = ensure(given["sess"], request)
+    out = Outputs(sess)
+    source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
+        hist_choice, rows, dataset, split = (given[k] for k in form_fields.RUN_INPUTS
+                                             if k not in form_fields.SETTINGS and k != "sess")
+
     if model == model_menu.OTHER and not (custom or "").strip():
-        yield refuse("Model: type a Hugging Face model id or a local folder, or pick a model from the menu.")
+        yield out.refuse("Model: type a Hugging Face model id or a local folder, or pick a model from the menu.")
         return
     try:  # everything is checked before anything on the page changes
         cfg = form_fields.config(form_fields.model_id(model, custom) or model_menu.default_model(),
                           **{k: given[k] for k in form_fields.SETTINGS if k in given})
     except (ValueError, TypeError) as e:
-        yield refuse(f"Settings: {e}.")
+        yield out.refuse(f"Settings: {e}.")
         return
     work = sess.new_run_dir()
     inp = form_fields.read(sess, EXAMPLES, work, source, example, [*(uploads or []), *(folder or [])], question,
@@ -141,38 +152,53 @@ def on_run(given: dict, request: gr.Request = None):
            f"Single-example mode: '{target}' is not among the images." if target and target not in
            {it.id for it in ds.items} else f"Refused: {refusal}." if refusal else None)
     if why:
-        yield refuse(why, info)
+        yield out.refuse(why, info)
         return
     live = sess.running = LiveRun(ds.items, work / "out", rows=rows or "all")
+    ticket = sess.ticket = LINE.join()
+    try:
+        while not LINE.turn(ticket):  # others ahead: where this visitor stands, about every second
+            if ticket.gone:
+                yield out.refuse("You left the line.", info)
+                return
+            yield out.only(status_html(LINE.waiting(ticket)), info)
+        ticket.left_s = live.left_s
+        yield from run_live(out, live, cfg, ds, inp, info, target, hist_choice, question, task)
+    finally:
+        LINE.leave(ticket)
+        sess.running = None
+
+
+def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, question, task):
+    """A run whose turn has come: load the model, evaluate, train, evaluate, streamed to the page."""
+    sess = out.sess
     sess.choice = hist_choice or FIRST
     meta = {"config": cfg.to_dict(), "model": model_card.model_name(cfg.model), "source": inp.where,
             "questions": inp.questions, "question": question, "task": task, "single": target}
-    yield only(status_html(f"Loading the model {meta['model']} …", 0.0), info)
+    yield out.only(status_html(f"Loading the model {meta['model']} …", 0.0), info)
     events = gpu_job(cfg, ds.items, target, live.run_dir, meta, ds.problems, lambda: len(live.stops))
     try:
         for batch in background(events, abandon=lambda: live.stops.extend(["closed"] * 3)):
             redraw = live.take(batch)
             if live.start is None:  # loading: the page still shows the last run
-                yield only(status_html(*live.status()))
+                yield out.only(status_html(*live.status()))
                 continue
             if redraw.started:  # the run has started: it replaces the last one (results, downloads) on the page
                 sess.shown = live
-            yield view(live, *live.status(), figures=redraw.figures, table=redraw.table,
-                       files=[] if redraw.started else keep)
+            yield out.view(live, *live.status(), figures=redraw.figures, table=redraw.table,
+                       files=[] if redraw.started else KEEP)
         msg, kind = live.outcome()
-        yield view(live, msg, 1.0, kind, table=True, files=True, info=info)
+        yield out.view(live, msg, 1.0, kind, table=True, files=True, info=info)
     except Exception as e:  # a clear message on the page, the traceback in the run folder (or the server log)
         msg = live.fail(e, cfg)
         gr.Warning(f"Run failed: {msg.splitlines()[0]}")
         if live.start is None:  # never started (the model did not load): the page keeps the last run
             traceback.print_exc()
-            yield refuse(f"Run failed: {msg}", info)
+            yield out.refuse(f"Run failed: {msg}", info)
             return
         (live.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         live.error += "\n(details: error.log in the downloads)"
-        yield view(live, live.outcome()[0], kind="error", table=bool(live.evals), files=True, info=info)
-    finally:
-        sess.running = None
+        yield out.view(live, live.outcome()[0], kind="error", table=bool(live.evals), files=True, info=info)
 
 
 def rows_of(live: LiveRun) -> gr.Dataframe:
@@ -191,7 +217,10 @@ def show_rows(sess, rows):
 
 
 def stop(sess):
-    live = sess.running if sess is not None else None
+    live, ticket = (sess.running, sess.ticket) if sess is not None else (None, None)
+    if live is not None and ticket is not None and ticket.started is None:
+        LINE.leave(ticket)  # still waiting: out of the line (the Run handler says so too)
+        return status_html("You left the line; nothing was run.", kind="stopped")
     return status_html(live.request_stop(), kind="stopped") if live else status_html("Nothing is running.")
 
 
@@ -331,7 +360,7 @@ def build() -> gr.Blocks:
         run_outputs = [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info, amplified,
                        shares_plot, confusion_plot]
         run_btn.click(lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE, queue=False, **light).then(
-            on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden").then(
+            on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden", concurrency_limit=None).then(
             lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
         push_btn.click(push_signed_in if ON_SPACE else push, [state, repo], [pushed], api_name="push")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ttrv_core import inputs
+from ttrv_core.app.line import Ticket
 from ttrv_core.app.live_run import FIRST, LiveRun
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset
@@ -128,6 +129,7 @@ class Session:
     root: Path
     shown: LiveRun | None = None     # the run whose results are on the page
     running: LiveRun | None = None   # the run under way, shown or not yet (loading)
+    ticket: Ticket | None = None     # its place in the line of runs (line.py), while waiting or running
     runs: int = 0
     choice: str = FIRST              # whose histogram is shown
     n_items: int = 0                 # images the inputs give now (the preview), for the plan line
