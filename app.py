@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from ttrv_core import inputs
-from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
+from ttrv_core.app import answer_plots, compare, form_fields, history, kept_runs, model_menu, plots, sessions
 from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
@@ -43,6 +43,11 @@ loading.import_peft()  # at startup, not in the first run's wait (the engine doe
 LINE = Line()  # the runs of all visitors, one at a time, in the order Run was pressed
 KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 KEEP = gr.skip()
+CSS = (".gradio-container{overflow-x:clip!important;overflow-y:visible!important}"
+       "#runbar{position:sticky;top:0;z-index:30;background:var(--background-fill-primary);"
+       "box-shadow:0 2px 4px rgba(0,0,0,.08);padding:4px 0} #runbar #stop{align-self:center}")
+"""The status line and Stop stay at the top of the window while the live view and results scroll under them
+(sticky needs its ancestors not to be scroll containers: gradio's container clips instead of hiding)."""
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
 
@@ -65,19 +70,27 @@ def preview(sess, source, example, uploads, folder, question, qfile, task, optio
     sess = ensure(sess, request)
     inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question,
                            qfile, task, options, PUBLIC, table=dataset, split=split)
-    ids = [it.id for it in inp.dataset.items]
-    sess.n_items = len(ids)
+    items = inp.dataset.items
+    ids = [it.id for it in items]
+    sess.n_items, sess.inputs = len(ids), history.items_key(items)
+    sess.nothing = "" if ids else form_fields.nothing_to_run(inp.dataset)
     return (sess, inputs.describe(inp), gr.Dropdown(choices=ids, value=ids[0] if ids else None),
-            gr.Dropdown(choices=[FIRST] + ids))
+            gr.Dropdown(choices=[FIRST] + ids), gr.Gallery(form_fields.gallery(items), visible=bool(items)))
 
 
-def plan(v: dict) -> str:
-    """The plan line above Run, or what is wrong with the settings."""
+def plan(v: dict) -> tuple[str, str]:
+    """The plan line above Run (or what is wrong with the settings or the images), and the line over the
+    results when they no longer come from what the form says."""
+    sess, mid = v["state"], form_fields.model_id(v.pop("model"), v.pop("custom"))
     try:
-        cfg = form_fields.config(form_fields.model_id(v.pop("model"), v.pop("custom")), **v)
+        cfg = form_fields.config(mid or model_menu.default_model(), **v)
     except (ValueError, TypeError) as e:
-        return f"⚠️ **Settings:** {e}"
-    return model_menu.plan(v["state"].n_items if v["state"] else 0, cfg, v["single_item"] if v["single"] else None)
+        return f"⚠️ **Settings:** {e}", KEEP
+    shown = next((e for e in sess.history if e.live is sess.shown), None) if sess else None
+    old = history.stale(shown, cfg.model, cfg.to_dict(), sess.inputs if sess else ())
+    if sess is not None and not sess.n_items and sess.nothing:
+        return f"**Run:** nothing to run yet: {sess.nothing}. Fix it in section 1.", old
+    return model_menu.plan(sess.n_items if sess else 0, cfg, v["single_item"] if v["single"] else None), old
 
 
 def note(model, custom, source, example) -> str:
@@ -148,7 +161,8 @@ def on_run(given: dict, request: gr.Request = None):
                            qfile, task, options, PUBLIC, cfg.video_frames, table=dataset, split=split)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
     refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, model_menu.allowed())
-    why = ("No usable images: see the list under the images." if not ds.items else
+    why = (f"Nothing to run: {form_fields.nothing_to_run(ds)}. Fix it in section 1 (Images and questions)."
+           if not ds.items else
            f"Single-example mode: '{target}' is not among the images." if target and target not in
            {it.id for it in ds.items} else f"Refused: {refusal}." if refusal else None)
     if why:
@@ -185,6 +199,8 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
                 continue
             if redraw.started:  # the run has started: it replaces the last one (results, downloads) on the page
                 sess.shown = live
+                sess.history.append(history.Entry(len(sess.history) + 1, meta["model"], meta["config"],
+                                                  f"{len(ds.items)} from {inp.where}", live, history.items_key(ds.items)))
             yield out.view(live, *live.status(), figures=redraw.figures, table=redraw.table,
                        files=[] if redraw.started else KEEP)
         msg, kind = live.outcome()
@@ -251,7 +267,7 @@ def setting_widget(name: str):
     s, value = TTRVConfig.settings()[name], getattr(DEFAULTS, name)
     if name in form_fields.NUMBERS:
         return gr.Number(value, label=s.label, maximum=sessions.CAPS.get(name) if PUBLIC else None, min_width=140,
-                         precision=0 if form_fields.NUMBERS[name] is int else None)
+                         precision=0 if form_fields.NUMBERS[name] is int else None, info=s.help)
     if s.choices:
         widget = gr.Radio if len(s.choices) <= 4 else gr.Dropdown
         return widget(list(s.choices), value=value, label=s.label, info=s.help)
@@ -263,6 +279,7 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="TTRV: test-time RL for vision-language models",
                    delete_cache=(3600, sessions.SESSION_TTL_S)) as demo:  # gradio's copies of uploads go too
         state = gr.State(None, time_to_live=sessions.SESSION_TTL_S, delete_callback=lambda s: s and s.forget())
+        gr.HTML(f"<style>{CSS}</style>", padding=False, container=False, elem_id="page-style")
         gr.Markdown(model_menu.INTRO)
         with gr.Row():
             with gr.Column(scale=3, min_width=320):
@@ -279,7 +296,7 @@ def build() -> gr.Blocks:
                     split = gr.Textbox("test", label="Split", elem_id="split", min_width=100)
                 question = gr.Textbox(label="Question for all images (a questions file's rows take their own)",
                                       placeholder="e.g. What is shown in the image?", elem_id="question")
-                qfile = gr.File(label=form_fields.QFILE_LABEL, file_types=[".csv", ".jsonl", ".json"])
+                qfile = gr.File(label=form_fields.QFILE_LABEL, file_types=[".csv", ".jsonl", ".json"], visible=False)
                 with gr.Row():
                     task = gr.Radio([("Open answer", "open"), ("Multiple choice", "choice"),
                                      ("Classification", "classify")], value=DEMO.task if DEMO else "open",
@@ -287,6 +304,8 @@ def build() -> gr.Blocks:
                     options = gr.Textbox(label="Options / class names for all images, separated by |",
                                          placeholder="cat | dog | bird")
                 data_info = gr.Markdown(elem_id="data-info")
+                gallery = gr.Gallery(label="The images (the first 24)", columns=8, height=200, elem_id="gallery",
+                                     allow_preview=True, visible=False)
             with gr.Column(scale=2, min_width=320):
                 gr.Markdown("### 2. Model and settings")
                 model = gr.Dropdown(model_menu.choices(PUBLIC), value=model_menu.default_model(), label="Model",
@@ -299,13 +318,14 @@ def build() -> gr.Blocks:
                 with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
                     w = {name: setting_widget(name) for name in form_fields.SETTINGS}
+                    reset = gr.Button("Reset to the defaults (the chosen demo's own)", size="sm", elem_id="reset")
                 plan_md = gr.Markdown(elem_id="plan")
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                run_btn = gr.Button("Run", variant="primary", elem_id="run")
         with gr.Column(elem_id="live"):
             gr.Markdown("### 3. Live")
-            status = gr.HTML(status_html("Ready: press Run."), elem_id="status")
+            with gr.Row(elem_id="runbar", equal_height=True):  # in sight while a run goes (CSS: sticky)
+                status = gr.HTML(status_html("Ready: press Run."), elem_id="status", scale=5, min_width=200)
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=0, min_width=80)
             hist_choice = gr.Dropdown([FIRST], value=FIRST, label="Histogram of", allow_custom_value=True)
             with gr.Row():  # side by side where both fit 400 px, stacked on a phone; drawn at once, so
                 with gr.Column(min_width=400):  # that plotly is loaded before the first votes arrive
@@ -315,6 +335,7 @@ def build() -> gr.Blocks:
                     entropy_plot = gr.Plot(plots.entropy([], waiting="press Run"), elem_id="entropy", show_label=False)
             reward_plot = gr.Plot(plots.reward([], waiting="press Run"), elem_id="reward", show_label=False)
             gr.Markdown("### 4. Before and after")
+            stale = gr.Markdown(elem_id="stale")
             summary = gr.Markdown(elem_id="accuracy")
             with gr.Column(elem_id="answers"):
                 amplified = gr.Markdown(elem_id="amplified")
@@ -336,12 +357,14 @@ def build() -> gr.Blocks:
                 repo = gr.Textbox(placeholder="your-name/ttrv-adapter", show_label=False, elem_id="repo", scale=2)
                 push_btn = gr.Button("Push the adapter to the Hub", elem_id="push")
             pushed = gr.Markdown(elem_id="pushed")
+            runs = gr.Markdown(elem_id="history")
 
         light = dict(api_name=False, concurrency_limit=None, show_progress="hidden")  # never queue behind a run
         settings = [w[n] for n in form_fields.SETTINGS]
         source.change(lambda s: (gr.Dropdown(visible=s == EXAMPLE_SET), gr.File(visible=s == MY_IMAGES),
-                                 gr.File(visible=s == MY_IMAGES), gr.Row(visible=s == DATASET)), [source],
-                      [example, uploads, folder, table_row], **light)
+                                 gr.File(visible=s == MY_IMAGES), gr.File(visible=s == MY_IMAGES),
+                                 gr.Row(visible=s == DATASET)), [source], [example, uploads, folder, qfile, table_row],
+                      **light)
         model.change(pick_model, [model, source], [custom, example, task, *settings], **light)
         gr.on([demo.load, model.change, custom.change, source.change, example.change], note,
               [model, custom, source, example], [about], **light)
@@ -349,8 +372,9 @@ def build() -> gr.Blocks:
         named = {state: "state", model: "model", custom: "custom", single: "single", single_item: "single_item"}
         named |= {c: n for n, c in w.items()}
         show_plan = dict(fn=lambda v: plan({named[c]: x for c, x in v.items()}), inputs=set(named),
-                         outputs=[plan_md], **light)
-        show_data = dict(fn=preview, inputs=[state] + data_inputs, outputs=[state, data_info, single_item, hist_choice])
+                         outputs=[plan_md, stale], **light)
+        show_data = dict(fn=preview, inputs=[state] + data_inputs,
+                         outputs=[state, data_info, single_item, hist_choice, gallery])
         demo.load(**show_data, api_name="preview", concurrency_limit=None, show_progress="hidden").then(**show_plan)
         typed = [dataset.submit, dataset.blur, split.submit, split.blur]   # a Hub id is not read per keystroke
         gr.on([c.change for c in data_inputs[:-2]] + typed, **show_data, **light).then(**show_plan)
@@ -359,9 +383,13 @@ def build() -> gr.Blocks:
                       split]  # form_fields.RUN_INPUTS
         run_outputs = [state, status, hist_plot, entropy_plot, reward_plot, summary, table, files, data_info, amplified,
                        shares_plot, confusion_plot]
-        run_btn.click(lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE, queue=False, **light).then(
+        gr.on([run_btn.click, question.submit], lambda: gr.Button(interactive=False), None, [run_btn], js=TO_LIVE,
+              queue=False, **light).then(   # Run, or Enter in the question
             on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden", concurrency_limit=None).then(
-            lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light)
+            lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light).then(
+            lambda sess: history.table(sess.history) if sess else "", [state], [runs], **light).then(**show_plan)
+        reset.click(lambda m: form_fields.values(TTRVConfig().with_(**getattr(by_model(m or ""), "settings", {}))),
+                    [model], settings, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
         push_btn.click(push_signed_in if ON_SPACE else push, [state, repo], [pushed], api_name="push")
         rows.change(show_rows, [state, rows], [table], api_name="rows", concurrency_limit=None, show_progress="hidden")

@@ -13,7 +13,7 @@ from ttrv_core import inputs
 from ttrv_core.app import model_menu, sessions
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset, tables
-from ttrv_core.inputs.images import DICOM_EXTS
+from ttrv_core.inputs.images import DICOM_EXTS, IMAGE_EXTS
 from ttrv_core.inputs.questions import MB
 from ttrv_core.inputs.uploads import MAX_TOTAL_MB
 from ttrv_core.inputs.video import FRAMES, VIDEO_EXTS
@@ -115,14 +115,48 @@ def read(sess: sessions.Session, examples: Path, workdir: Path | None, source: s
     if source != EXAMPLE_SET and not files:
         return inputs.Inputs(dataset.Dataset(problems=[Problem("upload", "no images yet: add images, a .zip of a "
                                                                       "folder, or a folder")]), "your uploads", "")
-    if source == EXAMPLE_SET:
-        got = inputs.collect(examples / example, sess.root, label=f"example set '{example}'")
+    if source == EXAMPLE_SET:  # with its own questions: a questions file given for one's images is not read
+        got, qfile = inputs.collect(examples / example, sess.root, label=f"example set '{example}'"), None
     else:
         got = sess.collect_preview(files) if workdir is None else inputs.collect(list(files), workdir)
     inp = inputs.load(got, question, Path(qfile) if qfile else None, task, opts, frames)
     if public:
         sessions.cap_items(inp.dataset)
     return inp
+
+
+GALLERY = 24
+"""Images the preview shows before Run (the first ones)."""
+
+
+def gallery(items: Sequence[dataset.Item]) -> list[tuple[str, str]]:
+    """(file, caption) of the first GALLERY items a browser can show: files already on disk (a dataset's
+    rows are not decoded for a preview), DICOM left out (the table shows its thumbnail after a run)."""
+    shown = [(str(it.path), it.id) for it in items
+             if it.path is not None and it.path.suffix.lower() not in DICOM_EXTS and it.path.is_file()]
+    return shown[:GALLERY]
+
+
+def nothing_to_run(ds: dataset.Dataset) -> str:
+    """Why there is nothing to run, naming the real cause: a problem of the whole set (the task needs
+    options, a questions file without its column, no uploads, a dataset not found) before any one
+    file's; only when every file failed, the files.
+
+    >>> nothing_to_run(dataset.Dataset(problems=[Problem("a.png", "not an image"),
+    ...                                          Problem("options", "task 'choice' needs options (none given)")]))
+    "options: task 'choice' needs options (none given)"
+    >>> nothing_to_run(dataset.Dataset(problems=[Problem("a.png", "not an image"), Problem("b.jpg", "truncated")]))
+    'none of the 2 image files could be read (a.png: not an image); the list is under the images'
+    """
+    media = IMAGE_EXTS | VIDEO_EXTS | {".zip"}
+    whole = [p for p in ds.problems if Path(p.file).suffix.lower() not in media]
+    if whole:
+        return f"{whole[0].file}: {whole[0].message}"
+    if ds.problems:
+        p = ds.problems[0]
+        return (f"none of the {len(ds.problems)} image files could be read ({p.file}: {p.message}); "
+                "the list is under the images")
+    return "no images yet"
 
 
 def _table(sess: sessions.Session, workdir: Path | None, name: str, split: str, question: str | None, task: str,

@@ -133,6 +133,9 @@ class Session:
     runs: int = 0
     choice: str = FIRST              # whose histogram is shown
     n_items: int = 0                 # images the inputs give now (the preview), for the plan line
+    nothing: str = ""                # why they give none (form_fields.nothing_to_run), for the plan line
+    inputs: tuple = ()               # what they are (history.items_key), to tell whether results are stale
+    history: list = field(default_factory=list)   # the runs of this session (history.Entry), oldest first
     _preview: tuple | None = field(default=None, repr=False)   # (uploads key, inputs.Collected)
 
     def new_run_dir(self) -> Path:
