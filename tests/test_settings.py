@@ -1,5 +1,7 @@
 """Each setting is declared once (config.py: its help, bounds, flag, form label and public cap); the
 CLI's flags, the app's form and a public Space's caps are derived from the declarations."""
+import re
+
 import pytest
 
 from ttrv_core import cli
@@ -63,3 +65,37 @@ def test_a_choice_left_empty_in_the_form_is_the_default():
     paper = TTRVConfig()
     assert (cfg.reward, cfg.precision, cfg.gradient_checkpointing) == (paper.reward, paper.precision,
                                                                        paper.gradient_checkpointing)
+
+
+SYMBOLS = ("·", "−", "*", "=", "^", "×", "≤", "≥", "α", "β", "λ", "τ")
+"""Formula symbols: a setting's help says in words what a formula would (method/ states the formulas)."""
+JARGON = ("advantage", "GRPO", "PPO", "KL", "logit", "log-prob", "entropy", "H_norm", "r1", "pi_old", "verl",
+          "SCRL", "TTRL", "NF4", "LoRA", "nucleus", "alpha", "beta", "lambda", "tau", "eps", "std", "clip_ratio")
+"""Words a person who has not read the paper cannot be expected to know: each may follow its plain
+gloss in parentheses ("... (the paper's N)"), never stand in for it."""
+FORM_HELP_CHARS = 200
+"""The most a form field's help may hold: it shows under the field, on a phone too."""
+
+
+def _plain(text: str) -> str:
+    """The text outside parentheses: what must read plainly on its own."""
+    while (inner := re.sub(r"\([^()]*\)", "", text)) != text:
+        text = inner
+    return text
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_every_setting_says_in_plain_words_what_it_does(name):
+    text = SETTINGS[name].help
+    plain = _plain(text)
+    assert len(plain.split()) >= 5, f"{name}: no plain help"
+    assert not [s for s in SYMBOLS if s in text], f"{name}: formula symbols in {text!r}"
+    jargon = [w for w in JARGON if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", plain, re.IGNORECASE)]
+    assert not jargon, f"{name}: {jargon} outside a parenthesised gloss in {text!r}"
+
+
+@pytest.mark.parametrize("name", form_fields.SETTINGS)
+def test_each_setting_of_the_form_has_short_help_without_repository_paths(name):
+    text = SETTINGS[name].help
+    assert 0 < len(text) <= FORM_HELP_CHARS, f"{name}: {len(text)} characters"
+    assert not re.search(r"\w\.py\b|docs/", text), f"{name}: a repository path in {text!r}"

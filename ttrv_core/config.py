@@ -65,130 +65,157 @@ def setting(default, help: str, **how) -> Field:
 
 @dataclass(frozen=True)
 class TTRVConfig:
-    model: str = setting(DEMO_MODEL, "Hub id or local folder. Default: the bundled demo model (assets/).")
+    model: str = setting(DEMO_MODEL, "A Hugging Face Hub id or a local model folder. Default: the bundled demo model "
+                         "(assets/).")
     precision: str = setting(
-        "auto", "auto = 4-bit NF4 on CUDA, fp32 on CPU; or 4bit, bf16, fp32.", flag="precision", label="Precision",
+        "auto", "How the model's weights are stored. auto: 4-bit on a GPU (least memory), 32-bit on a CPU. Or pick "
+        "4bit, bf16 (16-bit) or fp32 (32-bit: most exact, most memory).", flag="precision", label="Precision",
         choices=PRECISIONS)
 
     # --- sampling (paper code: n_votes_per_prompt / n_samples_per_prompt) ---
     n_votes: int = setting(
-        32, "N: answers sampled per prompt; rewards are computed over all N (paper code).",
+        32, "How many answers the model samples for each image. How much they agree is the reward, so more votes "
+        "give a steadier signal but take longer (the paper's N).",
         flag="votes", label="Votes N per image", low=1, cap=32)
     n_train: int = setting(
-        16, "G: the first G of the N answers are trained on (paper code).",
-        flag="train", label="Trained answers G (≤ N)", low=2, cap=16, why="group advantages need two answers")
+        16, "How many of those answers (the first ones) the model learns from in each step. Fewer is faster and "
+        "needs less memory (the paper's G; at most N).",
+        flag="train", label="Trained answers G (≤ N)", low=2, cap=16,
+        why="each answer is scored against the others of its image: two at least")
     temperature: float = setting(
-        1.0, "Sampling temperature (paper code; 1.5 in its Qwen2.5-VL runs).",
-        flag="temperature", label="Temperature", above=0, why="greedy decoding is used for evaluation only")
-    top_p: float = setting(1.0, "Nucleus sampling (paper code: 1.0, i.e. off).", flag="top-p", above=0, high=1)
+        1.0, "How random the sampled answers are: higher gives more varied votes, lower makes them agree more "
+        "(paper code: 1; 1.5 in its Qwen2.5-VL runs).",
+        flag="temperature", label="Temperature", above=0,
+        why="always taking the likeliest answer is for the evaluation only")
+    top_p: float = setting(
+        1.0, "Sample each next word piece only from the likeliest ones that together hold this share of the "
+        "chance; 1: off, as in the paper code (nucleus sampling).", flag="top-p", above=0, high=1)
     max_new_tokens: int = setting(
-        16, "Answer length cap; answers are a letter or a short phrase (no chain of thought).",
-        flag="max-new-tokens", low=1)
+        16, "The longest reply, in word pieces (tokens). Answers are a letter or a short phrase, with no reasoning "
+        "written out, so 16 is enough; raise it for long answers.", flag="max-new-tokens", low=1)
     video_frames: int = setting(
-        8, "K: frames sampled uniformly from each video item.", flag="video-frames", low=1, high=MAX_FRAMES, cap=16)
+        8, "For a video: how many frames, evenly spaced, the model sees. Each costs about as much as an image "
+        "(the paper's K).", flag="video-frames", low=1, high=MAX_FRAMES, cap=16)
 
     # --- reward ---
-    # the help of a field the form shows as a choice or a switch is on the page: no repository paths
+    # the help of a field the form shows is on the page: plain words, no repository paths, ~200 characters
+    # (method/rewards.py states each reward as a formula)
     reward: str = setting(
-        "ttrv", "ttrv = r1 - alpha*H_norm as in the paper's code. Under group-normalised advantages the entropy "
-        "term cancels exactly (it is one number per image), so ttrv trains like 'frequency'; 'ttrv_marginal' is our "
-        "variant in which it acts. majority = TTRL's 0/1 reward. soft = for phrase answers: each answer's mean word "
-        "overlap (token F1) with all the votes; under exact match it is 'frequency'. calibrated (the multiple-choice "
-        "demos' default) = a reply that is no valid answer earns 0, a valid one how often it was voted minus lambda x "
-        "how often the whole step votes it, so the model is not rewarded for a letter it favours on every image.",
+        "ttrv", "Scores an answer by its votes. frequency: its share; ttrv: the paper's, acts as frequency; "
+        "majority: 1 if most voted; soft: word overlap, for phrases; calibrated: share less how common across "
+        "images.",
         flag="reward", label="Reward", choices=REWARDS)
     alpha: float = setting(
-        0.75, "Entropy weight (paper). Cancels under group-normalised advantages: see method/rewards.py.",
+        0.75, "Weight of the ttrv rewards' term for how spread out the votes are (entropy). In ttrv it changes "
+        "nothing, being the same for every answer of an image; it acts in ttrv_marginal (paper: 0.75).",
         flag="alpha", label="alpha: entropy weight")
     prior_weight: float = setting(
-        1.0, "lambda of the calibrated reward (ours): how much of the step's answer prior is subtracted from a "
-        "valid vote's frequency; 0 keeps only \"invalid votes earn 0\".",
+        1.0, "For the calibrated reward: how much an answer loses for being common on all images, so the "
+        "model's favourite does not win by habit. 0: none; a reply that is no valid answer still earns 0.",
         flag="prior-weight", label="lambda: prior weight (calibrated reward)", low=0)
     consensus: float = setting(
-        0.0, "tau (SCRL): a prompt whose majority share of the N votes is below it trains on nothing "
-        "(advantages 0); 0 = off, the paper's.", flag="consensus", low=0, high=1, zero="off",
+        0.0, "An image whose most voted answer has less than this share of the votes is not learned from that "
+        "step: a weak majority is a poor guess. 0: off, as in the paper (tau, from SCRL).",
+        flag="consensus", low=0, high=1, zero="off",
         label="Consensus: skip images whose top answer has under this share of the votes (0 = off)",
         why="a share of the votes")
 
     # --- GRPO (verl defaults used by the paper code) ---
-    eps_clip: float = setting(0.2, "PPO ratio clip (verl clip_ratio).")
-    dual_clip: float = setting(3.0, "Dual-clip constant c for negative advantages (verl clip_ratio_c).")
+    eps_clip: float = setting(
+        0.2, "How far one update may push an answer's probability from where the step began, as a share: 0.2 is "
+        "20% either way (PPO's ratio clip; verl's clip_ratio).")
+    dual_clip: float = setting(
+        3.0, "For an answer scored below its image's average: caps its weight in the update at this many times its "
+        "score gap, so a runaway probability cannot dominate (dual clip c; verl's clip_ratio_c).")
     beta: float = setting(
-        0.001, "KL loss weight to the base policy, low_var_kl (k3) estimator (paper code).",
+        0.001, "How strongly training keeps the adapted model close to the original: higher is safer, lower learns "
+        "more freely. 0: off, and each step skips one pass of the model (KL penalty; paper code).",
         flag="beta", label="beta: KL weight")
-    adv_eps: float = setting(1e-6, "GRPO advantage (r - mean) / (std + eps) (verl).")
+    adv_eps: float = setting(
+        1e-6, "A tiny number added to the spread of an image's answer scores before each score is divided by it, "
+        "so that equal scores do not divide by zero (the GRPO advantage's epsilon; verl).")
 
     # --- optimisation ---
     lr: float = setting(
-        1e-4, "LoRA learning rate. Paper: 5e-7 for a full fine-tune. Ours: the smallest harm on the open demo "
-        "model with the other defaults (docs/RESULTS.md); the multiple-choice demos take 1e-3, chosen on their "
-        "validation split (demos.py). Real 2-8B models: try 1e-5..1e-4.",
+        1e-4, "How far each update moves the trained weights. 1e-4 did least harm on the open demo; the "
+        "multiple-choice demos use 1e-3; real 2-8B models: try 1e-5 to 1e-4 (paper: 5e-7, all weights).",
         flag="lr", label="Learning rate (LoRA)")
-    weight_decay: float = setting(0.01, "AdamW weight decay (paper code).")
-    grad_clip: float = setting(1.0, "Gradient-norm clip (paper code).")
-    warmup_ratio: float = setting(0.03, "Linear warm-up share of the cosine schedule (paper code).")
+    weight_decay: float = setting(
+        0.01, "Pulls the trained weights a little towards zero at each update, against overfitting (AdamW weight "
+        "decay; paper code).")
+    grad_clip: float = setting(
+        1.0, "Caps the size of each update (the gradient's length), so that one odd batch cannot throw training off "
+        "(paper code).")
+    warmup_ratio: float = setting(
+        0.03, "The share of the steps over which the learning rate rises from 0 to its value; it then falls to 0 "
+        "along a cosine curve (paper code).")
     prompts_per_step: int = setting(
-        8, "Prompts sampled per step (paper code: train_batch_size 8).",
+        8, "How many images are sampled and learned from in one step. More: steadier steps, fewer of them per "
+        "epoch (paper code: 8).",
         flag="prompts-per-step", label="Images per step", low=1, cap=8)
     prompts_per_update: int = setting(
-        0, "k: the prompts of one optimizer update. The update's gradient is the MEAN over its prompts of each "
-        "prompt's GRPO loss gradient (token-mean within a prompt), clipped once; the last update of a step may hold "
-        "fewer. Each prompt then samples from its own random stream, seeded from (seed, step, its place in the "
-        "step), so that K processes, each taking a share of every update's prompts (dist/parallel.py), compute "
-        "what one process does. 0 = the paper code's one update per prompt, the step's prompts sampled from one "
-        "stream (one process only).", flag="prompts-per-update", low=0,
-        zero="one update per prompt, one process (K processes: K)")
+        0, "How many images one weight update learns from: their gradients are averaged, then clipped once (the "
+        "last update of a step may hold fewer). Each image then samples from its own random stream, seeded from "
+        "the seed, the step and its place in the step, so a run shared by K processes (torchrun) makes the same "
+        "updates as one process. 0: the paper code's one update per image, one process only.",
+        flag="prompts-per-update", low=0, zero="one update per prompt, one process (K processes: K)")
     train_items: int = setting(
-        20, "Unlabeled items adapted on, drawn at random (seeded) from all items; every item is evaluated. "
-        "Paper main setting: 20 test samples.", flag="train-items",
+        20, "How many images the model adapts on, picked at random (by the seed); every image is still evaluated. "
+        "0: all of them. The paper adapts on 20 test images.", flag="train-items",
         label="Images adapted on (a random subset; 0 = all)", low=0, zero="all")
     train_first: bool = setting(
-        False, "Adapt on the first train_items items instead of a seeded random subset (--train-first).")
+        False, "Adapt on the first --train-items items instead of a random (seeded) choice of them.")
     epochs: int = setting(
-        2, "Passes over the unlabeled items (paper: 2 epochs over 20 test samples).",
-        flag="epochs", label="Epochs over the images", low=1)
+        2, "How many times training goes over the images adapted on, unless a number of steps is set (paper: 2 "
+        "passes over 20 images).", flag="epochs", label="Epochs over the images", low=1)
     max_steps: int = setting(
-        0, "If > 0, run exactly this many steps (epochs repeat as needed), instead of `epochs`. Its public cap "
-        "bounds a run's steps however they are set.", flag="steps", label="Steps (0 = by epochs)", low=0,
-        zero="by --epochs", cap=12)
+        0, "Run exactly this many steps, going over the images again as needed, instead of counting by epochs. "
+        "0: by epochs. A public Space caps the steps however they are set.", flag="steps",
+        label="Steps (0 = by epochs)", low=0, zero="by --epochs", cap=12)
     lora_r: int = setting(
-        16, "LoRA rank, language-model projections only (vision tower frozen, paper).",
+        16, "Size of the small add-on weights that are trained (LoRA rank): larger can learn more, needs more "
+        "memory. Only the language part is adapted; the vision part stays frozen (paper).",
         flag="lora-r", label="LoRA rank (alpha = 2 × rank)", low=1, cap=64)
     lora_alpha: int = setting(
-        0, "LoRA scaling numerator; 0 means 2 x lora_r (the common alpha/r = 2), resolved here, once, for every "
-        "front end. The stored config holds the value used.", flag="lora-alpha", low=0, zero="2 x --lora-r")
+        0, "How strongly the add-on weights act (LoRA alpha). 0: twice the rank, the common choice; the saved "
+        "config holds the value used.", flag="lora-alpha", low=0,
+        zero="2 x --lora-r")
 
     # --- run ---
-    seed: int = setting(0, "Seeds sampling, LoRA init and item order.", flag="seed")
+    seed: int = setting(
+        0, "Fixes the run's randomness: the sampled answers, the add-on weights' start and which images are "
+        "picked. Change it to see how much a result owes to chance.", flag="seed")
     shared_prefix: bool = setting(
-        True, "Prefill each image prompt once and share it across the N answers (sampling) and the G trained "
-        "answers (training). False: full rows (reference).")
+        True, "Read each image's prompt once and share it among all its answers, in sampling and in training. "
+        "Off: a full copy per answer, slower (the reference this is checked against).")
     gradient_checkpointing: str = setting(
-        "off", "Recompute activations in the backward pass of the training forward: less GPU memory, slower "
-        "steps. mlp recomputes the MLPs (a 3B model: 4.9 instead of 6.5 GiB), layers whole layers.",
+        "off", "Saves GPU memory for slower steps, by working parts of the model out again during training. mlp: "
+        "the feed-forward parts (a 3B model: 4.9 instead of 6.5 GiB); layers: whole layers.",
         label="Gradient checkpointing", choices=RECOMPUTE)
     max_pixels: int = setting(
-        0, "Images are downscaled (aspect kept) to at most this many pixels before the processor; 0 = the "
-        "model family's default (model/families.py). Image tokens make most of a prompt: the first thing to "
-        "lower when memory runs out.", flag="max-pixels", low=0, zero="the model family's",
+        0, "Each image is shrunk (shape kept) to at most this many pixels before the model sees it. 0: the model's "
+        "own default. Images take most of the memory: lower this first when it runs out.", flag="max-pixels",
+        low=0, zero="the model family's",
         label="Max pixels per image (0 = the model's default; lower it if memory runs out)")
     recompute_old_logprobs: bool = setting(
-        True, "GRPO's pi_old from one no-grad pass of the training forward per prompt before the step's updates "
-        "(verl), so the first ratio of a step is exactly 1 in bf16 too; False: the sampler's log-probs.")
+        True, "Before a step's updates, work out each answer's probability again with the training code, so the "
+        "first update starts from exactly no change, in 16-bit too (verl's pi_old). Off: reuse the sampler's, "
+        "cheaper.")
     collapse_guard: bool = setting(
-        True, "Label-free: when most images get the same majority answer for 2 steps in a row, training stops "
-        "and the adapter goes back to the last healthy step (the method's known failure is collapse).",
+        True, "Stops training and goes back to a recent healthy state if the model starts giving one answer to "
+        "most images, the method's known failure. It needs no labels.",
         label="Collapse guard")
     single_copies: int = setting(
-        4, "Single-example mode: the chosen item is repeated this many times (paper).", flag="single-copies", low=1)
+        4, "Single-example mode: the one chosen image is repeated this many times (paper).", flag="single-copies",
+        low=1)
     eval_votes: int = setting(
-        0, "Samples per item for maj@N / single@T evaluation; 0 means n_votes.",
+        0, "How many answers are sampled per image to measure accuracy before and after (by majority vote and by "
+        "single answers). 0: as many as the votes N.",
         flag="eval-votes", label="Eval votes (0 = N)", low=0, zero="--votes", cap=32)
     eval_batch: int = setting(
-        16, "Items evaluated together: the N + 1 rows of each decode in one batch (method/evaluate.py). It "
-        "changes the speed only, never the answers (each item samples from its own random stream); 16 was the "
-        "fastest of 8-64 on the demo model on a CPU. Out of memory, the evaluation goes on with half as many.",
-        low=1)
+        16, "How many images are evaluated at once. It changes the speed only, never the answers (each image has "
+        "its own random stream); 16 was the fastest of 8 to 64 on the demo model on a CPU. When memory runs out, "
+        "the evaluation goes on with half as many.", low=1)
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:
