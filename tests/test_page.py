@@ -144,7 +144,7 @@ def test_status_says_what_is_left_and_what_is_not_known_yet():
     run = started()
     run.feed(Progress("before", 24, 240))
     run._pace["before"] = [(0.0, 0), (1.0, 24)]                            # as if 24 images took 1 s
-    text, _ = run.status()
+    text = run.status()[0]
     assert "Evaluating the model before training: 24/240 images" in text
     # 216 images before and 240 after, at 24 per second
     assert "about 19 s left for the evaluations; the training time is known after step 1" in text
