@@ -144,7 +144,7 @@ def test_status_says_what_is_left_and_what_is_not_known_yet():
     run = started()
     run.feed(Progress("before", 24, 240))
     run._pace["before"] = [(0.0, 0), (1.0, 24)]                            # as if 24 images took 1 s
-    text, _ = run.status()
+    text = run.status()[0]
     assert "Evaluating the model before training: 24/240 images" in text
     # 216 images before and 240 after, at 24 per second
     assert "about 19 s left for the evaluations; the training time is known after step 1" in text
@@ -213,8 +213,41 @@ def test_downloads_zip_the_adapter_with_a_public_base_model_name(tmp_path):
     (run / "events.jsonl").write_text("")                                   # empty: not offered
     (run / "results.csv").write_text("item\n")
     names = [Path(p).name for p in sessions.downloads(run)]
-    assert names == ["results.csv", "adapter.zip"]
+    assert names == [sessions.ALL, "results.csv", "adapter.zip"]
     with zipfile.ZipFile(run / "adapter.zip") as z:
         assert json.loads(z.read("adapter_config.json"))["base_model_name_or_path"] == "assets/demo_model"
         assert z.read("README.md") == b"card"
     assert sessions.downloads(None) == [] and sessions.downloads(tmp_path / "never") == []
+
+
+def test_download_all_holds_every_file_and_the_adapter_as_a_folder(tmp_path):
+    run = tmp_path / "out"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": DEMO_MODEL}))
+    (run / "adapter" / "README.md").write_text("card")
+    for name in ("results.csv", "results.json", "events.jsonl", "config.json"):
+        (run / name).write_text("x\n")
+    first, *rest = sessions.downloads(run)
+    assert Path(first).name == sessions.ALL                                 # listed first
+    with zipfile.ZipFile(first) as z:
+        assert sorted(z.namelist()) == ["adapter/README.md", "adapter/adapter_config.json", "config.json",
+                                        "events.jsonl", "results.csv", "results.json"]
+        assert json.loads(z.read("adapter/adapter_config.json"))["base_model_name_or_path"] == "assets/demo_model"
+    assert sessions.contents(run) == ("all in one zip, or one by one: results (CSV, JSON), the LoRA adapter with "
+                                      "its model card, the run log, the settings")
+    (run / "problems.txt").write_text("a.png: unreadable\n")               # a file newer than the zip: made again
+    with zipfile.ZipFile(sessions.downloads(run)[0]) as z:
+        assert "problems.txt" in z.namelist()
+
+
+def test_the_downloads_say_why_there_is_no_adapter(tmp_path):
+    run = tmp_path / "out"
+    run.mkdir()
+    (run / "results.csv").write_text("x\n")
+    (run / "events.jsonl").write_text('{"phase": "before"}\n' + json.dumps(
+        {"stopped": True, "seconds": 1.0, "summary": {}, "guard": None, "problems": [], "type": "run_end"}) + "\n")
+    said = sessions.contents(run)
+    assert said == "all in one zip, or one by one: results (CSV), the run log; no adapter: the run stopped before training"
+    (run / "error.log").write_text("Traceback\n")
+    assert sessions.contents(run).endswith("no adapter: the run failed before training")
+    assert sessions.contents(None) == "" and sessions.contents(tmp_path / "never") == ""

@@ -3,22 +3,27 @@ how long is left, what Stop will do, and how the run ended, and draws its figure
 
 Time left is measured, never guessed: the evaluation's pace comes from the images
 evaluated so far, a step's from the steps done. Before the first step the training
-time is unknown, and the status says so.
+time is unknown, and the status says so. It names the run's parts ("2/3 Training"), the model
+as the menu does (display_name), the items by their kind (noun: images, clips).
 Gradio-free: the app shows these strings (status_html) and figures.
 """
 from __future__ import annotations
 
+import functools
 import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
+from typing import Sequence
 
+from ttrv_core import demos
 from ttrv_core.app import plots
 from ttrv_core.config import TTRVConfig
 from ttrv_core.errors import TTRVError, is_oom, oom_message
 from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.inputs.dataset import Item
+from ttrv_core.runs import model_card
 
 FIRST = "the first image step 1 trains on"
 """Histogram choice: follow that one image through the run (before, the steps that sample it, after)."""
@@ -40,6 +45,7 @@ class Redraw:
 class LiveRun:
     items: list[Item]
     run_dir: Path | None = None
+    model: str = ""                                # as the run's config names it (display_name shows it)
     t0: float = field(default_factory=time.time)   # Run was pressed
     start: RunStart | None = None
     steps: list[StepEvent] = field(default_factory=list)
@@ -88,6 +94,11 @@ class LiveRun:
     @property
     def n(self) -> int:
         return len(self.items)
+
+    @functools.cached_property
+    def nouns(self) -> tuple[str, str]:
+        """(one, many): what the items are called, e.g. ("clip", "clips") (noun; read once, a GIF is opened)."""
+        return noun(self.items, 1), noun(self.items)
 
     @property
     def phase(self) -> str:
@@ -163,55 +174,69 @@ class LiveRun:
             return ((steps_left * step if step else 0.0) + self.n * pace, step is not None)
         return (p.total - p.done) * pace if p is not None and p.phase == "after" else self.n * pace, True
 
-    def status(self) -> tuple[str, float]:
-        """A line on where the run is, and the fraction done (by the time measured and left)."""
+    def work_done(self) -> float:
+        """The fraction of the run's work done (RunStart.work: each evaluation's items and each step)."""
+        s, p = self.start, self.progress
+        if s is None or not s.work:
+            return 0.0
+        evaluated = [len(self.evals[ph].items) if ph in self.evals else p.done if p and p.phase == ph else 0
+                     for ph in s.phases if ph != "train"]
+        return min((sum(evaluated) + len(self.steps)) / s.work, 1.0)
+
+    def status(self) -> tuple[str, float, str]:
+        """(line, fraction, kind) as status_html takes them: where the run is and the fraction done, by the
+        time measured and left while that is known, else by the work done; once ended, the outcome, its bar
+        where the run ended (full only when it finished)."""
         phase, s = self.phase, self.start
         elapsed = time.time() - self.t0
         if phase == "ended":
-            return self.outcome()[0], 1.0
+            msg, kind = self.outcome()
+            return msg, 1.0 if kind == "done" else self.work_done(), kind
         if phase == "loading":
-            return f"Loading the model … ({elapsed:.0f} s)", 0.0
-        p = self.progress
+            name = f" {display_name(self.model)}" if self.model else ""
+            return f"Loading the model{name} … ({elapsed:.0f} s)", 0.0, "info"
+        p, many = self.progress, self.nouns[1]
+        part = f"{s.phases.index(phase) + 1}/{len(s.phases)} " if phase in s.phases else ""
         left, complete = self.left_s()
         when = "" if left is None else f" · about {_duration(left)} left" + (
             "" if complete else " for the evaluations; the training time is known after step 1")
-        if phase == "before":
-            done = p.done if p else 0
-            text = f"Evaluating the model before training: {done}/{self.n} images{when}"
+        if phase == "train" and not self.steps:  # the before-evaluation is done, step 1 is under way
+            text = (f"{part}Training: step {s.resumed_from + 1} of {s.total_steps} under way · "
+                    "the time left is known after it")
         elif phase == "train":
-            text = f"Training: {len(self.steps) + s.resumed_from} of {s.total_steps} steps done"
-            if self.steps:
-                m = self.steps[-1].metrics
-                text += (f" · majority share {m['answers/majority_share']:.2f} · votes with no valid answer "
-                         f"{m.get('answers/invalid', 0):.0%} · {m['time/step_s']:.1f} s/step")
-            text += when
-            if "before" in self.evals and self.evals["before"].reused:
-                text += "\n" + REUSED
+            m = self.steps[-1].metrics
+            text = (f"{part}Training: {len(self.steps) + s.resumed_from} of {s.total_steps} steps done"
+                    f" · majority share {m['answers/majority_share']:.2f} · votes with no valid answer "
+                    f"{m.get('answers/invalid', 0):.0%} · {m['time/step_s']:.1f} s/step{when}")
         else:
-            done = p.done if p and p.phase == "after" else 0
-            text = f"Evaluating the adapted model: {done}/{self.n} images{when}"
+            done = p.done if p and p.phase == phase else 0
+            what = "the model before training" if phase == "before" else "the adapted model"
+            text = f"{part}Evaluating {what}: {done}/{self.n} {many}{when}"
+        if phase == "train" and "before" in self.evals and self.evals["before"].reused:
+            text += "\n" + REUSED
         if self.stops:
             text += "\n" + self.stop_message()
-        frac = elapsed / (elapsed + left) if left is not None else 0.0
-        return text, min(frac, 1.0)
+        frac = elapsed / (elapsed + left) if left is not None and complete else self.work_done()
+        return text, min(frac, 1.0), "info"
 
     def stop_message(self) -> str:
         """What the last Stop press does, truthfully (engine.adapt's stop rules), by the phase it was
         pressed in and the phase the run is in now."""
         pressed = self.stops[-1] if self.stops else self.phase
+        one, many = self.nouns
         if pressed == "loading":
             return ("Stopping: a model load cannot be interrupted; the run ends as soon as it is loaded, "
                     "with nothing trained.")
         if pressed == "before":
             return "Stopping the evaluation before training: nothing will be trained, so there will be no adapter."
         if pressed == "train" and self.phase == "after":
-            return (f"Training stopped; evaluating the adapted model on all {self.n} images "
+            return (f"Training stopped; evaluating the adapted model on all {self.n} {many} "
                     "(press Stop again to skip it).")
         if pressed == "train":
-            return (f"Stopping training within one image; a step cut short is undone. Then the adapted model is "
-                    f"evaluated on all {self.n} images (press Stop again to skip that).")
+            return (f"Stopping training within one {one}; a step cut short is undone. Then the adapted model is "
+                    f"evaluated on all {self.n} {many} (press Stop again to skip that).")
         if pressed == "after":
-            return ("Stopping the evaluation after training: the comparison will cover the images evaluated "
+            return (f"Stopping the evaluation after training: the comparison will cover the {many} evaluated "
                     "so far; the adapter is kept.")
         return ""
 
@@ -221,21 +246,21 @@ class LiveRun:
         total = s.total_steps if s else 0
         before, after = self.evals.get("before"), self.evals.get("after")
         took = f" in {self.end.seconds:.0f} s" if self.end else ""
+        one, many = self.nouns
         if self.end is not None and not self.end.stopped:
-            msg = f"Done: {steps} steps{took}."
-            kind = "done"
+            kind, msg = "done", f"Done: {steps} steps{took}."
         elif self.end is not None:
             kind = "stopped"
             if steps == 0:
-                got = f"{len(before.items)} of {self.n} images evaluated" if before else "no image evaluated"
+                got = f"{len(before.items)} of {self.n} {many} evaluated" if before else f"no {one} evaluated"
                 msg = f"Stopped before training ({got}): nothing was trained, so there is no adapter."
             else:
                 msg = f"Stopped after step {steps} of {total}" if steps < total else f"All {total} steps done"
                 if after is not None and len(after.items) < self.n:
-                    msg += (f"; the evaluation after training was stopped at {len(after.items)} of {self.n} images, "
+                    msg += (f"; the evaluation after training was stopped at {len(after.items)} of {self.n} {many}, "
                             "and the comparison covers those.")
                 elif after is not None:
-                    msg += f"; the adapted model was evaluated on all {self.n} images."
+                    msg += f"; the adapted model was evaluated on all {self.n} {many}."
                 msg += f" The adapter holds {steps} step(s) (downloads)."
         else:
             kind, msg = "error", f"Run failed: {self.error}"
@@ -288,10 +313,38 @@ def _duration(s: float) -> str:
     return f"{round(s / 60)} min"
 
 
+def display_name(model: str) -> str:
+    """The model as the page names it: a bundled demo by its menu label, a Hub id as it is, a local
+    folder by its name (model_card.model_name; where it lies is this machine's business).
+
+    >>> display_name("Qwen/Qwen2.5-VL-3B-Instruct"), display_name("/home/me/models/my-vlm")
+    ('Qwen/Qwen2.5-VL-3B-Instruct', 'my-vlm')
+    """
+    demo = demos.by_model(model)
+    return demo.label if demo is not None else model_card.model_name(model)
+
+
+def noun(items: Sequence[Item], count: int = 2) -> str:
+    """What `count` of these items are called: clips when all are videos (Item.video), images when
+    none is, items when they are mixed."""
+    kinds = {it.video for it in items}
+    word = "clip" if kinds == {True} else "item" if len(kinds) > 1 else "image"
+    return word if count == 1 else word + "s"
+
+
+def refusal(text: str, shown: LiveRun | None) -> str:
+    """The status of a run refused or failed before it started: why, and that nothing was run; the
+    results on the page are the last run's only where there are some (`shown`, the session's)."""
+    kept = shown is not None and bool(shown.evals)
+    return f"{text}\nNothing was run" + ("; the results below are still the last run's." if kept else ".")
+
+
+COLORS = {"info": "#3b6fd8", "done": "#2a9d54", "error": "#c0392b", "stopped": "#e07b24"}  # by kind: edge, bar
+
+
 def status_html(text: str, frac: float | None = None, kind: str = "info") -> str:
-    """The status line as the page shows it: a coloured edge by kind, a progress bar, the text."""
-    colors = {"info": "#3b6fd8", "done": "#2a9d54", "error": "#c0392b", "stopped": "#e07b24"}
-    bar = "" if frac is None else (f'<progress value="{frac:.4f}" max="1" '
-                                   'style="width:100%;height:14px;margin-bottom:4px"></progress>')
-    return (f'<div id="ttrv-status" data-kind="{kind}" style="border-left:4px solid {colors[kind]};'
+    """The status line as the page shows it: a coloured edge by kind, a progress bar of that colour, the text."""
+    bar = "" if frac is None else (f'<progress value="{frac:.4f}" max="1" style="width:100%;height:14px;'
+                                   f'margin-bottom:4px;accent-color:{COLORS[kind]}"></progress>')
+    return (f'<div id="ttrv-status" data-kind="{kind}" style="border-left:4px solid {COLORS[kind]};'
             f'padding:6px 10px">{bar}<div style="white-space:pre-line">{html.escape(text)}</div></div>')

@@ -43,7 +43,11 @@ SESSION_TTL_S = 6 * 3600
 """A session's files (and gradio's cached uploads) are deleted this long after last use."""
 DOWNLOADS = ("results.csv", "results.json", "adapter.zip", "events.jsonl", "config.json", "problems.txt",
              "error.log")
-
+ALL = "all_files.zip"
+"""The download of all the others in one file, listed first: the adapter in it as a folder, adapter/."""
+HOLDS = {"adapter.zip": "the LoRA adapter with its model card", "events.jsonl": "the run log",
+         "config.json": "the settings", "problems.txt": "the input problems", "error.log": "the error's details"}
+"""What each download other than the results is, in words (contents)."""
 
 def sweep_stale(parent: Path = APP_DIR) -> list[Path]:
     """Remove the session folders of app processes that are gone (killed, crashed)."""
@@ -166,22 +170,62 @@ def _stat(path: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- downloads
 
 def downloads(run_dir: Path | None) -> list[str]:
-    """The run folder's files worth downloading, with the adapter (and its model card) as a zip
-    whose config names the base model as model_card.model_name does, not by a path on this machine."""
+    """The run folder's files worth downloading, all of them in one zip first (ALL), with the adapter (and
+    its model card) as a zip whose config names the base model as model_card.model_name does, not by a
+    path on this machine. The zips are made again when a file in them is newer."""
     if run_dir is None or not run_dir.is_dir():
         return []
-    adapter = run_dir / "adapter"
-    if adapter.is_dir() and not (run_dir / "adapter.zip").is_file():
-        with zipfile.ZipFile(run_dir / "adapter.zip.tmp", "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(adapter.iterdir()):
-                if p.name == "adapter_config.json":
-                    cfg = json.loads(p.read_text(encoding="utf-8"))
-                    cfg["base_model_name_or_path"] = model_card.model_name(str(cfg.get("base_model_name_or_path", "")))
-                    z.writestr(p.name, json.dumps(cfg, indent=2))
-                elif p.is_file():
-                    z.write(p, p.name)
-        os.replace(run_dir / "adapter.zip.tmp", run_dir / "adapter.zip")
-    return [str(run_dir / n) for n in DOWNLOADS if (run_dir / n).is_file() and (run_dir / n).stat().st_size]
+    weights = {p.name: p for p in sorted((run_dir / "adapter").glob("*")) if p.is_file()}
+    if weights:
+        _zip(run_dir / "adapter.zip", weights)
+    files = [run_dir / n for n in DOWNLOADS if (run_dir / n).is_file() and (run_dir / n).stat().st_size]
+    if not files:
+        return []
+    inside = {p.name: p for p in files if p.name != "adapter.zip"}
+    _zip(run_dir / ALL, {**inside, **{f"adapter/{name}": p for name, p in weights.items()}})
+    return [str(run_dir / ALL)] + [str(p) for p in files]
+
+
+def _zip(out: Path, files: dict[str, Path]) -> None:
+    """Write `files` (name in the zip -> file) to `out` unless it is newer than each; an adapter's
+    config with its base model named by model_card.model_name."""
+    if out.is_file() and out.stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in files.values()):
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, p in files.items():
+            if p.name == "adapter_config.json":
+                cfg = json.loads(p.read_text(encoding="utf-8"))
+                cfg["base_model_name_or_path"] = model_card.model_name(str(cfg.get("base_model_name_or_path", "")))
+                z.writestr(name, json.dumps(cfg, indent=2))
+            else:
+                z.write(p, name)
+    os.replace(tmp, out)
+
+
+def contents(run_dir: Path | None) -> str:
+    """What the downloads hold, in words, and why there is no adapter when there is none, so that
+    the page promises nothing that is not there; "" when there is nothing to download."""
+    names = [Path(p).name for p in downloads(run_dir)]
+    if not names:
+        return ""
+    results = [kind for n, kind in (("results.csv", "CSV"), ("results.json", "JSON")) if n in names]
+    held = ", ".join([f"results ({', '.join(results)})"] * bool(results) + [HOLDS[n] for n in names if n in HOLDS])
+    if "adapter.zip" in names:
+        return f"all in one zip, or one by one: {held}"
+    why = ("the run failed before training" if "error.log" in names else
+           "the run stopped before training" if _stopped(run_dir / "events.jsonl") else "nothing was trained")
+    return f"all in one zip, or one by one: {held}; no adapter: {why}"
+
+
+def _stopped(log: Path) -> bool:
+    """Whether the run log ends with a stop (a run_end line, RunEnd, stopped)."""
+    try:
+        with open(log, encoding="utf-8") as f:
+            ends = [json.loads(line) for line in f if '"run_end"' in line]
+    except (OSError, ValueError):
+        return False
+    return any(e.get("type") == "run_end" and e.get("stopped") for e in ends[-1:])
 
 
 # --------------------------------------------------------------------------- a public Space
