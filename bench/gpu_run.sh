@@ -6,6 +6,9 @@
 #   bench_trl.py:  our step vs TRL GRPOTrainer on the 3B shape (if trl's wheels travelled)
 #   bench_first_votes.py: the app's Run -> first votes on the 3B shape, the first run (load) and later
 #                  ones (the model kept; the before-evaluation reused or not); FIRST_VOTES=0 skips it
+#   photos:        first, the model a GPU Space opens on (model_menu.REAL_DEFAULT, InternVL3-2B) on the bundled
+#                  photos through the CLI, real weights, when they are in the Hugging Face cache (this machine
+#                  has no network; otherwise one line says so); PHOTOS=0 skips it
 # Wheels travel in .whl/ (bitsandbytes, transformers, trl and what it needs).
 # SIZES="7b" SKIP=... TRL=0 narrow it down.
 set -u
@@ -16,6 +19,19 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft, bitsandbytes; print(torch.__version__, transformers.__version__, peft.__version__, bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 quiet() { grep -vE "Warning|warn|Loading weights|Writing model" | tee -a "$OUT/log.txt"; }
+if [ "${PHOTOS:-1}" = 1 ]; then  # real weights on real photos: before accuracy, after accuracy, invalid replies
+  model=$(python3 -c "from ttrv_core.app.model_menu import REAL_DEFAULT; print(REAL_DEFAULT)")
+  if python3 -c "import sys; from ttrv_core.app.model_menu import REAL_DEFAULT as m, weights_cached as c; sys.exit(not c(m))"
+  then
+    start=$(date +%s); rm -rf /tmp/ttrv_photos_run
+    timeout ${PHOTOS_TIMEOUT:-300} python3 -m ttrv_core --images assets/examples/photos --task choice --model "$model" \
+      --out /tmp/ttrv_photos_run 2>&1 | quiet
+    mkdir -p "$OUT/photos"; cp /tmp/ttrv_photos_run/*.{csv,json,jsonl} "$OUT/photos/" 2>/dev/null  # not the adapter
+    echo "photos $model: $(( $(date +%s) - start )) s (results in photos/)" | tee -a "$OUT/log.txt"
+  else
+    echo "photos $model: NOT RUN: its weights are not in this machine's Hugging Face cache (${HF_HUB_CACHE:-${HF_HOME:-~/.cache/huggingface}/hub}) and this machine has no network; put them there (huggingface-cli download $model) to measure it" | tee -a "$OUT/log.txt"
+  fi
+fi
 SKIP3=${SKIP:-sample_naive,sample_shared_generate,sample_shared_no_lora,train_naive,train_shared_cache}
 SKIP7=${SKIP7:-$SKIP3,sample_shared_eager,sample_shared_peft,train_shared_peft}
 for size in ${SIZES:-3b 7b}; do

@@ -251,3 +251,77 @@ def test_the_downloads_say_why_there_is_no_adapter(tmp_path):
     (run / "error.log").write_text("Traceback\n")
     assert sessions.contents(run).endswith("no adapter: the run failed before training")
     assert sessions.contents(None) == "" and sessions.contents(tmp_path / "never") == ""
+
+# --------------------------------------------------------------------------- what a preset needs, and the GPU default
+
+def machine(monkeypatch, tmp_path, gpu=None, cached=(), offline=False):
+    """This machine as the menu sees it, with no network: its GPU (a name, or None), the hub models whose
+    weights are in the Hugging Face cache, HF_HUB_OFFLINE; any attempt to reach the hub fails the test."""
+    import socket
+
+    import huggingface_hub
+    import torch
+
+    def from_cache(repo_id, filename, **_):
+        if repo_id not in cached:
+            return None
+        snap = tmp_path / repo_id.replace("/", "--") / "snapshots" / "abc"
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / "model.safetensors").write_bytes(b"")
+        (snap / filename).write_text("{}")
+        return str(snap / filename)
+
+    def no_network(*a, **k):
+        raise AssertionError("the menu reached for the network")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: gpu)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", from_cache)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_a_gpu_with_the_weights_opens_on_internvl3_2b_and_the_photos(monkeypatch, tmp_path):
+    internvl = families.PRESETS["InternVL3 2B"].model_id
+    assert model_menu.REAL_DEFAULT == internvl == "OpenGVLab/InternVL3-2B-hf"
+    machine(monkeypatch, tmp_path, gpu="NVIDIA H100 80GB HBM3", cached=(internvl,), offline=True)
+    assert model_menu.default_model() == internvl
+    assert model_menu.opens_on(internvl) == ("photos", "choice")
+    assert (ROOT / "assets" / "examples" / "photos" / "questions.csv").is_file()
+    assert "**Before Run:**" not in model_menu.about(internvl)          # cached, and a GPU: nothing missing
+    machine(monkeypatch, tmp_path, gpu="NVIDIA H100 80GB HBM3", offline=True)
+    assert model_menu.default_model() == model_menu.default_demo().model   # not cached, offline: the demo
+    machine(monkeypatch, tmp_path, gpu=None, cached=(internvl,))
+    assert model_menu.default_model() == model_menu.default_demo().model   # no GPU: the demo
+    demo = model_menu.default_demo()
+    assert model_menu.opens_on(demo.model) == (demo.examples, demo.task) and model_menu.opens_on("x/y") is None
+
+
+def test_the_internvl_expectation_quotes_the_authors_numbers_as_theirs():
+    assert ("In the authors' logs (Singh et al. 2025) InternVL3-2B moves 0.679 -> 0.963 on ImageNet-A, with a "
+            "third of its replies invalid before; not measured by us (needs a GPU and the Hub)"
+            in model_menu.about(model_menu.REAL_DEFAULT))
+    assert "0.964 -> 0.965" in model_menu.about("Qwen/Qwen2.5-VL-3B-Instruct")
+
+
+def test_a_preset_says_before_run_that_it_needs_a_download_or_a_gpu(monkeypatch, tmp_path):
+    qwen = "Qwen/Qwen2.5-VL-3B-Instruct"
+    machine(monkeypatch, tmp_path, gpu=None, offline=True)            # offline on a CPU: it would fail after Run
+    text = model_menu.about(qwen)
+    assert "**Before Run:**" in text and "HF_HUB_OFFLINE is set" in text and "Run will fail" in text
+    assert "**it needs a GPU**" in text and "on this CPU it would load in full precision" in text
+    assert "on an H100" in text and "figures from an H100, not from this machine" in text
+    machine(monkeypatch, tmp_path, gpu=None)                          # online: the download is said, not tried
+    assert "**Run downloads them first**" in model_menu.about(qwen)
+    assert "only known when Run tries" in model_menu.about(qwen)
+    machine(monkeypatch, tmp_path, gpu="NVIDIA A10G", cached=(qwen,))  # another GPU: its figures are not ours
+    text = model_menu.about(qwen)
+    assert "**Before Run:**" not in text and "not from this machine (NVIDIA A10G)" in text
+    machine(monkeypatch, tmp_path, gpu="NVIDIA H100 80GB HBM3", cached=(qwen,))
+    assert "not from this machine" not in model_menu.about(qwen)
+    machine(monkeypatch, tmp_path, gpu=None, offline=True)            # bundled demos and local folders need neither
+    assert "Before Run" not in model_menu.about(DEMO_MODEL) and "Before Run" not in model_menu.about(str(tmp_path))
+    typed = model_menu.about("someone/new-model")                     # a typed hub id: the download, not the GPU
+    assert "HF_HUB_OFFLINE is set" in typed and "needs a GPU" not in typed

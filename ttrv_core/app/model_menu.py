@@ -1,11 +1,16 @@
 """The app's model menu and what it says before a run: the bundled demos (demos.DEMOS, those
-whose folder exists) and the real presets (families.PRESETS); the default model; what to
-expect from the chosen model, from measured numbers; a warning when a demo model meets images
-it was not built for; and the plan of a run (how many images are adapted on, in how many steps).
+whose folder exists) and the real presets (families.PRESETS); the default model and the example
+set it opens on; what to expect from the chosen model, from measured numbers (ours, or the
+authors' logs named as theirs); what a preset needs before Run (a download, a GPU); a warning
+when a demo model meets images it was not built for; and the plan of a run (how many images are
+adapted on, in how many steps).
 
 The default is demos.DEFAULT (the first demo that exists if it does not), unless a CUDA GPU
-and the hub (or a cached Qwen2.5-VL-3B) are there: default_model() probes the network once,
-for at most 1.5 s, and only on a machine with a GPU. Gradio-free.
+and the hub (or the cached weights) are there: then REAL_DEFAULT, InternVL3-2B, a model in
+TTRV's regime (its reply format half-learned in the authors' logs), on the bundled photos.
+default_model() probes the network once, for at most 1.5 s, and only on a machine with a GPU;
+what a preset needs is read from the local cache and torch alone, never from the network.
+Gradio-free.
 """
 from __future__ import annotations
 
@@ -27,7 +32,23 @@ INTRO = ("# TTRV: adapt a vision-language model to your own unlabeled images\n"
 """The page's header: what TTRV does, without promising what it does to accuracy."""
 OTHER = "other"
 """Menu value of 'Other: type a hub id or a local folder' (not on a public Space)."""
-REAL_DEFAULT = "Qwen/Qwen2.5-VL-3B-Instruct"
+REAL_DEFAULT = families.PRESETS["InternVL3 2B"].model_id
+"""The default where a GPU and its weights (cached, or the hub) are there."""
+PHOTOS = "photos"
+"""The bundled photographs (assets/examples/photos, multiple choice with the paper's recognition prompt):
+the example set a preset opens on, since no real model finds the 8x8 digits hard."""
+AUTHORS_LOGS = {
+    REAL_DEFAULT: "In the authors' logs (Singh et al. 2025) InternVL3-2B moves 0.679 -> 0.963 on ImageNet-A, with "
+                  "a third of its replies invalid before; not measured by us (needs a GPU and the Hub)",
+    families.PRESETS["Qwen2.5-VL 3B"].model_id:
+        "In the authors' logs (Singh et al. 2025) Qwen2.5-VL-3B moves 0.964 -> 0.965 on ImageNet-A: its replies "
+        "were already clean, so there was nothing to correct; not measured by us (needs a GPU and the Hub)",
+    families.PRESETS["Qwen2.5-VL 7B"].model_id:
+        "In the authors' logs (Singh et al. 2025) Qwen2.5-VL-7B moves 0.980 -> 0.981 on ImageNet-A: its replies "
+        "were already clean, so there was nothing to correct; not measured by us (needs a GPU and the Hub)",
+}
+"""What the authors' own run logs show for a preset (greedy accuracy before -> after; DESIGN.md section 7),
+quoted as theirs."""
 GENERIC = ("No measurements for this model here. TTRV sharpens what the model already does: it helps most when the "
            "model often knows the answer but replies in a form the task does not accept (watch 'votes with no "
            "valid answer'); on a model that already replies cleanly expect little change, and a wrong majority "
@@ -56,29 +77,63 @@ def allowed() -> set[str]:
     return {v for _, v in choices(public=True)}
 
 
-def default_model() -> str:
-    """The default demo unless a GPU and the hub (or a cached Qwen2.5-VL-3B) are available."""
-    demo = default_demo()
-    fallback = demo.model if demo else REAL_DEFAULT
+def gpu_name() -> str | None:
+    """This machine's CUDA GPU, or None (no GPU, or no torch)."""
     try:
         import torch
-        if not torch.cuda.is_available():
-            return fallback
     except ImportError:
-        return fallback
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def weights_cached(model_id: str) -> bool:
+    """Whether this hub model's weights are in the local Hugging Face cache: its config.json and a
+    weights file beside it in the same snapshot. A file check only, never the network."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        if isinstance(try_to_load_from_cache(REAL_DEFAULT, "config.json"), str):
-            return REAL_DEFAULT
-    except Exception:  # noqa: BLE001 - any failure means: not cached
-        pass
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true"):
+        config = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a hub id, no hub library: not cached
+        return False
+    return isinstance(config, str) and any(f.suffix in (".safetensors", ".bin") for f in Path(config).parent.iterdir())
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE is set: nothing can be downloaded."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_model() -> str:
+    """The default demo unless a GPU and REAL_DEFAULT's weights (cached, or the hub) are available."""
+    demo = default_demo()
+    fallback = demo.model if demo else REAL_DEFAULT
+    if gpu_name() is None:
+        return fallback
+    if weights_cached(REAL_DEFAULT):
+        return REAL_DEFAULT
+    if offline():
         return fallback
     try:
         socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
         return REAL_DEFAULT
     except OSError:
         return fallback
+
+
+def opens_on(model: str) -> tuple[str, str] | None:
+    """The example set and task format choosing this model brings: a demo its own set, a preset the
+    bundled photos (multiple choice); any other model none (the images stay as they are).
+
+    >>> opens_on(REAL_DEFAULT)
+    ('photos', 'choice')
+    """
+    demo = demos.by_model(model)
+    if demo is not None:
+        return demo.examples, demo.task
+    return (PHOTOS, "choice") if preset_of(model) is not None else None
+
+
+def preset_of(model: str) -> families.Preset | None:
+    return next((p for p in families.PRESETS.values() if p.model_id == model), None)
 
 
 def for_page(text: str) -> str:
@@ -94,14 +149,45 @@ def for_page(text: str) -> str:
 
 
 def about(model: str) -> str:
-    """What to expect from this model, in words measured where there are measurements."""
+    """What to expect from this model, in words measured where there are measurements, then what it
+    needs before Run (needs())."""
     demo = demos.by_model(model)
     if demo is not None:
         return f"**What to expect:** {for_page(demo.expect)}"
-    preset = next((p for p in families.PRESETS.values() if p.model_id == model), None)
-    if preset is not None:
-        return f"{for_page(preset.note)}. **What to expect:** {GENERIC.replace('No measurements for this model here. ', '')}"
-    return f"**What to expect:** {GENERIC}"
+    preset = preset_of(model)
+    if preset is None:
+        expect = f"**What to expect:** {GENERIC}"
+    else:
+        said = AUTHORS_LOGS.get(model, GENERIC.replace("No measurements for this model here. ", ""))
+        expect = f"{for_page(preset.note)}{elsewhere(preset.note)}. **What to expect:** {said}"
+    return "\n\n".join(filter(None, [expect, needs(model)]))
+
+
+def elsewhere(note: str) -> str:
+    """A label for a note's H100 figures on a machine that is not an H100."""
+    here = gpu_name()
+    if "H100" not in note or (here and "H100" in here):
+        return ""
+    return f" — figures from an H100, not from this machine{' (' + here + ')' if here else ''}"
+
+
+def needs(model: str) -> str:
+    """What Run needs that may not be here, said before it is pressed: the weights, when a hub model is
+    not in the local cache (Run downloads them; with HF_HUB_OFFLINE set it cannot), and a GPU, when a preset
+    meets a machine without one. From the cache and torch alone: whether the hub answers is only known
+    when Run tries."""
+    said = []
+    if demos.by_model(model) is None and not Path(model).exists() and not weights_cached(model):
+        said.append("its weights are not in this machine's Hugging Face cache and **HF_HUB_OFFLINE is set**: "
+                    "Run will fail; download them where the hub is reachable (`huggingface-cli download "
+                    f"{model}`) or choose a bundled demo" if offline() else
+                    "its weights are not in this machine's Hugging Face cache: **Run downloads them first** "
+                    "(whether the hub is reachable from here is only known when Run tries)")
+    if preset_of(model) is not None and gpu_name() is None:
+        said.append("**it needs a GPU** and this machine has none: on this CPU it would load in full precision "
+                    "(fp32, 4 bytes per weight) and sample every vote on the CPU: far slower than on a GPU, and "
+                    "not measured by us; the bundled demos are what runs here")
+    return "⚠️ **Before Run:** " + "; ".join(said) + "." if said else ""
 
 
 def warning(model: str, own_images: bool, example: str | None) -> str:
