@@ -20,9 +20,8 @@ from ttrv_core.app import answer_plots, compare, form_fields, history, kept_runs
 from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
-from ttrv_core.app.live_run import FIRST, LiveRun, status_html
+from ttrv_core.app.live_run import FIRST, LiveRun, display_name, refusal, status_html
 from ttrv_core.config import TTRVConfig
-from ttrv_core.demos import by_model
 from ttrv_core.model import kept_base, loading
 from ttrv_core.runs import model_card
 
@@ -38,16 +37,21 @@ ON_SPACE = bool(os.environ.get("SPACE_ID"))  # a Hugging Face Space: visitors ca
 MAX_FILE_SIZE = form_fields.MAX_UPLOAD_BYTES
 SESSIONS = sessions.make_root()
 DEMO = model_menu.default_demo()
-DEFAULTS = TTRVConfig().with_(**(DEMO.settings if DEMO else {}))
+OPENS = model_menu.default_model()  # probed once: a GPU with the Hub opens on InternVL3-2B and the photos
+START = model_menu.opens_on(OPENS)   # (example set, task) the page opens on
+DEFAULTS = form_fields.defaults(OPENS)
 loading.import_peft()  # at startup, not in the first run's wait (the engine does not import it)
 LINE = Line()  # the runs of all visitors, one at a time, in the order Run was pressed
 KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 KEEP = gr.skip()
 CSS = (".gradio-container{overflow-x:clip!important;overflow-y:visible!important}"
        "#runbar{position:sticky;top:0;z-index:30;background:var(--background-fill-primary);"
-       "box-shadow:0 2px 4px rgba(0,0,0,.08);padding:4px 0} #runbar #stop{align-self:center}")
+       "box-shadow:0 2px 4px rgba(0,0,0,.08);padding:4px 0} #runbar #stop{align-self:center}"
+       "#downloads .label-clear-button{display:none}")
 """The status line and Stop stay at the top of the window while the live view and results scroll under them
-(sticky needs its ancestors not to be scroll containers: gradio's container clips instead of hiding)."""
+(sticky needs its ancestors not to be scroll containers: gradio's container clips instead of hiding).
+The downloads have no remove buttons: they would take a file off the page for good."""
+DOWNLOADS = "Downloads, when a run ends: its results, its adapter if it trained, the run log"
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
 
@@ -100,13 +104,15 @@ def note(model, custom, source, example) -> str:
 
 
 def pick_model(model, source):
-    """A demo brings its example set, task and settings; another model changes nothing else."""
-    demo = by_model(model or "")
-    if demo is None:
+    """A demo brings its example set, task and settings, a preset the photos and the paper's settings;
+    another model changes nothing else."""
+    brings = model_menu.opens_on(model or "")
+    if brings is None:
         return [gr.Textbox(visible=model == model_menu.OTHER)] + [gr.skip()] * (2 + len(form_fields.SETTINGS))
-    here = source == EXAMPLE_SET and demo.examples in form_fields.example_sets(EXAMPLES)
-    return ([gr.Textbox(visible=False), demo.examples if here else gr.skip(), demo.task if here else gr.skip()]
-            + form_fields.values(TTRVConfig().with_(**demo.settings)))
+    here = source == EXAMPLE_SET and brings[0] in form_fields.example_sets(EXAMPLES)
+    return ([gr.Textbox(visible=False), brings[0] if here else gr.skip(), brings[1] if here else gr.skip()]
+            + form_fields.values(form_fields.defaults(model)))
+
 
 
 class Outputs:
@@ -118,8 +124,7 @@ class Outputs:
         return self.sess, status, *[KEEP] * 6, info, *[KEEP] * 3
 
     def refuse(self, text: str, info=KEEP):
-        kept = "the results below are still the last run's" if self.sess.shown else "the page is as it was"
-        return self.only(status_html(f"{text}\nNothing was run; {kept}.", kind="error"), info)
+        return self.only(status_html(refusal(text, self.sess.shown), kind="error"), info)
 
     def view(self, live: LiveRun, text: str, frac=None, kind="info", figures="all", table=False, files=KEEP,
              info=KEEP):
@@ -132,8 +137,10 @@ class Outputs:
             summ = compare.summary(b, a, live.n, live.items)
             note = compare.amplified(live.items, b, a)
             shares, confusion = answer_plots.shares(live.items, b, a), answer_plots.confusion(live.items, b, a)
-        return (self.sess, status_html(text, frac, kind), h, e, r, summ, frame,
-                files if files is not True else sessions.downloads(live.run_dir), info, note, shares, confusion)
+        if files is not KEEP:  # at the start: empty until the end; at the end: what the run left, said as it is
+            got = sessions.downloads(live.run_dir) if files is True else []
+            files = gr.File(got, label=f"Downloads: {sessions.contents(live.run_dir)}" if got else DOWNLOADS)
+        return (self.sess, status_html(text, frac, kind), h, e, r, summ, frame, files, info, note, shares, confusion)
 
 
 @form_fields.takes(form_fields.RUN_INPUTS, gr.Request)
@@ -168,7 +175,7 @@ def on_run(given: dict, request: gr.Request = None):
     if why:
         yield out.refuse(why, info)
         return
-    live = sess.running = LiveRun(ds.items, work / "out", rows=rows or "all")
+    live = sess.running = LiveRun(ds.items, work / "out", cfg.model, rows=rows or "all")
     ticket = sess.ticket = LINE.join()
     try:
         while not LINE.turn(ticket):  # others ahead: where this visitor stands, about every second
@@ -189,7 +196,7 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
     sess.choice = hist_choice or FIRST
     meta = {"config": cfg.to_dict(), "model": model_card.model_name(cfg.model), "source": inp.where,
             "questions": inp.questions, "question": question, "task": task, "single": target}
-    yield out.only(status_html(f"Loading the model {meta['model']} …", 0.0), info)
+    yield out.only(status_html(*live.status()), info)
     events = gpu_job(cfg, ds.items, target, live.run_dir, meta, ds.problems, lambda: len(live.stops))
     try:
         for batch in background(events, abandon=lambda: live.stops.extend(["closed"] * 3)):
@@ -199,12 +206,11 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
                 continue
             if redraw.started:  # the run has started: it replaces the last one (results, downloads) on the page
                 sess.shown = live
-                sess.history.append(history.Entry(len(sess.history) + 1, meta["model"], meta["config"],
+                sess.history.append(history.Entry(len(sess.history) + 1, display_name(cfg.model), meta["config"],
                                                   f"{len(ds.items)} from {inp.where}", live, history.items_key(ds.items)))
             yield out.view(live, *live.status(), figures=redraw.figures, table=redraw.table,
                        files=[] if redraw.started else KEEP)
-        msg, kind = live.outcome()
-        yield out.view(live, msg, 1.0, kind, table=True, files=True, info=info)
+        yield out.view(live, *live.status(), table=True, files=True, info=info)
     except Exception as e:  # a clear message on the page, the traceback in the run folder (or the server log)
         msg = live.fail(e, cfg)
         gr.Warning(f"Run failed: {msg.splitlines()[0]}")
@@ -214,7 +220,7 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
             return
         (live.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         live.error += "\n(details: error.log in the downloads)"
-        yield out.view(live, live.outcome()[0], kind="error", table=bool(live.evals), files=True, info=info)
+        yield out.view(live, *live.status(), table=bool(live.evals), files=True, info=info)
 
 
 def rows_of(live: LiveRun) -> gr.Dataframe:
@@ -286,7 +292,7 @@ def build() -> gr.Blocks:
                 gr.Markdown("### 1. Images and questions")
                 source = gr.Radio(form_fields.sources(PUBLIC), value=EXAMPLE_SET, label="Images from")
                 sets = form_fields.example_sets(EXAMPLES)
-                example = gr.Dropdown(sets, value=DEMO.examples if DEMO and DEMO.examples in sets else
+                example = gr.Dropdown(sets, value=START[0] if START and START[0] in sets else
                                       sets[0] if sets else None, label="Example set")
                 uploads = gr.File(file_count="multiple", label="Images (DICOM too), or a .zip of a folder",
                                   visible=False, file_types=form_fields.UPLOAD_TYPES, elem_id="uploads")
@@ -299,7 +305,7 @@ def build() -> gr.Blocks:
                 qfile = gr.File(label=form_fields.QFILE_LABEL, file_types=[".csv", ".jsonl", ".json"], visible=False)
                 with gr.Row():
                     task = gr.Radio([("Open answer", "open"), ("Multiple choice", "choice"),
-                                     ("Classification", "classify")], value=DEMO.task if DEMO else "open",
+                                     ("Classification", "classify")], value=START[1] if START else "open",
                                     label="Task format")
                     options = gr.Textbox(label="Options / class names for all images, separated by |",
                                          placeholder="cat | dog | bird")
@@ -308,7 +314,7 @@ def build() -> gr.Blocks:
                                      allow_preview=True, visible=False)
             with gr.Column(scale=2, min_width=320):
                 gr.Markdown("### 2. Model and settings")
-                model = gr.Dropdown(model_menu.choices(PUBLIC), value=model_menu.default_model(), label="Model",
+                model = gr.Dropdown(model_menu.choices(PUBLIC), value=OPENS, label="Model",
                                     elem_id="model")
                 custom = gr.Textbox(label="Hugging Face model id or local folder", visible=False, elem_id="custom")
                 about = gr.Markdown(elem_id="about")
@@ -350,8 +356,7 @@ def build() -> gr.Blocks:
                             elem_id="rows")
             table = gr.Dataframe(headers=["image", "file", "before", "after"], wrap=True, max_height=600,
                                  label="Each image before and after", interactive=False, elem_id="compare")
-            files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter with its model card, run log",
-                            file_count="multiple", interactive=False, elem_id="downloads")
+            files = gr.File(label=DOWNLOADS, file_count="multiple", interactive=False, elem_id="downloads")
             with gr.Row():  # the adapter to one's own Hub repo; on a Space after signing in (only there)
                 gr.LoginButton(min_width=160) if ON_SPACE else None
                 repo = gr.Textbox(placeholder="your-name/ttrv-adapter", show_label=False, elem_id="repo", scale=2)
@@ -388,8 +393,7 @@ def build() -> gr.Blocks:
             on_run, run_inputs, run_outputs, api_name="run", show_progress="hidden", concurrency_limit=None).then(
             lambda: gr.Button(interactive=True), None, [run_btn], queue=False, **light).then(
             lambda sess: history.table(sess.history) if sess else "", [state], [runs], **light).then(**show_plan)
-        reset.click(lambda m: form_fields.values(TTRVConfig().with_(**getattr(by_model(m or ""), "settings", {}))),
-                    [model], settings, **light)
+        reset.click(lambda m: form_fields.values(form_fields.defaults(m)), [model], settings, **light)
         stop_btn.click(stop, [state], [status], api_name="stop", concurrency_limit=None, show_progress="hidden")
         push_btn.click(push_signed_in if ON_SPACE else push, [state, repo], [pushed], api_name="push")
         rows.change(show_rows, [state, rows], [table], api_name="rows", concurrency_limit=None, show_progress="hidden")

@@ -8,6 +8,7 @@ own images with a typed question, out of memory mid-run, per-session state and
 its clean-up, and the Spaces decorator.
 """
 import csv
+import html
 import json
 import os
 import re
@@ -81,6 +82,7 @@ KEPT = {"__type__": "update"}   # an output the server left as it was (gr.skip)
 def unpack(result):
     status, hist, ent, rew, acc, table, files, info, amplified, shares, confusion = result
     table = table.get("value", table)  # an update carries the value inside
+    files = files.get("value", files) if isinstance(files, dict) else files
     return dict(status=status, hist=json.loads(hist["plot"]), entropy=json.loads(ent["plot"]),
                 reward=json.loads(rew["plot"]), accuracy=acc, table=table, files=[Path(f) for f in files],
                 info=info, amplified=amplified, shares=json.loads(shares["plot"]),
@@ -298,7 +300,39 @@ def test_bad_settings_and_no_images_are_reported(app_url, upload):
     status = c.predict(**run_args(upload, n_train=16, n_votes=8), api_name="/run")[0]
     assert 'data-kind="error"' in status and "n_train" in status
     status = c.predict(**run_args([upload[0]], question=""), api_name="/run")[0]
-    assert 'data-kind="error"' in status and "No usable images" in status
+    assert 'data-kind="error"' in status and "Nothing to run: questions: type a question" in status
+
+
+def test_nothing_to_run_names_the_real_cause_not_the_images(app_url, upload, tmp_path):
+    """Good images with the task on multiple choice and no options, or a questions file with a wrong
+    column: the refusal (and the plan line's reason) names that, not 'no usable images'."""
+    from gradio_client import handle_file
+    c, images = client(app_url), [p for p in upload if p.suffix == ".png" and p.name != "broken.png"]
+    status = html.unescape(c.predict(**run_args(images, question="Which digit?", task="choice"), api_name="/run")[0])
+    assert "task 'choice' needs options" in status and "usable" not in status
+    bad = tmp_path / "q.csv"
+    bad.write_text("image,questn\n" + "".join(f"{p.name},Which digit?\n" for p in images))
+    status = html.unescape(c.predict(**run_args(images, qfile=handle_file(str(bad))), api_name="/run")[0])
+    assert "q.csv: no column 'question'" in status and "usable" not in status
+    import app
+    sess = app.sessions.Session(tmp_path / "s")
+    app.preview(sess, "My images", None, [str(p) for p in images], None, "Which digit?", None, "choice", "", "", "")
+    line = app.plan(dict(state=sess, model=app.DEMO.model, custom="", single=False, single_item=None))[0]
+    assert "nothing to run yet: options: task 'choice' needs options" in line and "usable" not in line
+
+
+def test_a_questions_file_left_from_my_images_does_not_break_an_example_set(app_url, upload):
+    """Switching back to the bundled set with a questions file still in its field: the set's own questions."""
+    from gradio_client import handle_file
+    qfile = handle_file(str(next(p for p in upload if p.name == "questions.csv")))
+    status = client(app_url).predict(**run_args([], source="Bundled example set", example=app_example(), qfile=qfile,
+                                                max_steps=1), api_name="/run")[0]
+    assert 'data-kind="done"' in status, status
+
+
+def app_example():
+    import app
+    return app.DEMO.examples
 
 
 def test_sessions_keep_their_own_results(app_url, upload):

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
-from ttrv_core import inputs
+from ttrv_core import demos, inputs
 from ttrv_core.app import model_menu, sessions
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset, tables
@@ -87,6 +87,11 @@ def config(model: str, **settings) -> TTRVConfig:
         if not given[name]:
             del given[name]
     return TTRVConfig(model=model, **given)
+
+
+def defaults(model: str) -> TTRVConfig:
+    """The settings a model brings to the form: a demo's own, else the paper's."""
+    return TTRVConfig().with_(**getattr(demos.by_model(model or ""), "settings", {}))
 
 
 def values(cfg: TTRVConfig) -> list:
