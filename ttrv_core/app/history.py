@@ -50,11 +50,11 @@ def stale(shown: Entry | None, model: str, config: dict, inputs: tuple) -> str:
 
 def _and(words: list[str]) -> str:
     """
-    >>> _and(["a"]), _and(["a", "b"]), _and(["a", "b", "c"])
-    ('a has', 'a and b have', 'a, b and c have')
+    >>> _and(["the model"]), _and(["the settings"]), _and(["a", "b"]), _and(["a", "b", "c"])
+    ('the model has', 'the settings have', 'a and b have', 'a, b and c have')
     """
     text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-    return text + (" has" if len(words) == 1 else " have")
+    return text + (" has" if words == ["the model"] else " have")
 
 
 def table(entries: list[Entry]) -> str:

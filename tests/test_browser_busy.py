@@ -1,0 +1,120 @@
+"""The app on a busy Space, in a real browser (Debian's Chromium, headless, Playwright):
+
+- a second visitor who presses Run while another's run goes is told its place in line and the wait,
+  then gets its own run (two pages, two sessions);
+- Stop and the status stay in sight while a run goes and the page scrolls, at 1,280 and 420 px;
+- before Run: a gallery of the images; Enter in the question runs; Reset puts a changed setting back;
+- after a run: the downloads hold one zip of all and have no remove buttons; changing the images marks
+  the results as stale; the session's runs are listed side by side.
+
+Screenshots at 1,280 and 420 px go to pytest's tmp dir, and with TTRV_UPDATE_SCREENSHOT=1 to docs/
+(busy_first_*, busy_running_*, busy_results_*, busy_queued_*).
+"""
+from pathlib import Path
+
+import pytest
+from test_browser import ARGS, CHROMIUM, DOCS, UPDATE, app_url, browser  # noqa: F401 (fixtures)
+
+from ttrv_core.config import DEMO_MODEL
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(not (Path(DEMO_MODEL) / "config.json").is_file(), reason="demo model not built"),
+]
+ENDED = '#status [data-kind="done"], #status [data-kind="stopped"], #status [data-kind="error"]'
+
+
+def opened(browser, url, width, height=800):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#data-info :text('240 image(s) ready')", timeout=60_000)
+    return page
+
+
+def shot(page, tmp_path, name, width):
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(tmp_path / f"busy_{name}_{width}.png"))
+    if UPDATE:
+        page.screenshot(path=str(DOCS / f"busy_{name}_{width}.png"))
+
+
+def in_sight(page, selector) -> bool:
+    box = page.locator(selector).bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+
+@pytest.mark.parametrize("width", [1280, 420])
+def test_a_second_visitor_is_told_its_place_in_line_and_stop_stays_in_sight(browser, app_url, tmp_path, width):
+    first, second = opened(browser, app_url, width), opened(browser, app_url, width)
+    assert first.locator("#gallery img").count() > 0          # the images, before Run
+    shot(first, tmp_path, "first", width)
+    first.click("#run")
+    first.wait_for_selector("#status :text('Evaluating the model before training')", timeout=60_000)
+    assert in_sight(first, "#stop") and in_sight(first, "#status")
+    shot(first, tmp_path, "running", width)
+    first.mouse.wheel(0, 2500)                                # down to the results: the bar follows
+    first.wait_for_timeout(500)
+    assert in_sight(first, "#stop") and in_sight(first, "#status")
+
+    second.click("#run")
+    second.wait_for_selector("#status :text('You are 2nd in line')", timeout=30_000)
+    said = second.locator("#status").inner_text()
+    assert "Stop leaves the line" in said and in_sight(second, "#stop")
+    shot(second, tmp_path, "queued", width)
+    first.wait_for_selector(ENDED, timeout=240_000)
+    second.wait_for_function("() => !document.getElementById('status').innerText.includes('in line')",
+                             timeout=30_000)   # its turn came by itself
+    second.wait_for_selector(ENDED, timeout=240_000)
+    assert "Done" in second.locator("#status").inner_text()
+    first.evaluate("window.scrollTo(0, document.getElementById('accuracy').getBoundingClientRect().top"
+                   " + window.scrollY - 120)")
+    shot(first, tmp_path, "results", width)
+    for page in (first, second):
+        page.close()
+
+
+def test_stop_while_waiting_leaves_the_line(browser, app_url):
+    first, second = opened(browser, app_url, 1280), opened(browser, app_url, 1280)
+    first.click("#run")
+    first.wait_for_selector("#status :text('Evaluating')", timeout=60_000)
+    second.click("#run")
+    second.wait_for_selector("#status :text('You are 2nd in line')", timeout=30_000)
+    second.click("#stop")
+    second.wait_for_selector("#status :text('You left the line')", timeout=10_000)
+    first.click("#stop")
+    first.wait_for_selector(ENDED, timeout=120_000)
+    for page in (first, second):
+        page.close()
+
+
+def test_after_a_run_downloads_stale_results_and_the_runs_side_by_side(browser, app_url):
+    page = opened(browser, app_url, 1280)
+    page.get_by_text("Settings (the paper's defaults; a demo brings its own)").click()
+    votes = page.get_by_label("Votes N per image", exact=True)
+    was = votes.input_value()
+    votes.fill("8")
+    votes.press("Tab")
+    page.click("#reset")
+    page.wait_for_function(f"() => [...document.querySelectorAll('input[type=number]')].some(i => i.value == '{was}')")
+    assert votes.input_value() == was
+    page.get_by_label("Steps (0 = by epochs)", exact=True).fill("2")
+    page.get_by_label("Steps (0 = by epochs)", exact=True).press("Tab")
+    page.locator("#question textarea").fill("Which digit is this?")
+    page.locator("#question textarea").press("Enter")           # Enter runs
+    page.wait_for_selector(ENDED, timeout=240_000)
+    assert "Done" in page.locator("#status").inner_text()
+    names = page.locator("#downloads").inner_text().replace("\n.", ".")
+    assert names.index("all_files.zip") < names.index("results.csv")
+    assert page.locator("#downloads .label-clear-button").first.is_hidden()
+    page.wait_for_selector("#history :text('run 1')", timeout=10_000)
+    assert page.locator("#stale").inner_text().strip() == ""
+    steps = page.get_by_label("Steps (0 = by epochs)", exact=True)
+    steps.fill("3")
+    steps.press("Tab")
+    page.wait_for_selector("#stale :text('These results are from run 1')", timeout=30_000)
+    assert "the settings have changed" in page.locator("#stale").inner_text()
+    steps.fill("2")
+    steps.press("Tab")
+    page.wait_for_function("() => document.getElementById('stale').innerText.trim() === ''", timeout=30_000)
+    page.close()
