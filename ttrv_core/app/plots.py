@@ -159,7 +159,8 @@ def histogram(snaps: Sequence[Snapshot], title: str = "Answer frequencies", top:
                             marker=dict(symbol="diamond", size=10, color=ORANGE), visible=i == len(snaps) - 1,
                             hovertemplate="soft votes: %{x:.0%} (token F1 with every vote)<extra></extra>")
             owner.append(i)
-        asked = [f"<span style='font-size:12px;color:#444'>“{html.escape(_cut(q, 54), quote=False)}”</span>"] if q else []
+        line = html.escape(_cut(q, 54), quote=False)
+        asked = [f"<span style='font-size:12px;color:#444'>“{line}”</span>"] if q else []
         views.append({"title.text": "<br>".join([f"{title}: {image}, {s.label} ({n} votes)", *asked, *key]),
                       "yaxis.categoryarray": y})
     top_margin = 24 + 18 * (max(v["title.text"].count("<br>") for v in views) + 1)  # 18 px a line (2 or more:
