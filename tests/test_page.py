@@ -116,9 +116,9 @@ def test_the_histogram_labels_letters_with_their_options_and_marks_invalid_repli
     snap = plots.Snapshot("step 1", "a.png", {"C": 5, "B": 2, "it is two": 1}, "C", "choice", ("3", "7", "2"))
     fig = plots.histogram([snap])
     bars = fig.data[0]
-    assert list(bars.x) == ["C · 2", "B · 7", "✗ it is two"]
+    assert list(bars.y) == ["C · 2", "B · 7", "✗ it is two"]
     assert list(bars.marker.color) == [plots.GREEN, plots.BLUE, plots.RED]
-    key = fig.layout.annotations[0].text
+    key = fig.layout.title.text
     assert "green: the reference answer" in key and "red ✗: not a valid answer" in key
 
 
