@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from ttrv_core import inputs
-from ttrv_core.app import answer_plots, compare, form_fields, kept_runs, model_menu, plots, sessions
+from ttrv_core.app import answer_plots, compare, form_fields, image_table, kept_runs, model_menu, plots, sessions
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
 from ttrv_core.app.live_run import FIRST, LiveRun, status_html
@@ -175,11 +175,10 @@ def on_run(given: dict, request: gr.Request = None):
         sess.running = None
 
 
-def rows_of(live: LiveRun) -> gr.Dataframe:
-    """The before/after table of a run, the rows it is set to show (LiveRun.rows)."""
+def rows_of(live: LiveRun) -> str:
+    """The before/after table of a run (HTML), the rows it is set to show (LiveRun.rows)."""
     b, a = live.evals.get("before"), live.evals.get("after")
-    heads, rows, kinds, widths = compare.table(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
-    return gr.Dataframe(value=rows, headers=heads, datatype=kinds, column_widths=widths)
+    return image_table.table_html(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
 
 
 def show_rows(sess, rows):
@@ -296,10 +295,9 @@ def build() -> gr.Blocks:
                     with gr.Column(min_width=400):
                         confusion_plot = gr.Plot(answer_plots.confusion([], None, None), elem_id="confusion",
                                                  show_label=False)
-            rows = gr.Radio(list(compare.SHOW), value="all", label="Show the images whose greedy reply changed",
+            rows = gr.Radio(list(image_table.SHOW), value="all", label="Show the images whose greedy reply changed",
                             elem_id="rows")
-            table = gr.Dataframe(headers=["image", "file", "before", "after"], wrap=True, max_height=600,
-                                 label="Each image before and after", interactive=False, elem_id="compare")
+            table = gr.HTML(image_table.table_html([], None, None), elem_id="compare")
             files = gr.File(label="Downloads: results (CSV, JSON), LoRA adapter with its model card, run log",
                             file_count="multiple", interactive=False, elem_id="downloads")
             with gr.Row():  # the adapter to one's own Hub repo; on a Space after signing in (only there)
