@@ -16,7 +16,8 @@ from pathlib import Path
 import gradio as gr
 
 from ttrv_core import inputs
-from ttrv_core.app import answer_plots, compare, form_fields, history, kept_runs, model_menu, plots, sessions
+from ttrv_core.app import (answer_plots, compare, form_fields, history, image_table, kept_runs, model_menu, plots,
+                           sessions)
 from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
@@ -146,7 +147,7 @@ class Outputs:
 @form_fields.takes(form_fields.RUN_INPUTS, gr.Request)
 def on_run(given: dict, request: gr.Request = None):
     """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
-    `rows`: compare.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
+    `rows`: image_table.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""
     sess = ensure(given["sess"], request)
     out = Outputs(sess)
@@ -223,11 +224,10 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
         yield out.view(live, *live.status(), table=bool(live.evals), files=True, info=info)
 
 
-def rows_of(live: LiveRun) -> gr.Dataframe:
-    """The before/after table of a run, the rows it is set to show (LiveRun.rows)."""
+def rows_of(live: LiveRun) -> str:
+    """The before/after table of a run (HTML), the rows it is set to show (LiveRun.rows)."""
     b, a = live.evals.get("before"), live.evals.get("after")
-    heads, rows, kinds, widths = compare.table(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
-    return gr.Dataframe(value=rows, headers=heads, datatype=kinds, column_widths=widths)
+    return image_table.table_html(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
 
 
 def show_rows(sess, rows):
@@ -352,10 +352,9 @@ def build() -> gr.Blocks:
                     with gr.Column(min_width=400):
                         confusion_plot = gr.Plot(answer_plots.confusion([], None, None), elem_id="confusion",
                                                  show_label=False)
-            rows = gr.Radio(list(compare.SHOW), value="all", label="Show the images whose greedy reply changed",
+            rows = gr.Radio(list(image_table.SHOW), value="all", label="Show the images whose greedy reply changed",
                             elem_id="rows")
-            table = gr.Dataframe(headers=["image", "file", "before", "after"], wrap=True, max_height=600,
-                                 label="Each image before and after", interactive=False, elem_id="compare")
+            table = gr.HTML(image_table.table_html([], None, None), elem_id="compare")
             files = gr.File(label=DOWNLOADS, file_count="multiple", interactive=False, elem_id="downloads")
             with gr.Row():  # the adapter to one's own Hub repo; on a Space after signing in (only there)
                 gr.LoginButton(min_width=160) if ON_SPACE else None

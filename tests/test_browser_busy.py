@@ -13,7 +13,7 @@ Screenshots at 1,280 and 420 px go to pytest's tmp dir, and with TTRV_UPDATE_SCR
 from pathlib import Path
 
 import pytest
-from test_browser import ARGS, CHROMIUM, DOCS, UPDATE, app_url, browser  # noqa: F401 (fixtures)
+from test_browser import CHROMIUM, DOCS, UPDATE, app_url, browser  # noqa: F401 (fixtures)
 
 from ttrv_core.config import DEMO_MODEL
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ttrv_core.app import compare
+from ttrv_core.app import compare, image_table
 from ttrv_core.events import EvalResult
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method import content
@@ -65,23 +65,110 @@ def test_the_summary_splits_what_changed_per_image_without_labels():
         "of the images and changed its form only on 40%; the votes agreed")
 
 
+def test_almost_no_valid_vote_is_said_first():
+    """Votes that name no answer give the reward nothing to favour: the verdict opens with that, not with
+    the votes agreeing more."""
+    its = items()
+    none = {f: ("I see the tower.", ["no idea", "not sure", "the tower"]) for f in RUN}
+    before, after = evaluation("before", its, none), evaluation("after", its, {f: ("A", ["A"]) for f in RUN})
+    assert before.metrics["eval/invalid"] == 1.0
+    text = compare.summary(before, after, len(its), its)
+    assert text.startswith("**What changed:** Almost no vote was a valid answer (100% of the base model's votes "
+                           "named none): there was nothing for the reward to favour, so what moved is not learned "
+                           "from votes that agree. Strict accuracy rose from 0.000 to 0.400")
+    assert "| votes with no valid answer | 100% | **0%** (-100.0 points) |" in text
+    _, before, after = run()                                             # 2 of 11 votes invalid: no such sentence
+    assert before.metrics["eval/invalid"] < compare.NOTHING_VALID
+    assert compare.verdict(before, after, its).startswith("Strict accuracy rose")
+
+
 def test_the_changed_column_tells_format_only_from_answer_changed():
-    its, before, after = run()
-    heads, rows, _, _ = compare.table(its, before, after)
+    its, before, after = run(labeled=False)
+    heads, rows = image_table.table(its, before, after)
     changed = {r[heads.index("file")]: r[heads.index("changed")] for r in rows}
     assert changed == {"i0": "format only", "i1": "format only", "i2": "● answer changed", "i3": "",
                        "i4": "● answer changed"}
 
 
+# i0 wrong -> right, i1 right -> wrong, i2 wrong -> another wrong, i3 the same, i4 the same answer in a sentence
+BETTER_WORSE = ({"i0": ("B", ["A"]), "i1": ("B", ["A"]), "i2": ("A", ["A"]), "i3": ("A", ["A"]), "i4": ("C", ["A"])},
+                {"i0": ("A", ["A"]), "i1": ("C", ["A"]), "i2": ("B", ["A"]), "i3": ("A", ["A"]),
+                 "i4": ("It is two.", ["A"])})
+
+
+def test_a_changed_answer_is_better_worse_or_other_where_answers_exist():
+    for labeled, kinds in ((True, ["better", "worse", "other"]), (False, ["answer_changed"] * 3)):
+        its = items(labeled)
+        before, after = (evaluation(p, its, r) for p, r in zip(("before", "after"), BETTER_WORSE))
+        heads, rows = image_table.table(its, before, after)
+        changed = {r[heads.index("file")]: r[heads.index("changed")] for r in rows}
+        assert changed == {"i0": image_table.CHANGED[kinds[0]], "i1": image_table.CHANGED[kinds[1]],
+                           "i2": image_table.CHANGED[kinds[2]], "i3": "", "i4": "format only"}
+    files = {only: [r[heads.index("file")] for r in image_table.table(items(), *(
+        evaluation(p, items(), r) for p, r in zip(("before", "after"), BETTER_WORSE)), only=only)[1]]
+        for only in ("better", "worse", "answer_changed")}
+    assert files == {"better": ["i0"], "worse": ["i1"], "answer_changed": ["i0", "i1", "i2"]}
+    free = image_table.table_html(its, before, after, only="better")         # the run without answers
+    assert "need the answers" in free and "<table" not in free
+
+
 @pytest.mark.parametrize("only, files", [("answer_changed", ["i2", "i4"]), ("format_only", ["i0", "i1"]),
-                                         ("unchanged", ["i3"]), ("all", list(RUN))])
+                                         ("unchanged", ["i3"]), ("all", list(RUN)), ("worse", ["i2", "i4"]),
+                                         ("better", [])])
 def test_the_filter_shows_only_the_rows_of_one_kind_of_change(only, files):
     its, before, after = run()
-    heads, rows, _, _ = compare.table(its, before, after, only=only)
+    heads, rows = image_table.table(its, before, after, only=only)
     assert [r[heads.index("file")] for r in rows] == files
-    assert heads == compare.table(its, before, after)[0]                # the same columns, filtered or not
-    assert len(compare.table(its, before, None, only=only)[1]) == 5      # no after yet: nothing to filter by
-    assert [v for _, v in compare.SHOW] == ["all", *sorted(content.CHANGES)]
+    assert heads == image_table.table(its, before, after)[0]            # the same columns, filtered or not
+    assert len(image_table.table(its, before, None, only=only)[1]) == 5  # no after yet: nothing to filter by
+    assert [v for _, v in image_table.SHOW] == ["all", "answer_changed", "better", "worse", "format_only",
+                                                "unchanged"]
+
+
+def test_every_row_shows_its_raw_reply_and_long_ones_whole_on_hover_or_tap():
+    long = "A, I think, as the digit's shape is a single closed loop with nothing inside it."
+    its, before, after = run(after={"i3": long})
+    heads, rows = image_table.table(its, before, after)
+    for r in rows:                                                      # "C" and "I cannot tell." too
+        assert all('class="reply"' in r[heads.index(side)] for side in ("before", "after"))
+    cell = rows[3][heads.index("after")]
+    assert cell.count("single closed loop") == 3                      # cut in the summary; whole in title and body
+    assert '<details class="reply" title="A, I think, as' in cell and "…”</summary>" in cell
+    assert "“It must be one.”" in rows[1][heads.index("before")]
+
+
+def test_two_replies_that_differ_never_look_the_same():
+    """Long replies alike past the cut: the cells show where they part ways (the visible text differs)."""
+    same = "The image shows a tall tower against the sky with some clouds around it and "
+    its, before, after = run(after={"i4": same + "a bird."})
+    before.items[4].greedy_text = same + "a plane."
+    heads, rows = image_table.table(its, before, after)
+
+    def shown(cell):
+        return cell.split("<summary>")[1].split("</summary>")[0]
+    b, a = shown(rows[4][heads.index("before")]), shown(rows[4][heads.index("after")])
+    assert b != a and "plane" in b and "bird" in a
+
+
+def test_the_page_table_keeps_to_a_phone_and_the_datas_order():
+    its, before, after = run()
+    page = image_table.table_html(its, before, after, ["i0"])
+    css, body = page.split("</style>")
+    phone = css.split(f"@media (max-width: {image_table.PHONE}px)")[1]
+    assert "#compare .secondary {display: none}" in phone
+    for head in ("file", "adapted on", "answer (evaluation only)", "majority share"):
+        assert "secondary" in image_table.COLUMNS[head]
+        assert f'<th class="{image_table.COLUMNS[head]}">{head}</th>' in body
+    assert all("secondary" not in image_table.COLUMNS[h] for h in ("image", "before", "after", "changed"))
+    assert [body.index(f'<td class="file secondary">{f}</td>') for f in RUN] == sorted(
+        body.index(f'<td class="file secondary">{f}</td>') for f in RUN)   # all rows, in the data's order
+    assert body.count("<tr>") == 1 + len(RUN)
+    odd = Item("<b>x</b>.png", IMAGE, "Which digit?", "choice", OPTIONS, "0")
+    _, ev_before, _ = run()
+    ev_before.items[0].item_id = odd.id
+    ev_before.items[0].greedy_text = "<script>alert(1)</script>"
+    html_text = image_table.table_html([odd], ev_before, None)
+    assert "<script>" not in html_text and "&lt;script&gt;" in html_text and "&lt;b&gt;x&lt;/b&gt;.png" in html_text
 
 
 def test_the_chart_has_three_series_per_answer():

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app import DIGITS, app_url, client, unpack  # noqa: F401 (fixture)
+from test_app import DIGITS, app_url, client, table_of, unpack  # noqa: F401 (fixture)
 
 from ttrv_core.config import DEMO_MODEL
 
@@ -85,8 +85,8 @@ def test_two_users_at_once_get_their_own_results_one_run_at_a_time(app_url, tmp_
         other = next(u for u in users if u != who)
         assert 'data-kind="done"' in out["status"] and "Done: 2 steps" in out["status"]
         assert "3 image(s) ready" in out["info"]
-        col = {h: i for i, h in enumerate(out["table"]["headers"])}
-        rows = out["table"]["data"]
+        headers, rows = table_of(out["table"])
+        col = {h: i for i, h in enumerate(headers)}
         assert sorted(r[col["file"]] for r in rows) == [f"{who}_{i}.png" for i in range(3)]
         assert "question" not in col                       # one question for all: in the log, below
         files = {f.name: f for f in out["files"]}

@@ -75,15 +75,15 @@ def test_histogram_shows_soft_votes_for_open_answers():
     bars = [t for t in fig.data if t.type == "bar"]
     soft = [t for t in fig.data if t.type == "scatter"]
     assert len(bars) == len(soft) == 2
-    assert dict(zip(soft[-1].x, soft[-1].y)) == pytest.approx(
+    assert dict(zip(soft[-1].y, soft[-1].x)) == pytest.approx(
         {"left lung": (2 + 2 / 3) / 4, "lung": (4 / 3 + 1) / 4, "heart": 1 / 4})
-    assert list(soft[-1].x) == list(bars[-1].x)
+    assert list(soft[-1].y) == list(bars[-1].y)
     assert [s["args"][0]["visible"] for s in fig.layout.sliders[0].steps] == [
         [True, True, False, False], [False, False, True, True]]
     choice = plots.histogram([plots.Snapshot("step 1", "a.png", {"A": 3, "B": 1}, task="choice", options=("x", "y"))])
     assert [t.type for t in choice.data] == ["bar"]
     words = plots.histogram([plots.Snapshot("step 1", "a.png", {"7": 3, "1": 1}, task="open")])   # soft = votes
-    assert [t.type for t in words.data] == ["bar"] and "soft" not in words.layout.annotations[0].text
+    assert [t.type for t in words.data] == ["bar"] and "soft" not in words.layout.title.text
 
 
 def test_cli_runs_the_soft_reward_and_reports_open_scores(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ttrv_core import demos
-from ttrv_core.app import background, compare, live_run, model_menu, plots, sessions
+from ttrv_core.app import background, compare, image_table, live_run, model_menu, plots, sessions
 from ttrv_core.config import DEMO_MODEL, TTRVConfig
 from ttrv_core.events import EvalResult, ItemEval, Progress, RunEnd, RunStart, StepEvent
 from ttrv_core.inputs.dataset import Item
@@ -101,15 +101,23 @@ def test_the_table_shows_option_text_raw_replies_and_invalid_replies():
     before = result("before", [ev("a.png", "sure, the digit is", "Sure, the digit is 2.", valid=False,
                                   correct=False)])
     after = result("after", [ev("a.png", "C", "C", correct=True, share=0.9)])
-    heads, rows, kinds, _ = compare.table([CHOICE], before, after, ["a.png"])
+    heads, rows = image_table.table([CHOICE], before, after, ["a.png"])
     row = dict(zip(heads, rows[0]))
     assert row["answer (evaluation only)"] == "C · 2"
-    assert "not a valid answer</span> <span" in row["before"] and "reply: “Sure, the digit is 2.”" in row["before"]
-    assert "<b>C · 2</b>" in row["after"] and "✓" in row["after"] and "reply" not in row["after"]
+    assert "not a valid answer</span> <span" in row["before"]
+    assert '<div class="reply">“Sure, the digit is 2.”' in row["before"]
+    assert "<b>C · 2</b>" in row["after"] and "✓" in row["after"] and '<div class="reply">“C”</div>' in row["after"]
     assert row["adapted on"] == "●" and row["majority share"] == "0.50 → 0.90"
     assert row["changed"] == "format only"                              # the sentence named 2 already
-    assert kinds[heads.index("before")] == "html"
-    assert compare.table([CHOICE], None, None)[1] == []                  # nothing evaluated: an empty table
+    assert image_table.table([CHOICE], None, None)[1] == []              # nothing evaluated: an empty table
+    assert "<table" not in image_table.table_html([CHOICE], None, None)
+
+
+def test_an_invalid_reply_that_is_its_own_answer_still_shows_the_reply():
+    """The extracted answer of an invalid reply can be the reply itself: the cell still says what it was."""
+    before = result("before", [ev("a.png", "a tower", "a tower", valid=False, correct=False)])
+    heads, rows = image_table.table([CHOICE], before, None)
+    assert "not a valid answer" in rows[0][heads.index("before")] and "“a tower”" in rows[0][heads.index("before")]
 
 
 def test_the_histogram_labels_letters_with_their_options_and_marks_invalid_replies():

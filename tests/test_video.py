@@ -14,7 +14,7 @@ import pytest
 import video_files
 from PIL import Image
 
-from ttrv_core.app.compare import thumbnail
+from ttrv_core.app.image_table import thumbnail
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import video
 from ttrv_core.inputs.dataset import load_dataset

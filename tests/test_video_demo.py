@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ttrv_core.app import compare
+from ttrv_core.app import image_table
 from ttrv_core.config import TTRVConfig
 from ttrv_core.demos import by_key, by_model
 from ttrv_core.events import EvalResult, ItemEval
@@ -117,19 +117,17 @@ def test_the_table_shows_a_strip_of_a_clips_frames(build, tmp_path):
                         answer == "right", 0.5, entropy_paper=0.4)
     before, after = (EvalResult(p, [ev(a)], summarize([ev(a)])) for p, a in (("before", "it moves right"),
                                                                               ("after", "right")))
-    heads, rows, kinds, widths = compare.table([clip], before, after)
+    heads, rows = image_table.table([clip], before, after)
     cell = dict(zip(heads, rows[0]))["image"]
-    assert kinds[heads.index("image")] == "html" and widths[heads.index("image")] == compare.STRIP_WIDTH
     assert cell.startswith('<img src="data:image/png;base64,') and "frames of the clip" in cell
     png = Image.open(io.BytesIO(base64.b64decode(cell.split("base64,")[1].split('"')[0])))
-    side = compare.STRIP_SIDE
-    assert png.size == (compare.STRIP_FRAMES * (side + 2) - 2, side)
+    side = image_table.STRIP_SIDE
+    assert png.size == (image_table.STRIP_FRAMES * (side + 2) - 2, side)
     # the strip's frames are the clip's, in time order: the digit's mass moves right
     grey = np.asarray(png.convert("L"), dtype=float)
-    frames = [grey[:, i * (side + 2):i * (side + 2) + side] for i in range(compare.STRIP_FRAMES)]
+    frames = [grey[:, i * (side + 2):i * (side + 2) + side] for i in range(image_table.STRIP_FRAMES)]
     centre = [(f.sum(0) * np.arange(side)).sum() / f.sum() for f in frames]
     assert centre == sorted(centre) and centre[-1] - centre[0] > 3, centre   # TRAVEL 4 of 32 px: 5 of 40
-    # a still image keeps its one small thumbnail and the narrow column
+    # a still image keeps its one small thumbnail
     still = load_dataset(ROOT / "assets" / "examples" / "digits", question="Which digit?").items[0]
-    assert compare.table([still], before, None)[3][0] == compare.COLUMNS["image"]
-    assert 'title=' not in compare.thumbnail(still)
+    assert 'title=' not in image_table.thumbnail(still)

@@ -56,7 +56,7 @@ class LiveRun:
     error: str | None = None
     stops: list[str] = field(default_factory=list)  # the phase of each Stop press (engine.adapt counts them)
     first_votes_s: float | None = None             # seconds from Run to the first votes
-    rows: str = "all"                              # the table's rows shown: all or one kind of change (compare.SHOW)
+    rows: str = "all"                              # the table's rows shown: all or one kind of change (image_table.SHOW)
     _began: dict = field(default_factory=dict)     # "before" / "train" -> when it began
     _pace: dict = field(default_factory=dict)      # phase -> (time, images done) of its first and last progress
     _step_times: list = field(default_factory=list)
