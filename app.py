@@ -4,7 +4,8 @@
 
 Widgets <-> ttrv_core's app layer, nothing else (what each field and view means lives there). A run
 replaces the page's results only once it has started: bad settings, bad data or a model that does not
-load leave the last results and downloads in place. Environment: TTRV_PUBLIC, TTRV_TRUST_REMOTE_CODE (README).
+load leave the last results and downloads in place. Runs go one at a time, in the app's own line (app/line.py),
+which tells each waiting visitor its place. Environment: TTRV_PUBLIC, TTRV_TRUST_REMOTE_CODE (README).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ttrv_core.app import (answer_plots, compare, form_fields, history, image_ta
 from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
-from ttrv_core.app.live_run import FIRST, LiveRun, display_name, refusal, status_html
+from ttrv_core.app.live_run import FIRST, LiveRun, refusal, status_html
 from ttrv_core.config import TTRVConfig
 from ttrv_core.model import kept_base, loading
 from ttrv_core.runs import model_card
@@ -45,13 +46,7 @@ loading.import_peft()  # at startup, not in the first run's wait (the engine doe
 LINE = Line()  # the runs of all visitors, one at a time, in the order Run was pressed
 KEPT = kept_base.KeptBase()  # the base model of the last run, loaded again only for another model, precision or device
 KEEP = gr.skip()
-CSS = (".gradio-container{overflow-x:clip!important;overflow-y:visible!important}"
-       "#runbar{position:sticky;top:0;z-index:30;background:var(--background-fill-primary);"
-       "box-shadow:0 2px 4px rgba(0,0,0,.08);padding:4px 0} #runbar #stop{align-self:center}"
-       "#downloads .label-clear-button{display:none}")
-"""The status line and Stop stay at the top of the window while the live view and results scroll under them
-(sticky needs its ancestors not to be scroll containers: gradio's container clips instead of hiding).
-The downloads have no remove buttons: they would take a file off the page for good."""
+CSS = (Path(__file__).resolve().parent / "assets" / "page.css").read_text(encoding="utf-8")
 DOWNLOADS = "Downloads, when a run ends: its results, its adapter if it trained, the run log"
 TO_LIVE = "() => { document.getElementById('live')?.scrollIntoView({behavior: 'smooth', block: 'start'}); return []; }"
 
@@ -75,10 +70,8 @@ def preview(sess, source, example, uploads, folder, question, qfile, task, optio
     sess = ensure(sess, request)
     inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question,
                            qfile, task, options, PUBLIC, table=dataset, split=split)
-    items = inp.dataset.items
+    items = form_fields.previewed(sess, inp.dataset)
     ids = [it.id for it in items]
-    sess.n_items, sess.inputs = len(ids), history.items_key(items)
-    sess.nothing = "" if ids else form_fields.nothing_to_run(inp.dataset)
     return (sess, inputs.describe(inp), gr.Dropdown(choices=ids, value=ids[0] if ids else None),
             gr.Dropdown(choices=[FIRST] + ids), gr.Gallery(form_fields.gallery(items), visible=bool(items)))
 
@@ -91,29 +84,15 @@ def plan(v: dict) -> tuple[str, str]:
         cfg = form_fields.config(mid or model_menu.default_model(), **v)
     except (ValueError, TypeError) as e:
         return f"⚠️ **Settings:** {e}", KEEP
-    shown = next((e for e in sess.history if e.live is sess.shown), None) if sess else None
-    old = history.stale(shown, cfg.model, cfg.to_dict(), sess.inputs if sess else ())
-    if sess is not None and not sess.n_items and sess.nothing:
-        return f"**Run:** nothing to run yet: {sess.nothing}. Fix it in section 1.", old
-    return model_menu.plan(sess.n_items if sess else 0, cfg, v["single_item"] if v["single"] else None), old
-
-
-def note(model, custom, source, example) -> str:
-    mid = form_fields.model_id(model, custom)
-    said = [mid and model_menu.about(mid), model_menu.warning(mid, source == MY_IMAGES, example)]
-    return "\n\n".join(filter(None, said))
+    return form_fields.plan(sess, cfg, v["single_item"] if v["single"] else None), history.stale(sess, cfg)
 
 
 def pick_model(model, source):
     """A demo brings its example set, task and settings, a preset the photos and the paper's settings;
     another model changes nothing else."""
-    brings = model_menu.opens_on(model or "")
-    if brings is None:
-        return [gr.Textbox(visible=model == model_menu.OTHER)] + [gr.skip()] * (2 + len(form_fields.SETTINGS))
-    here = source == EXAMPLE_SET and brings[0] in form_fields.example_sets(EXAMPLES)
-    return ([gr.Textbox(visible=False), brings[0] if here else gr.skip(), brings[1] if here else gr.skip()]
-            + form_fields.values(form_fields.defaults(model)))
-
+    example, task, values = form_fields.brought(model, source, form_fields.example_sets(EXAMPLES))
+    return ([gr.Textbox(visible=model == model_menu.OTHER), example or KEEP, task or KEEP]
+            + (values or [KEEP] * len(form_fields.SETTINGS)))
 
 
 class Outputs:
@@ -131,13 +110,7 @@ class Outputs:
              info=KEEP):
         h, e, r = live.figures(self.sess.choice) if figures else (KEEP, KEEP, KEEP)
         e, r = (KEEP, KEEP) if figures == "votes" else (e, r)  # during an evaluation only the votes move
-        b, a = live.evals.get("before"), live.evals.get("after")
-        summ, frame, note, shares, confusion = KEEP, KEEP, KEEP, KEEP, KEEP
-        if table:
-            frame = rows_of(live)
-            summ = compare.summary(b, a, live.n, live.items)
-            note = compare.amplified(live.items, b, a)
-            shares, confusion = answer_plots.shares(live.items, b, a), answer_plots.confusion(live.items, b, a)
+        summ, frame, note, shares, confusion = compare.results(live) if table else [KEEP] * 5
         if files is not KEEP:  # at the start: empty until the end; at the end: what the run left, said as it is
             got = sessions.downloads(live.run_dir) if files is True else []
             files = gr.File(got, label=f"Downloads: {sessions.contents(live.run_dir)}" if got else DOWNLOADS)
@@ -149,12 +122,10 @@ def on_run(given: dict, request: gr.Request = None):
     """The Run button's handler (API /run): stream a run: status, plots, before/after (the table shows
     `rows`: image_table.SHOW), downloads, then the answer shares and their warning, the confusion heatmap.
     Nothing on the page changes until it starts."""
-    sess = ensure(given["sess"], request)
-    out = Outputs(sess)
+    out = Outputs(sess := ensure(given["sess"], request))
     source, example, uploads, folder, question, qfile, task, options, model, custom, single, single_item, \
         hist_choice, rows, dataset, split = (given[k] for k in form_fields.RUN_INPUTS
                                              if k not in form_fields.SETTINGS and k != "sess")
-
     if model == model_menu.OTHER and not (custom or "").strip():
         yield out.refuse("Model: type a Hugging Face model id or a local folder, or pick a model from the menu.")
         return
@@ -169,21 +140,17 @@ def on_run(given: dict, request: gr.Request = None):
                            qfile, task, options, PUBLIC, cfg.video_frames, table=dataset, split=split)
     ds, info, target = inp.dataset, inputs.describe(inp), single_item if single else None
     refusal = PUBLIC and sessions.public_refusal(cfg.model, cfg, len(ds.items), target, model_menu.allowed())
-    why = (f"Nothing to run: {form_fields.nothing_to_run(ds)}. Fix it in section 1 (Images and questions)."
-           if not ds.items else
-           f"Single-example mode: '{target}' is not among the images." if target and target not in
-           {it.id for it in ds.items} else f"Refused: {refusal}." if refusal else None)
-    if why:
+    if why := form_fields.not_run(ds, target, refusal):
         yield out.refuse(why, info)
         return
     live = sess.running = LiveRun(ds.items, work / "out", cfg.model, rows=rows or "all")
     ticket = sess.ticket = LINE.join()
     try:
-        while not LINE.turn(ticket):  # others ahead: where this visitor stands, about every second
-            if ticket.gone:
-                yield out.refuse("You left the line.", info)
-                return
-            yield out.only(status_html(LINE.waiting(ticket)), info)
+        for words in LINE.waits(ticket):  # others ahead: where this visitor stands, about every second
+            yield out.only(status_html(words), info)
+        if ticket.gone:
+            yield out.refuse("You left the line.", info)
+            return
         ticket.left_s = live.left_s
         yield from run_live(out, live, cfg, ds, inp, info, target, hist_choice, question, task)
     finally:
@@ -207,8 +174,7 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
                 continue
             if redraw.started:  # the run has started: it replaces the last one (results, downloads) on the page
                 sess.shown = live
-                sess.history.append(history.Entry(len(sess.history) + 1, display_name(cfg.model), meta["config"],
-                                                  f"{len(ds.items)} from {inp.where}", live, history.items_key(ds.items)))
+                sess.history.append(history.Entry.of(len(sess.history) + 1, cfg, inp.where, live))
             yield out.view(live, *live.status(), figures=redraw.figures, table=redraw.table,
                        files=[] if redraw.started else KEEP)
         yield out.view(live, *live.status(), table=True, files=True, info=info)
@@ -224,26 +190,16 @@ def run_live(out: Outputs, live, cfg, ds, inp, info, target, hist_choice, questi
         yield out.view(live, *live.status(), table=bool(live.evals), files=True, info=info)
 
 
-def rows_of(live: LiveRun) -> str:
-    """The before/after table of a run (HTML), the rows it is set to show (LiveRun.rows)."""
-    b, a = live.evals.get("before"), live.evals.get("after")
-    return image_table.table_html(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
-
-
 def show_rows(sess, rows):
     """The table's filter: the rows of one kind of change, or all; a run under way keeps to it too."""
     for live in (sess.shown, sess.running) if sess is not None else ():
         if live is not None:
             live.rows = rows or "all"
-    return rows_of(sess.shown) if sess is not None and sess.shown is not None and sess.shown.evals else gr.skip()
+    return compare.rows(sess.shown) if sess is not None and sess.shown is not None and sess.shown.evals else gr.skip()
 
 
 def stop(sess):
-    live, ticket = (sess.running, sess.ticket) if sess is not None else (None, None)
-    if live is not None and ticket is not None and ticket.started is None:
-        LINE.leave(ticket)  # still waiting: out of the line (the Run handler says so too)
-        return status_html("You left the line; nothing was run.", kind="stopped")
-    return status_html(live.request_stop(), kind="stopped") if live else status_html("Nothing is running.")
+    return status_html(*sessions.stop(sess, LINE))
 
 
 def push(sess, repo):  # off a Space: this machine's Hub login (an OAuth parameter would demand it at start)
@@ -266,19 +222,6 @@ def end_session(request: gr.Request) -> None:
 
 
 # --------------------------------------------------------------------------- layout
-
-def setting_widget(name: str):
-    """A setting's field, as its declaration says (config.py): a number, capped on a public Space;
-    a choice; or a switch."""
-    s, value = TTRVConfig.settings()[name], getattr(DEFAULTS, name)
-    if name in form_fields.NUMBERS:
-        return gr.Number(value, label=s.label, maximum=sessions.CAPS.get(name) if PUBLIC else None, min_width=140,
-                         precision=0 if form_fields.NUMBERS[name] is int else None, info=s.help)
-    if s.choices:
-        widget = gr.Radio if len(s.choices) <= 4 else gr.Dropdown
-        return widget(list(s.choices), value=value, label=s.label, info=s.help)
-    return gr.Checkbox(value, label=s.label, info=s.help)
-
 
 def build() -> gr.Blocks:
     """The page. PUBLIC (read at call time): the menu's models only, settings capped (on_run() checks both too)."""
@@ -323,7 +266,8 @@ def build() -> gr.Blocks:
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
                 with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
-                    w = {name: setting_widget(name) for name in form_fields.SETTINGS}
+                    w = {name: getattr(gr, kind)(**kw) for name in form_fields.SETTINGS  # number, choice or switch
+                         for kind, kw in [form_fields.widget(name, getattr(DEFAULTS, name), PUBLIC)]}
                     reset = gr.Button("Reset to the defaults (the chosen demo's own)", size="sm", elem_id="reset")
                 plan_md = gr.Markdown(elem_id="plan")
                 run_btn = gr.Button("Run", variant="primary", elem_id="run")
@@ -370,7 +314,7 @@ def build() -> gr.Blocks:
                                  gr.Row(visible=s == DATASET)), [source], [example, uploads, folder, qfile, table_row],
                       **light)
         model.change(pick_model, [model, source], [custom, example, task, *settings], **light)
-        gr.on([demo.load, model.change, custom.change, source.change, example.change], note,
+        gr.on([demo.load, model.change, custom.change, source.change, example.change], form_fields.note,
               [model, custom, source, example], [about], **light)
         data_inputs = [source, example, uploads, folder, question, qfile, task, options, dataset, split]
         named = {state: "state", model: "model", custom: "custom", single: "single", single_item: "single_item"}
@@ -399,7 +343,7 @@ def build() -> gr.Blocks:
         hist_choice.change(redraw_histogram, [state, hist_choice], [state, hist_plot], api_name="histogram",
                            concurrency_limit=None, show_progress="hidden")
         demo.unload(end_session)
-    demo.queue(default_concurrency_limit=1)  # one job on the GPU at a time; the rest wait in line
+    demo.queue(default_concurrency_limit=1)  # runs keep to LINE; the Hub push and the like one at a time
     return demo
 
 

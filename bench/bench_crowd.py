@@ -105,6 +105,7 @@ def visit(url: str, who: int, files: list[Path], settings: dict, go: threading.B
         last = job.result()
         rec["end_s"] = rec["end_s"] or time.time()
         rec["status"], files_out = last[0], last[6]
+        files_out = files_out.get("value", files_out) if isinstance(files_out, dict) else files_out  # an update
         rec["files"] = [f if isinstance(f, str) else f.get("path", "") for f in (files_out or [])]
     except Exception as e:  # a failed request is counted, not raised: the others go on
         rec["error"] = f"{type(e).__name__}: {e}"

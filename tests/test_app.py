@@ -86,6 +86,12 @@ def table_of(page: str) -> tuple[list[str], list[list[str]]]:
     return heads, [re.findall(r'<td class="[^"]*">(.*?)</td>', r, re.S) for r in body.split("<tr>")[1:]]
 
 
+def files_of(result) -> list[Path]:
+    """The downloads of a /run result (the File output, or its update with a label)."""
+    files = result[6].get("value", result[6]) if isinstance(result[6], dict) else result[6]
+    return [Path(f) for f in files or []]
+
+
 def unpack(result):
     status, hist, ent, rew, acc, table, files, info, amplified, shares, confusion = result
     table = table.get("value", table) if isinstance(table, dict) else table  # an update carries the value inside

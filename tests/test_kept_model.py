@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_app import app_url, client, run_args, upload  # noqa: F401 (fixtures)
+from test_app import app_url, client, files_of, run_args, upload  # noqa: F401 (fixtures)
 
 from ttrv_core.config import TTRVConfig
 from ttrv_core.events import Progress, RunEnd, StepEvent
@@ -103,7 +103,7 @@ def test_two_app_runs_load_the_model_once_and_agree(app_url, upload, monkeypatch
     c = client(app_url)
     outs = []
     for precision in ("auto", "auto", "fp32", "bf16"):
-        files = c.predict(**run_args(upload, max_steps=1, precision=precision), api_name="/run")[6]
+        files = files_of(c.predict(**run_args(upload, max_steps=1, precision=precision), api_name="/run"))
         assert files, "the run made no files"
         names = {Path(f).name: Path(f) for f in files}
         with zipfile.ZipFile(names["adapter.zip"]) as z:
@@ -263,7 +263,7 @@ def test_the_app_reuses_the_before_evaluation_while_nothing_it_depends_on_change
 
     def run(files=upload, **over):
         out = c.predict(**run_args(files, max_steps=1, **over), api_name="/run")
-        names = {Path(f).name: Path(f) for f in out[6]}
+        names = {f.name: f for f in files_of(out)}
         evals = [json.loads(l) for l in names["events.jsonl"].read_text().splitlines()
                  if json.loads(l)["type"] == "eval"]
         return out[0], json.loads(names["results.json"].read_text()), evals

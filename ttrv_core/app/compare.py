@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+from ttrv_core.app import answer_plots, image_table
 from ttrv_core.app.answer_plots import warnings
 from ttrv_core.app.image_table import SHOW
 from ttrv_core.events import EvalResult
@@ -173,6 +174,20 @@ def split(items: Sequence[Item], before: EvalResult | None, after: EvalResult | 
         return ""
     parts = " · ".join(f"{label} **{kinds[k]}** ({kinds[k] / n:.0%})" for label, k in SHOW if k in CHANGES)
     return f"**Each image's greedy reply, before → after** (label-free, of {n}): {parts}."
+
+
+def results(live) -> tuple:
+    """(summary, table, amplified, answer shares, confusion) of a run (app/live_run.LiveRun), as the
+    page shows them after an evaluation."""
+    b, a = live.evals.get("before"), live.evals.get("after")
+    return (summary(b, a, live.n, live.items), rows(live), amplified(live.items, b, a),
+            answer_plots.shares(live.items, b, a), answer_plots.confusion(live.items, b, a))
+
+
+def rows(live) -> str:
+    """The before/after table of a run (HTML), the rows it is set to show (LiveRun.rows)."""
+    b, a = live.evals.get("before"), live.evals.get("after")
+    return image_table.table_html(live.items, b, a, live.start.train_ids if live.start else (), live.rows)
 
 
 def amplified(items: Sequence[Item], before: EvalResult | None, after: EvalResult | None) -> str:

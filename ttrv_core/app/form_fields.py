@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ttrv_core import demos, inputs
-from ttrv_core.app import model_menu, sessions
+from ttrv_core.app import history, model_menu, sessions
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset, tables
 from ttrv_core.inputs.images import DICOM_EXTS, IMAGE_EXTS
@@ -89,6 +89,31 @@ def config(model: str, **settings) -> TTRVConfig:
     return TTRVConfig(model=model, **given)
 
 
+def widget(name: str, value, public: bool) -> tuple[str, dict]:
+    """A setting's form field, as its declaration says (config.py): (gradio component, its arguments):
+    a number (capped on a public Space), a choice, or a switch, each with its help."""
+    s = TTRVConfig.settings()[name]
+    if name in NUMBERS:
+        return "Number", dict(value=value, label=s.label, info=s.help, min_width=140,
+                              maximum=sessions.CAPS.get(name) if public else None,
+                              precision=0 if NUMBERS[name] is int else None)
+    if s.choices:
+        return "Radio" if len(s.choices) <= 4 else "Dropdown", dict(choices=list(s.choices), value=value,
+                                                                  label=s.label, info=s.help)
+    return "Checkbox", dict(value=value, label=s.label, info=s.help)
+
+
+def brought(model: str | None, source: str, sets: list[str]) -> tuple[str | None, str | None, list | None]:
+    """What choosing a model brings to the form: (example set, task, settings' values), each None where
+    it changes nothing. A demo brings its own set, task and settings, a preset the photos and the paper's
+    settings (the set and task only while the images come from an example set); any other model nothing."""
+    brings = model_menu.opens_on(model or "")
+    if brings is None:
+        return None, None, None
+    example, task = brings if source == EXAMPLE_SET and brings[0] in sets else (None, None)
+    return example, task, values(defaults(model))
+
+
 def defaults(model: str) -> TTRVConfig:
     """The settings a model brings to the form: a demo's own, else the paper's."""
     return TTRVConfig().with_(**getattr(demos.by_model(model or ""), "settings", {}))
@@ -140,6 +165,37 @@ def gallery(items: Sequence[dataset.Item]) -> list[tuple[str, str]]:
     shown = [(str(it.path), it.id) for it in items
              if it.path is not None and it.path.suffix.lower() not in DICOM_EXTS and it.path.is_file()]
     return shown[:GALLERY]
+
+
+def note(model: str | None, custom: str | None, source: str, example: str | None) -> str:
+    """Under the model menu: what to expect from the model, and a warning where it does not fit the images."""
+    mid = model_id(model, custom)
+    said = [mid and model_menu.about(mid), model_menu.warning(mid, source == MY_IMAGES, example)]
+    return "\n\n".join(filter(None, said))
+
+
+def previewed(sess: sessions.Session, ds: dataset.Dataset) -> list[dataset.Item]:
+    """Note in the session what the form's images are now (for the plan line and stale results); its items."""
+    sess.n_items, sess.inputs = len(ds.items), history.items_key(ds.items)
+    sess.nothing = "" if ds.items else nothing_to_run(ds)
+    return ds.items
+
+
+def plan(sess: sessions.Session | None, cfg: TTRVConfig, single: str | None) -> str:
+    """The plan line above Run: what Run will do, or why there is nothing to run."""
+    if sess is not None and not sess.n_items and sess.nothing:
+        return f"**Run:** nothing to run yet: {sess.nothing}. Fix it in section 1."
+    return model_menu.plan(sess.n_items if sess else 0, cfg, single)
+
+
+def not_run(ds: dataset.Dataset, target: str | None, refusal: str | None) -> str | None:
+    """Why Run does not run (nothing to run, a single-example image that is not there, a public Space's
+    refusal), or None."""
+    if not ds.items:
+        return f"Nothing to run: {nothing_to_run(ds)}. Fix it in section 1 (Images and questions)."
+    if target and target not in {it.id for it in ds.items}:
+        return f"Single-example mode: '{target}' is not among the images."
+    return f"Refused: {refusal}." if refusal else None
 
 
 def nothing_to_run(ds: dataset.Dataset) -> str:

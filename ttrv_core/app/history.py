@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttrv_core.app.compare import same_images
-from ttrv_core.app.live_run import LiveRun
+from ttrv_core.app.live_run import LiveRun, display_name
 from ttrv_core.config import TTRVConfig
 
 MEASURES = (("eval/greedy_acc", "strict accuracy"), ("eval/content_acc", "content accuracy"),
@@ -27,19 +27,26 @@ class Entry:
     live: LiveRun
     inputs: tuple = ()   # its images and questions (items_key)
 
+    @classmethod
+    def of(cls, number: int, cfg: TTRVConfig, where: str, live: LiveRun) -> Entry:
+        return cls(number, display_name(cfg.model), cfg.to_dict(), f"{live.n} from {where}", live,
+                   items_key(live.items))
+
 
 def items_key(items) -> tuple:
     """What of the images a run's results depend on: each image's id, question and options."""
     return tuple((it.id, it.question, tuple(it.options or ())) for it in items)
 
 
-def stale(shown: Entry | None, model: str, config: dict, inputs: tuple) -> str:
-    """A line over the results when the form no longer describes the run they come from (markdown; ""
-    while it does)."""
+def stale(sess, cfg: TTRVConfig) -> str:
+    """A line over the results when the form (`cfg`, the images the session's preview gives) no longer
+    describes the run they come from (markdown; "" while it does). sess: a sessions.Session or None."""
+    shown = next((e for e in sess.history if e.live is sess.shown), None) if sess is not None else None
     if shown is None:
         return ""
+    model, config = cfg.model, cfg.to_dict()
     what = [w for w, moved in (("the model", model != shown.config.get("model")),
-                               ("the images or questions", inputs != shown.inputs),
+                               ("the images or questions", sess.inputs != shown.inputs),
                                ("the settings", {k: v for k, v in config.items() if k != "model"}
                                 != {k: v for k, v in shown.config.items() if k != "model"})) if moved]
     if not what:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Callable
+from typing import Callable, Iterator
 
 from ttrv_core.app.live_run import _duration
 
@@ -59,6 +59,14 @@ class Line:
                 t.started = t.started or time.time()
                 return True
             return False
+
+    def waits(self, t: Ticket) -> Iterator[str]:
+        """The words to show while `t` waits, about every second; ends at its turn, or when it left the
+        line (t.gone)."""
+        while not self.turn(t):
+            if t.gone:
+                return
+            yield self.waiting(t)
 
     def leave(self, t: Ticket) -> None:
         """The run ended (or the visitor left the line): the next one goes."""

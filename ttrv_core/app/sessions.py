@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ttrv_core import inputs
-from ttrv_core.app.line import Ticket
+from ttrv_core.app.line import Line, Ticket
 from ttrv_core.app.live_run import FIRST, LiveRun
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset
@@ -165,6 +165,16 @@ def _stat(path: str) -> tuple[int, int]:
         return st.st_size, st.st_mtime_ns
     except OSError:
         return -1, -1
+
+
+def stop(sess: Session | None, line: Line) -> tuple[str, None, str]:
+    """The Stop button: leave the line while waiting, else stop the run under way (LiveRun.request_stop);
+    (words, no bar, kind) for the status line."""
+    live, ticket = (sess.running, sess.ticket) if sess is not None else (None, None)
+    if live is not None and ticket is not None and ticket.started is None:
+        line.leave(ticket)  # the Run handler sees it gone and says so too
+        return "You left the line; nothing was run.", None, "stopped"
+    return (live.request_stop(), None, "stopped") if live else ("Nothing is running.", None, "info")
 
 
 # --------------------------------------------------------------------------- downloads
