@@ -27,10 +27,15 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
+from ttrv_core.app.pick_hint import (
+    MIN_AGREEMENT,
+    VoteFeatures,
+    agreed_half_invalid,
+    vote_features,
+)
 from ttrv_core.events import EvalResult, eval_from_json
 from ttrv_core.tasks.prompts import LETTERS
 
@@ -48,34 +53,13 @@ def is_valid_digit_letter(answer: str) -> bool:
     return len(answer) == 1 and answer in LETTERS[:10]
 
 
-@dataclass(frozen=True)
-class VoteFeatures:
-    """Label-free numbers of one image's before-evaluation votes."""
-    item_id: str
-    agreement: float   # top valid answer's votes / valid votes
-    invalid: float     # share of the N votes that are no valid answer
-    entropy: float     # H / ln N over all N votes
-
-
-def features(before: EvalResult, valid=is_valid_digit_letter) -> list[VoteFeatures]:
-    out = []
-    for it in before.items:
-        valid_counts = [c for a, c in it.counts.items() if valid(a)]
-        agree = max(valid_counts) / sum(valid_counts) if valid_counts else 0.0
-        out.append(VoteFeatures(it.item_id, agree, it.invalid, it.entropy))
-    return out
+def features(before: EvalResult) -> list[VoteFeatures]:
+    return vote_features(before, is_valid_digit_letter)
 
 
 def _median_of(feats: list[VoteFeatures], key) -> str:
     ranked = sorted(feats, key=lambda f: (key(f), f.item_id))
     return ranked[len(ranked) // 2].item_id
-
-
-def agreed_half_invalid(feats: list[VoteFeatures], min_agreement: float = 0.8) -> str:
-    """Among images whose valid votes agree (>= min_agreement), the one whose invalid share is nearest 0.5:
-    a clear answer to reinforce and sentences beside it for the reward to turn into that letter."""
-    agreed = [f for f in feats if f.agreement >= min_agreement] or feats
-    return min(agreed, key=lambda f: (abs(f.invalid - 0.5), f.item_id)).item_id
 
 
 # rule name -> picks one item id from the features (ties broken by item id, so the pick is reproducible)
@@ -86,7 +70,7 @@ RULES = {
     "fewest invalid votes": lambda fs: min(fs, key=lambda f: (f.invalid, f.item_id)).item_id,
     "most invalid votes": lambda fs: max(fs, key=lambda f: (f.invalid, f.item_id)).item_id,
     "median invalid share": lambda fs: _median_of(fs, lambda f: f.invalid),
-    "agreed, half invalid": lambda fs: agreed_half_invalid(fs),
+    "agreed, half invalid (the app's hint)": lambda fs: agreed_half_invalid(fs).item_id,
     "lowest entropy": lambda fs: min(fs, key=lambda f: (f.entropy, f.item_id)).item_id,
     "highest entropy": lambda fs: max(fs, key=lambda f: (f.entropy, f.item_id)).item_id,
 }
@@ -138,6 +122,17 @@ def study(out: Path, data: str, seeds: list[int]) -> None:
             print(f"{data} {item} s{seed}", flush=True)
 
 
+def _by_agreement(out: Path, data: str, strata: list[str], feats: dict[str, VoteFeatures]) -> str:
+    """The stratified images' mean strict gain with valid votes agreed (>= MIN_AGREEMENT) and not."""
+    parts = []
+    for name, keep in (("agreed", lambda a: a >= MIN_AGREEMENT), ("not agreed", lambda a: a < MIN_AGREEMENT)):
+        means = [mean(s) for s, _ in (gains(out, data, i) for i in strata if keep(feats[i].agreement)) if s]
+        if means:
+            parts.append(f"{name} (agreement {'>=' if name == 'agreed' else '<'} {MIN_AGREEMENT}): "
+                         f"{len(means)} images, mean strict {mean(means):+.1f}, {sum(m > 0 for m in means)} gain")
+    return "; ".join(parts) + "."
+
+
 def report(out: Path, data: str) -> str:
     plan = json.loads((out / data / "plan.json").read_text())
     feats = {f.item_id: f for f in features(before_eval(out / data / Path(PROBE[data]).stem / "s0"))}
@@ -154,9 +149,10 @@ def report(out: Path, data: str) -> str:
     per_image = [gains(out, data, i) for i in plan["strata"]]
     per_image = [(mean(s), mean(c)) for s, c in per_image if s]
     base_s, base_c = mean(p[0] for p in per_image), mean(p[1] for p in per_image)
-    rows += ["", f"Random pick (mean over the {len(per_image)} stratified images): strict {base_s:+.1f}, "
-             f"content {base_c:+.1f}; spread between images (std of their means): strict "
-             f"{stdev(p[0] for p in per_image):.1f}.", "",
+    spread_images = stdev(p[0] for p in per_image)
+    rows += ["", (f"Random pick (mean over the {len(per_image)} stratified images): strict {base_s:+.1f}, "
+                  f"content {base_c:+.1f}; spread between images (std of their means): strict {spread_images:.1f}."),
+             "", _by_agreement(out, data, plan["strata"], feats), "",
              "| rule | picks | Δ strict | Δ content | strict − random pick | helps? |", "|---|---|---|---|---|---|"]
     for name, item in plan["picks"].items():
         s, c = gains(out, data, item)
