@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from ttrv_core.events import EvalResult
 
 MIN_AGREEMENT = 0.8
-"""Agreement an image's valid votes need to be suggested (on the validation digits, every image above
-it gained)."""
+"""Agreement an image's valid votes need to be suggested, chosen on the format demo's validation digits.
+An image with almost no valid vote can reach it by chance (one letter of 32 votes agrees with itself):
+the rule's preference for half invalid keeps those out."""
 
 
 @dataclass(frozen=True)

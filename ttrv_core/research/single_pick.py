@@ -18,7 +18,9 @@ candidate is a CLI run (`--single IMAGE`, the demo's settings) in OUT/<set>/<ima
 whose summary.json exists is not run again. The gain of a run is on every image of the set (the adapted
 one included: 1 of 200 or 240). The rules see seed 0's before-evaluation, the one the first run makes.
 A rule helps if its image's mean strict gain beats the mean over the 12 stratified candidates by more
-than the spread over seeds (the sample std of its image's gains).
+than the spread over seeds (the sample std of its image's gains). "agreed, half invalid" is the rule the
+app suggests with (app/pick_hint.py), read from there; the report also gives the mean gain of the
+stratified images whose valid votes agree (>= pick_hint.MIN_AGREEMENT) and of the others.
 """
 from __future__ import annotations
 
