@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from ttrv_core import inputs
-from ttrv_core.app import (answer_plots, compare, form_fields, history, image_table, kept_runs, model_menu, plots,
-                           sessions)
+from ttrv_core.app import (answer_plots, compare, form_fields, history, image_table, kept_runs, model_menu,
+                           pick_hint, plots, sessions)
 from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
@@ -76,15 +76,16 @@ def preview(sess, source, example, uploads, folder, question, qfile, task, optio
             gr.Dropdown(choices=[FIRST] + ids), gr.Gallery(form_fields.gallery(items), visible=bool(items)))
 
 
-def plan(v: dict) -> tuple[str, str]:
-    """The plan line above Run (or what is wrong with the settings or the images), and the line over the
-    results when they no longer come from what the form says."""
+def plan(v: dict) -> tuple[str, str, str]:
+    """The plan line above Run (or what is wrong with the settings or the images), the line over the
+    results when they no longer come from what the form says, and which image single-example mode suggests."""
     sess, mid = v["state"], form_fields.model_id(v.pop("model"), v.pop("custom"))
     try:
         cfg = form_fields.config(mid or model_menu.default_model(), **v)
     except (ValueError, TypeError) as e:
-        return f"⚠️ **Settings:** {e}", KEEP
-    return form_fields.plan(sess, cfg, v["single_item"] if v["single"] else None), history.stale(sess, cfg)
+        return f"⚠️ **Settings:** {e}", KEEP, KEEP
+    return (form_fields.plan(sess, cfg, v["single_item"] if v["single"] else None), history.stale(sess, cfg),
+            pick_hint.for_page(sess and sess.shown, history.shows_these_images(sess)))
 
 
 def pick_model(model, source):
@@ -264,6 +265,7 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
+                hint = gr.Markdown(elem_id="pick-hint")
                 with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
                     w = {name: getattr(gr, kind)(**kw) for name in form_fields.SETTINGS  # number, choice or switch
@@ -320,7 +322,7 @@ def build() -> gr.Blocks:
         named = {state: "state", model: "model", custom: "custom", single: "single", single_item: "single_item"}
         named |= {c: n for n, c in w.items()}
         show_plan = dict(fn=lambda v: plan({named[c]: x for c, x in v.items()}), inputs=set(named),
-                         outputs=[plan_md, stale], **light)
+                         outputs=[plan_md, stale, hint], **light)
         show_data = dict(fn=preview, inputs=[state] + data_inputs,
                          outputs=[state, data_info, single_item, hist_choice, gallery])
         demo.load(**show_data, api_name="preview", concurrency_limit=None, show_progress="hidden").then(**show_plan)

@@ -168,8 +168,8 @@ def test_full_run_over_http(app_url, upload):
     titles = [s["args"][1]["title.text"] for s in hist["layout"]["sliders"][0]["steps"]]
     assert len({t.split(": ")[1].split(",")[0] for t in titles}) == 1        # one image throughout
     shown = [t for t in hist["data"] if t["visible"]]
-    assert len(shown) == 1 and sum(shown[0]["y"]) == pytest.approx(1.0)
-    assert "green: the reference answer" in hist["layout"]["annotations"][0]["text"]   # the colours, explained
+    assert len(shown) == 1 and sum(shown[0]["x"]) == pytest.approx(1.0)      # sideways bars: shares on x
+    assert "green: the reference answer" in hist["layout"]["title"]["text"]   # the colours, explained
     # entropy: the mean line has one point per step; reward: accuracy and validity per step
     mean = next(t for t in out["entropy"]["data"] if t["name"] == "mean")
     assert mean["x"] == [1, 2] and all(0 <= y <= 1 for y in mean["y"])
@@ -372,7 +372,8 @@ def test_a_zip_of_a_folder_or_a_folder_upload_is_read_with_its_questions_file(ap
     c = client(app_url)
     common = dict(source="My images", example=None, question="", qfile=None, task="open", options="",
                   api_name="/preview")
-    info, single_item, _ = c.predict(uploads=[handle_file(str(zpath))], folder=None, **common)
+    info, single_item, _, gallery = c.predict(uploads=[handle_file(str(zpath))], folder=None, **common)
+    assert len(gallery.get("value", gallery) if isinstance(gallery, dict) else gallery) == 6   # shown before Run
     assert "6 image(s) ready" in info and "broken.png" in info
     info = c.predict(uploads=None, folder=[handle_file(str(p)) for p in upload], **common)[0]
     assert "6 image(s) ready" in info

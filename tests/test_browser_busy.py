@@ -4,8 +4,8 @@
   then gets its own run (two pages, two sessions);
 - Stop and the status stay in sight while a run goes and the page scrolls, at 1,280 and 420 px;
 - before Run: a gallery of the images; Enter in the question runs; Reset puts a changed setting back;
-- after a run: the downloads hold one zip of all and have no remove buttons; changing the images marks
-  the results as stale; the session's runs are listed side by side.
+- after a run: the downloads hold one zip of all and have no remove buttons; changing a setting marks
+  the results as stale; the session's runs are listed side by side; single-example mode suggests an image.
 
 Screenshots at 1,280 and 420 px go to pytest's tmp dir, and with TTRV_UPDATE_SCREENSHOT=1 to docs/
 (busy_first_*, busy_running_*, busy_results_*, busy_queued_*).
@@ -46,6 +46,8 @@ def in_sight(page, selector) -> bool:
 
 @pytest.mark.parametrize("width", [1280, 420])
 def test_a_second_visitor_is_told_its_place_in_line_and_stop_stays_in_sight(browser, app_url, tmp_path, width):
+    import app
+    app.KEPT.clear()   # the evaluation before training runs (not one kept from an earlier test's run)
     first, second = opened(browser, app_url, width), opened(browser, app_url, width)
     assert first.locator("#gallery img").count() > 0          # the images, before Run
     shot(first, tmp_path, "first", width)
@@ -108,6 +110,7 @@ def test_after_a_run_downloads_stale_results_and_the_runs_side_by_side(browser, 
     assert names.index("all_files.zip") < names.index("results.csv")
     assert page.locator("#downloads .label-clear-button").first.is_hidden()
     page.wait_for_selector("#history :text('run 1')", timeout=10_000)
+    page.wait_for_selector("#pick-hint :text('Suggested, without labels')", timeout=10_000)   # single-example
     assert page.locator("#stale").inner_text().strip() == ""
     steps = page.get_by_label("Steps (0 = by epochs)", exact=True)
     steps.fill("3")

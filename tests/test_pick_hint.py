@@ -61,3 +61,21 @@ def test_the_study_reads_the_same_rule():
     from ttrv_core.research.single_pick import RULES, features
     ev = before(item("a.png", {"C": 6, "D": 5, "IT IS": 21}), item("b.png", {"J": 15, "IT IS NINE": 17}))
     assert RULES["agreed, half invalid (the app's hint)"](features(ev)) == suggest(ev, letter).item_id == "b.png"
+
+
+def test_the_page_suggests_from_the_shown_runs_votes_each_image_by_its_own_options(tmp_path):
+    """Under single-example mode: before a run, how to get a suggestion; after one on the same images,
+    the image; each image's votes read by its own options (here 'E' is a valid letter of b.png only)."""
+    from ttrv_core.app.live_run import LiveRun
+    from ttrv_core.app.pick_hint import for_page
+    from ttrv_core.inputs.dataset import Item
+    items = [Item("a.png", tmp_path / "a.png", "q", "choice", ("1", "2", "3", "4")),
+             Item("b.png", tmp_path / "b.png", "q", "choice", ("1", "2", "3", "4", "5"))]
+    live = LiveRun(items)
+    assert "Run once on all the images" in for_page(live, True)
+    live.evals["before"] = before(item("a.png", {"A": 15, "IT IS": 17}), item("b.png", {"E": 16, "IT IS": 16}))
+    said = for_page(live, True)
+    assert "**b.png**" in said and "held-out" in said          # a.png's 'E' would not be a valid letter of its own
+    assert "Run once" in for_page(live, False)                  # the images changed since: no stale suggestion
+    live.evals["before"] = before(item("a.png", {"A": 32}), item("b.png", {"B": 32}))
+    assert "No image to suggest" in for_page(live, True)

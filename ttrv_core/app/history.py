@@ -41,7 +41,7 @@ def items_key(items) -> tuple:
 def stale(sess, cfg: TTRVConfig) -> str:
     """A line over the results when the form (`cfg`, the images the session's preview gives) no longer
     describes the run they come from (markdown; "" while it does). sess: a sessions.Session or None."""
-    shown = next((e for e in sess.history if e.live is sess.shown), None) if sess is not None else None
+    shown = _shown(sess)
     if shown is None:
         return ""
     model, config = cfg.model, cfg.to_dict()
@@ -53,6 +53,17 @@ def stale(sess, cfg: TTRVConfig) -> str:
         return ""
     return (f"⚠️ **These results are from run {shown.number}** ({shown.model}, {shown.data}); "
             f"{_and(what)} changed since. Press Run to see them on what is chosen now.")
+
+
+def shows_these_images(sess) -> bool:
+    """Whether the run on the page was on the images and questions the form gives now."""
+    shown = _shown(sess)
+    return shown is not None and shown.inputs == sess.inputs
+
+
+def _shown(sess) -> Entry | None:
+    """The entry of the run on the page (sess: a sessions.Session or None)."""
+    return next((e for e in sess.history if e.live is sess.shown), None) if sess is not None else None
 
 
 def _and(words: list[str]) -> str:
