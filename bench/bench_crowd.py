@@ -12,7 +12,9 @@ visitor its own session, its own uploaded digits (named after it) and its own qu
   started before its own and were still going when it was told (position_mismatches).
 --quick: 4 images per visitor, 2 steps of 8 votes; otherwise 12 images at the default demo's settings.
 The last line is one JSON object: clients, completed, errors, distinct_runs, position_mismatches,
-p95_wait_s (seconds from Run to the run starting), runs_s (each run's seconds, first to last), wall_s.
+p95_wait_s (seconds from Run to the run starting), runs_s (each run's seconds, first to last), estimates (the
+visitors told a wait in seconds: it is known once a run has measured its pace), estimate_off_median_s (the
+median of |first wait told in seconds - the wait from then on|), wall_s.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from ttrv_core.config import TTRVConfig  # noqa: E402
 DIGITS = ROOT / "assets" / "examples" / "digits"
 QUICK = dict(n_votes=8, n_train=4, max_steps=2, eval_votes=4, prompts_per_step=4)
 IN_LINE = re.compile(r"You are (\d+)\w\w in line")
+ABOUT = re.compile(r"in line, about (?:(\d+) min)? ?(?:(\d+) s)?")
 
 
 def free_port() -> int:
@@ -83,7 +86,7 @@ def visitor_files(work: Path, who: int, n: int, rows: list[dict]) -> list[Path]:
 def visit(url: str, who: int, files: list[Path], settings: dict, go: threading.Barrier, out: dict) -> None:
     """One visitor: press Run with the others, watch the status, keep what came back."""
     from gradio_client import Client, handle_file
-    rec = out[who] = {"told": None, "told_s": None, "start_s": None, "end_s": None, "error": None}
+    rec = out[who] = {"told": None, "told_s": None, "start_s": None, "end_s": None, "error": None, "estimate_s": None}
     try:
         client = Client(url, verbose=False)
         args = dict(source="My images", example=None, uploads=[handle_file(str(p)) for p in files], folder=None,
@@ -98,6 +101,9 @@ def visit(url: str, who: int, files: list[Path], settings: dict, go: threading.B
             m = IN_LINE.search(status)
             if m and rec["told"] is None:
                 rec["told"], rec["told_s"] = int(m.group(1)), now
+            est = ABOUT.search(status) if m else None
+            if est and (est.group(1) or est.group(2)) and rec["estimate_s"] is None:  # the first wait in seconds
+                rec["estimate_s"], rec["estimated_s"] = int(est.group(1) or 0) * 60 + int(est.group(2) or 0), now
             if not m and rec["start_s"] is None:
                 rec["start_s"] = now
             if 'data-kind="done"' in status or 'data-kind="error"' in status:
@@ -175,11 +181,14 @@ def main(argv=None) -> dict:
               + (f", error {r['error']}" if r["error"] else ""))
     for m in mismatches:
         print(f"position mismatch: {m}")
+    misses = sorted(abs(r["estimate_s"] - (r["start_s"] - r["estimated_s"])) for r in recs.values()
+                    if r["estimate_s"] is not None and r["start_s"])
     runs_s = sorted(round(r["end_s"] - r["start_s"], 1) for r in recs.values() if r["start_s"] and r["end_s"])
     result = {"clients": args.clients, "completed": sum(ok for ok, _ in done.values()),
               "errors": sum(1 for r in recs.values() if r["error"]),
               "distinct_runs": len({run for ok, run in done.values() if ok and run}),
               "position_mismatches": len(mismatches), "p95_wait_s": p95 and round(p95, 1), "runs_s": runs_s,
+              "estimates": len(misses), "estimate_off_median_s": round(misses[len(misses) // 2], 1) if misses else None,
               "wall_s": round(wall, 1), "quick": args.quick, "images_each": n}
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

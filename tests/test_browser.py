@@ -215,6 +215,9 @@ def test_stop_during_the_evaluation_before_training(browser, app_url):
     assert "after-evaluation still runs" not in status
     page.wait_for_timeout(500)
     assert "adapter.zip" not in downloads(page) and "events.jsonl" in downloads(page)
+    assert "no adapter: the run stopped before training" in downloads(page)     # the label promises none
+    bar = page.locator("#status progress")
+    assert float(bar.get_attribute("value")) < 1 and "accent-color" in bar.get_attribute("style")  # not a full bar
     assert stopped_in < 5, stopped_in
     page.close()
 

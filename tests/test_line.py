@@ -53,3 +53,13 @@ def test_leaving_the_line_moves_the_others_up_and_is_marked():
     assert line.turn(first, timeout=0)
     line.leave(first)
     assert not first.gone and line.turn(third, timeout=0)
+
+
+def test_a_visitor_behind_another_is_told_at_once():
+    line = Line()
+    first, second = line.join(), line.join()
+    assert line.turn(first, timeout=0)
+    t0 = time.time()
+    words = next(line.waits(second))
+    assert "You are 2nd in line" in words and time.time() - t0 < 0.5
+    assert list(line.waits(first)) == []          # its turn: nothing to say

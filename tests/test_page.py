@@ -333,3 +333,20 @@ def test_a_preset_says_before_run_that_it_needs_a_download_or_a_gpu(monkeypatch,
     assert "Before Run" not in model_menu.about(DEMO_MODEL) and "Before Run" not in model_menu.about(str(tmp_path))
     typed = model_menu.about("someone/new-model")                     # a typed hub id: the download, not the GPU
     assert "HF_HUB_OFFLINE is set" in typed and "needs a GPU" not in typed
+
+
+def test_a_model_brings_its_images_task_and_settings():
+    """Picking a demo brings its own example set, task and settings; a real preset the bundled photos
+    (multiple choice) and the paper's settings; either only while the images come from an example set;
+    a typed model brings nothing."""
+    from ttrv_core.app import form_fields
+    from ttrv_core.config import TTRVConfig
+    sets = ["digits", "digits_choice", "photos"]
+    demo = demos.DEFAULT
+    example, task, values = form_fields.brought(demo.model, form_fields.EXAMPLE_SET, sets)
+    assert (example, task) == (demo.examples, demo.task) and values == form_fields.values(
+        TTRVConfig().with_(**demo.settings))
+    example, task, values = form_fields.brought(model_menu.REAL_DEFAULT, form_fields.EXAMPLE_SET, sets)
+    assert (example, task, values) == ("photos", "choice", form_fields.values(TTRVConfig()))
+    assert form_fields.brought(model_menu.REAL_DEFAULT, form_fields.MY_IMAGES, sets)[:2] == (None, None)
+    assert form_fields.brought("someone/their-model", form_fields.EXAMPLE_SET, sets) == (None, None, None)

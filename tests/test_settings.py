@@ -99,3 +99,12 @@ def test_each_setting_of_the_form_has_short_help_without_repository_paths(name):
     text = SETTINGS[name].help
     assert 0 < len(text) <= FORM_HELP_CHARS, f"{name}: {len(text)} characters"
     assert not re.search(r"\w\.py\b|docs/", text), f"{name}: a repository path in {text!r}"
+
+
+def test_every_field_of_the_form_shows_its_help():
+    """Numbers too (they had none): each setting's widget carries its help under its label."""
+    from ttrv_core.app import form_fields
+    for name in form_fields.SETTINGS:
+        kind, kw = form_fields.widget(name, getattr(TTRVConfig(), name), public=False)
+        assert kind in ("Number", "Radio", "Dropdown", "Checkbox") and kw["info"] == TTRVConfig.settings()[name].help
+        assert kw["label"] == TTRVConfig.settings()[name].label

@@ -108,11 +108,11 @@ class TTRVConfig:
     alpha: float = setting(
         0.75, "Weight of the ttrv rewards' term for how spread out the votes are (entropy). In ttrv it changes "
         "nothing, being the same for every answer of an image; it acts in ttrv_marginal (paper: 0.75).",
-        flag="alpha", label="alpha: entropy weight")
+        flag="alpha", label="Entropy weight (alpha; ttrv rewards)")
     prior_weight: float = setting(
         1.0, "For the calibrated reward: how much an answer loses for being common on all images, so the "
         "model's favourite does not win by habit. 0: none; a reply that is no valid answer still earns 0.",
-        flag="prior-weight", label="lambda: prior weight (calibrated reward)", low=0)
+        flag="prior-weight", label="Discount for answers common on all images (lambda; calibrated)", low=0)
     consensus: float = setting(
         0.0, "An image whose most voted answer has less than this share of the votes is not learned from that "
         "step: a weak majority is a poor guess. 0: off, as in the paper (tau, from SCRL).",
@@ -130,7 +130,7 @@ class TTRVConfig:
     beta: float = setting(
         0.001, "How strongly training keeps the adapted model close to the original: higher is safer, lower learns "
         "more freely. 0: off, and each step skips one pass of the model (KL penalty; paper code).",
-        flag="beta", label="beta: KL weight")
+        flag="beta", label="Stay close to the original model (beta)")
     adv_eps: float = setting(
         1e-6, "A tiny number added to the spread of an image's answer scores before each score is divided by it, "
         "so that equal scores do not divide by zero (the GRPO advantage's epsilon; verl).")

@@ -63,10 +63,12 @@ class Line:
     def waits(self, t: Ticket) -> Iterator[str]:
         """The words to show while `t` waits, about every second; ends at its turn, or when it left the
         line (t.gone)."""
-        while not self.turn(t):
+        wait = 0.0   # told at once when others are ahead, then every second
+        while not self.turn(t, timeout=wait):
             if t.gone:
                 return
             yield self.waiting(t)
+            wait = 1.0
 
     def leave(self, t: Ticket) -> None:
         """The run ended (or the visitor left the line): the next one goes."""
