@@ -19,9 +19,9 @@ import gradio as gr
 from ttrv_core import inputs
 from ttrv_core.app import (answer_plots, compare, form_fields, history, image_table, kept_runs, model_menu,
                            pick_hint, plots, sessions)
-from ttrv_core.app.line import Line
 from ttrv_core.app.background import background
 from ttrv_core.app.form_fields import DATASET, EXAMPLE_SET, MY_IMAGES
+from ttrv_core.app.line import Line
 from ttrv_core.app.live_run import FIRST, LiveRun, refusal, status_html
 from ttrv_core.config import TTRVConfig
 from ttrv_core.model import kept_base, loading
@@ -353,4 +353,4 @@ demo = build()
 
 if __name__ == "__main__":
     sessions.clean_up_on_signals(lambda: demo.close(verbose=False))  # SIGTERM: the uploads go, as at Ctrl-C
-    demo.launch(max_file_size=MAX_FILE_SIZE)
+    demo.launch(max_file_size=MAX_FILE_SIZE, max_threads=100)  # a visitor waiting in LINE holds a thread

@@ -11,7 +11,7 @@ from PIL import Image
 from test_app import app_url, client, files_of, run_args, upload  # noqa: F401 (fixtures)
 
 from ttrv_core.config import TTRVConfig
-from ttrv_core.events import Progress, RunEnd, StepEvent
+from ttrv_core.events import Progress
 from ttrv_core.inputs.dataset import Item
 from ttrv_core.method import engine
 from ttrv_core.model import kept_base, loading

@@ -34,8 +34,7 @@ from ttrv_core.app.live_run import FIRST, LiveRun
 from ttrv_core.config import TTRVConfig
 from ttrv_core.inputs import dataset
 from ttrv_core.problems import Problem
-from ttrv_core.runs import hub
-from ttrv_core.runs import model_card
+from ttrv_core.runs import hub, model_card
 
 APP_DIR = Path(tempfile.gettempdir())
 APP_PREFIX = "ttrv-app-"  # + pid: the session folders of one app process
