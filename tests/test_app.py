@@ -335,13 +335,16 @@ def test_nothing_to_run_names_the_real_cause_not_the_images(app_url, upload, tmp
     assert "nothing to run yet: options: task 'choice' needs options" in line and "usable" not in line
 
 
-def test_a_questions_file_left_from_my_images_does_not_break_an_example_set(app_url, upload):
-    """Switching back to the bundled set with a questions file still in its field: the set's own questions."""
+def test_a_questions_file_left_from_my_images_does_not_break_an_example_set(app_url, tmp_path):
+    """Switching back to the bundled set with one's own questions file still in its field: the set runs on
+    its own questions, all its images (the file names none of them)."""
     from gradio_client import handle_file
-    qfile = handle_file(str(next(p for p in upload if p.name == "questions.csv")))
-    status = client(app_url).predict(**run_args([], source="Bundled example set", example=app_example(), qfile=qfile,
-                                                max_steps=1), api_name="/run")[0]
-    assert 'data-kind="done"' in status, status
+    mine = tmp_path / "questions.csv"
+    mine.write_text("image,question\nmy_cat.jpg,What animal is this?\nmy_dog.jpg,What animal is this?\n")
+    out = client(app_url).predict(**run_args([], source="Bundled example set", example=app_example(),
+                                             qfile=handle_file(str(mine)), max_steps=1), api_name="/run")
+    assert 'data-kind="done"' in out[0], out[0]
+    assert "240 image(s) ready" in unpack(out)["info"]
 
 
 def app_example():
