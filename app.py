@@ -85,7 +85,7 @@ def plan(v: dict) -> tuple[str, str, str]:
     except (ValueError, TypeError) as e:
         return f"⚠️ **Settings:** {e}", KEEP, KEEP
     return (form_fields.plan(sess, cfg, v["single_item"] if v["single"] else None), history.stale(sess, cfg),
-            pick_hint.for_page(sess and sess.shown, history.shows_these_images(sess)))
+            gr.Markdown(pick_hint.for_page(sess and sess.shown, history.shows_these_images(sess)), visible=v["single"]))
 
 
 def pick_model(model, source):
@@ -265,7 +265,7 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     single = gr.Checkbox(False, label="Single-example mode: adapt on one image, evaluate on all")
                     single_item = gr.Dropdown([], label="Image to adapt on", allow_custom_value=True)
-                hint = gr.Markdown(elem_id="pick-hint")
+                hint = gr.Markdown(elem_id="pick-hint", visible=False)
                 with gr.Accordion("Settings (the paper's defaults; a demo brings its own)" + (", capped on this Space"
                                                                         if PUBLIC else ""), open=False):
                     w = {name: getattr(gr, kind)(**kw) for name in form_fields.SETTINGS  # number, choice or switch

@@ -1,7 +1,7 @@
 """The app on a busy Space, in a real browser (Debian's Chromium, headless, Playwright):
 
 - a second visitor who presses Run while another's run goes is told its place in line and the wait,
-  then gets its own run (two pages, two sessions);
+  then gets its own run (two pages, two sessions); Stop, or closing the tab, leaves the line;
 - Stop and the status stay in sight while a run goes and the page scrolls, at 1,280 and 420 px;
 - before Run: a gallery of the images; Enter in the question runs; Reset puts a changed setting back;
 - after a run: the downloads hold one zip of all and have no remove buttons; changing a setting marks
@@ -110,8 +110,11 @@ def test_after_a_run_downloads_stale_results_and_the_runs_side_by_side(browser, 
     assert names.index("all_files.zip") < names.index("results.csv")
     assert page.locator("#downloads .label-clear-button").first.is_hidden()
     page.wait_for_selector("#history :text('run 1')", timeout=10_000)
-    page.wait_for_selector("#pick-hint :text('Suggested, without labels')", timeout=10_000)   # single-example
-    assert page.locator("#stale").inner_text().strip() == ""
+    assert page.locator("#pick-hint").is_hidden()
+    page.get_by_label("Single-example mode: adapt on one image, evaluate on all").check()
+    page.wait_for_selector("#pick-hint :text('Suggested, without labels')", timeout=10_000)   # its image
+    page.get_by_label("Single-example mode: adapt on one image, evaluate on all").uncheck()
+    page.wait_for_function("() => document.getElementById('stale').innerText.trim() === ''", timeout=10_000)
     steps = page.get_by_label("Steps (0 = by epochs)", exact=True)
     steps.fill("3")
     steps.press("Tab")
@@ -121,3 +124,21 @@ def test_after_a_run_downloads_stale_results_and_the_runs_side_by_side(browser, 
     steps.press("Tab")
     page.wait_for_function("() => document.getElementById('stale').innerText.trim() === ''", timeout=30_000)
     page.close()
+
+
+def test_a_visitor_who_closes_the_tab_while_waiting_leaves_the_line(browser, app_url):
+    """Gradio closes the Run handler of a closed tab: its place goes, and the next visitor is not held
+    behind it (told 2nd, not 3rd, and run once the first run ends)."""
+    first, gone, third = (opened(browser, app_url, 1280) for _ in range(3))
+    first.click("#run")
+    first.wait_for_selector("#status :text('Evaluating')", timeout=60_000)
+    gone.click("#run")
+    gone.wait_for_selector("#status :text('You are 2nd in line')", timeout=30_000)
+    gone.close()
+    third.wait_for_timeout(2000)
+    third.click("#run")
+    third.wait_for_selector("#status :text('You are 2nd in line')", timeout=30_000)
+    third.wait_for_selector(ENDED, timeout=240_000)
+    assert "Done" in third.locator("#status").inner_text()
+    first.close()
+    third.close()
