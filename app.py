@@ -70,10 +70,12 @@ def preview(sess, source, example, uploads, folder, question, qfile, task, optio
     sess = ensure(sess, request)
     inp = form_fields.read(sess, EXAMPLES, None, source, example, [*(uploads or []), *(folder or [])], question,
                            qfile, task, options, PUBLIC, table=dataset, split=split)
+    shown = [key[0] for key in sess.inputs]  # the images the gallery has: not sent again per keystroke
     items = form_fields.previewed(sess, inp.dataset)
     ids = [it.id for it in items]
     return (sess, inputs.describe(inp), gr.Dropdown(choices=ids, value=ids[0] if ids else None),
-            gr.Dropdown(choices=[FIRST] + ids), gr.Gallery(form_fields.gallery(items), visible=bool(items)))
+            gr.Dropdown(choices=[FIRST] + ids),
+            gr.Gallery(form_fields.gallery(items), visible=bool(items)) if ids != shown else KEEP)
 
 
 def plan(v: dict) -> tuple[str, str, str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Callable, Iterator
 
-from ttrv_core.app.live_run import _duration
+from ttrv_core.app.live_run import duration
 
 
 @dataclass(eq=False)
@@ -108,7 +108,7 @@ class Line:
         t.told.append(pos)
         s = self.wait_s(t)
         when = ("the wait is known once the run ahead has measured its pace" if s is None else
-                f"about {_duration(s)}")
+                f"about {duration(s)}")
         ahead = pos - 1
         return (f"You are {ordinal(pos)} in line, {when}. {ahead} run{'s' * (ahead != 1)} "
                 f"{'go' if ahead != 1 else 'goes'} before yours, one at a time on this machine's "

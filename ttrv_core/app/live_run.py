@@ -198,7 +198,7 @@ class LiveRun:
         p, many = self.progress, self.nouns[1]
         part = f"{s.phases.index(phase) + 1}/{len(s.phases)} " if phase in s.phases else ""
         left, complete = self.left_s()
-        when = "" if left is None else f" · about {_duration(left)} left" + (
+        when = "" if left is None else f" · about {duration(left)} left" + (
             "" if complete else " for the evaluations; the training time is known after step 1")
         if phase == "train" and not self.steps:  # the before-evaluation is done, step 1 is under way
             text = (f"{part}Training: step {s.resumed_from + 1} of {s.total_steps} under way · "
@@ -300,9 +300,9 @@ class LiveRun:
                 plots.reward(self.steps, b, a, waiting=wait))
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
     """
-    >>> _duration(8.2), _duration(75), _duration(120), _duration(3 * 3600)
+    >>> duration(8.2), duration(75), duration(120), duration(3 * 3600)
     ('8 s', '1 min 15 s', '2 min', '180 min')
     """
     s = round(s)
